@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Stock Bazaar needs to build, run, test and benchmark.
+# Idempotent: packages already present are skipped, and nothing is printed when
+# everything is installed. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libinih-dev
+  libraft-dev libuv1-dev
+  libcmocka-dev python3 sqlite3 curl
+  clang-14 libclang-rt-14-dev clang-format
+  gnuplot-nox wrk nginx-light iproute2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Only refresh the package index when an install fails on a stale one.
+if ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,135 @@
+/*
+ * bazaar-catalog: owns the stocks. Serves lookups to the front-end and
+ * applies trades for the order leader, exactly once per request id.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "http_server.h"
+#include "log.h"
+#include "service.h"
+#include "stockdb.h"
+
+struct catalog {
+    struct bz_config cfg;
+    struct stockdb *db;
+};
+
+static json_t *catalog__stock_json(const struct stock *s)
+{
+    return json_pack("{s:s,s:f,s:I,s:I}", "name", s->name, "price", s->price, "quantity",
+                     (json_int_t)s->quantity, "version", (json_int_t)s->version);
+}
+
+static void catalog__health(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    (void)req;
+    http_reply_json(resp, 200,
+                    json_pack("{s:s,s:s,s:I,s:I}", "status", "ok", "service", "catalog", "stocks",
+                              (json_int_t)stockdb_count(c->db), "version",
+                              (json_int_t)stockdb_version(c->db)));
+}
+
+static void catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    struct stock s;
+    if (!stock_name_valid(req->param, req->param_len)) {
+        http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
+        return;
+    }
+    if (stockdb_lookup(c->db, req->param, &s) != 0) {
+        http_reply_error(resp, BZ_ENOTFOUND, "stock not found");
+        return;
+    }
+    http_reply_data(resp, catalog__stock_json(&s));
+}
+
+static void catalog__trade(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    char msg[160];
+    struct trade t;
+    struct stock s;
+
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    int rv = trade_from_json(body, true, &t, msg, sizeof msg);
+    json_decref(body);
+    if (rv) {
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    rv = stockdb_trade(c->db, &t, &s);
+    switch (rv) {
+    case 0:
+        LOG_DEBUG("trade %s %s %lld %s -> %lld", t.request_id, trade_type_name(t.type),
+                  (long long)t.quantity, t.name, (long long)s.quantity);
+        http_reply_data(resp, catalog__stock_json(&s));
+        return;
+    case BZ_ENOTFOUND:
+        http_reply_error(resp, rv, "stock not found");
+        return;
+    case BZ_ECONFLICT:
+        http_reply_error(resp, rv,
+                         t.type == TRADE_BUY ? "not enough shares" : "quantity would overflow");
+        return;
+    default:
+        http_reply_error(resp, rv, NULL);
+        return;
+    }
+}
+
+static struct http_route catalog__routes[] = {
+    {.method = "GET", .pattern = "/health", .handler = catalog__health},
+    {.method = "GET", .pattern = "/stocks/{}", .handler = catalog__lookup},
+    {.method = "POST", .pattern = "/trade", .handler = catalog__trade, .internal = true},
+};
+
+int main(int argc, char **argv)
+{
+    struct catalog c = {0};
+    char err[512], path[CONFIG_PATH_MAX];
+    int id;
+
+    if (service_init(argc, argv, "catalog", false, &c.cfg, &id) != 0)
+        return 2;
+    if (service_make_data_dir(&c.cfg) != 0 ||
+        service_data_path(&c.cfg, "catalog.db", path, sizeof path) != 0) {
+        LOG_ERROR("cannot create data directory %s", c.cfg.data_dir);
+        return 1;
+    }
+    if (stockdb_open(&c.db, path, c.cfg.stocks_csv, err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        return 1;
+    }
+
+    struct http_server *http = NULL;
+    struct http_server_opts opts = {
+        .listen = c.cfg.catalog_listen,
+        .threads = c.cfg.catalog_threads,
+        .idle_timeout_s = c.cfg.idle_timeout_s,
+        .secret = c.cfg.secret,
+        .metrics_prefix = "bazaar_catalog",
+        .svc = &c,
+    };
+    if (http_server_start(&http, &opts, catalog__routes,
+                          sizeof catalog__routes / sizeof catalog__routes[0], err,
+                          sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        stockdb_close(c.db);
+        return 1;
+    }
+    LOG_INFO("serving %zu stocks on %s (data %s)", stockdb_count(c.db), c.cfg.catalog_listen,
+             path);
+
+    int sig = service_wait_for_signal();
+    LOG_INFO("signal %d: shutting down", sig);
+    http_server_stop(http);
+    stockdb_close(c.db);
+    return 0;
+}

@@ -1,0 +1,324 @@
+#include "config.h"
+
+#include <ini.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+enum config__type { CONFIG_STR, CONFIG_INT, CONFIG_BOOL, CONFIG_MODE, CONFIG_QUORUM, CONFIG_LEVEL };
+
+struct config__row {
+    const char *section;
+    const char *key;
+    enum config__type type;
+    size_t offset;
+    size_t size;  /* for strings: the buffer size */
+    long min, max; /* for integers */
+    const char *def;
+};
+
+#define CFG_STR(sec, key, field, def)                                                              \
+    {sec, key, CONFIG_STR, offsetof(struct bz_config, field),                                      \
+     sizeof(((struct bz_config *)0)->field), 0, 0, def}
+#define CFG_INT(sec, key, field, lo, hi, def)                                                      \
+    {sec, key, CONFIG_INT, offsetof(struct bz_config, field), sizeof(int), lo, hi, def}
+#define CFG_OF(sec, key, type, field, def)                                                         \
+    {sec, key, type, offsetof(struct bz_config, field), 0, 0, 0, def}
+
+static const struct config__row config__rows[] = {
+    CFG_STR("cluster", "data_dir", data_dir, "./data"),
+    CFG_STR("cluster", "secret", secret, "dev-secret"),
+    CFG_OF("cluster", "log_level", CONFIG_LEVEL, log_level, "info"),
+    CFG_INT("cluster", "call_timeout_ms", call_timeout_ms, 10, 600000, "2000"),
+    CFG_INT("cluster", "idle_timeout_s", idle_timeout_s, 1, 3600, "30"),
+    CFG_STR("catalog", "listen", catalog_listen, "127.0.0.1:9001"),
+    CFG_STR("catalog", "stocks", stocks_csv, "config/stocks.csv"),
+    CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),
+    CFG_INT("catalog", "restock_to", restock_to, 0, 1000000000, "100"),
+    CFG_INT("catalog", "threads", catalog_threads, 1, 64, "4"),
+    CFG_STR("frontend", "listen", frontend_listen, "127.0.0.1:8080"),
+    CFG_OF("frontend", "cache", CONFIG_BOOL, cache_on, "on"),
+    CFG_INT("frontend", "cache_size", cache_size, 1, 10000000, "8"),
+    CFG_INT("frontend", "threads", frontend_threads, 1, 256, "8"),
+    CFG_INT("frontend", "health_interval_ms", health_interval_ms, 10, 60000, "500"),
+    CFG_OF("replication", "mode", CONFIG_MODE, mode, "primary-backup"),
+    CFG_OF("replication", "write_quorum", CONFIG_QUORUM, write_quorum, "majority"),
+    CFG_INT("replication", "threads", order_threads, 1, 64, "4"),
+};
+
+#define CONFIG__NROWS (sizeof config__rows / sizeof config__rows[0])
+
+static const char *const config__mode_names[] = {"primary-backup", "raft"};
+static const char *const config__quorum_names[] = {"majority", "1"};
+
+/* Parses value into the field of row; 0 or BZ_EINVAL. */
+static int config__assign(struct bz_config *cfg, const struct config__row *row, const char *value,
+                          char *errmsg, size_t errlen)
+{
+    char *field = (char *)cfg + row->offset;
+    switch (row->type) {
+    case CONFIG_STR:
+        if (strlen(value) >= row->size || value[0] == '\0') {
+            snprintf(errmsg, errlen, "%s.%s: must be 1..%zu bytes", row->section, row->key,
+                     row->size - 1);
+            return BZ_EINVAL;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case CONFIG_INT: {
+        uint64_t v;
+        if (parse_u64_str(value, (uint64_t)row->max, &v) || (long)v < row->min) {
+            snprintf(errmsg, errlen, "%s.%s: '%s' is not an integer in %ld..%ld", row->section,
+                     row->key, value, row->min, row->max);
+            return BZ_EINVAL;
+        }
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case CONFIG_BOOL:
+        if (!strcmp(value, "on") || !strcmp(value, "true") || !strcmp(value, "yes") ||
+            !strcmp(value, "1")) {
+            *(bool *)field = true;
+            return 0;
+        }
+        if (!strcmp(value, "off") || !strcmp(value, "false") || !strcmp(value, "no") ||
+            !strcmp(value, "0")) {
+            *(bool *)field = false;
+            return 0;
+        }
+        snprintf(errmsg, errlen, "%s.%s: '%s' is not on/off", row->section, row->key, value);
+        return BZ_EINVAL;
+    case CONFIG_MODE:
+    case CONFIG_QUORUM: {
+        const char *const *names =
+            row->type == CONFIG_MODE ? config__mode_names : config__quorum_names;
+        for (int i = 0; i < 2; i++) {
+            if (!strcmp(value, names[i])) {
+                *(int *)field = i;
+                return 0;
+            }
+        }
+        snprintf(errmsg, errlen, "%s.%s: '%s' must be %s or %s", row->section, row->key, value,
+                 names[0], names[1]);
+        return BZ_EINVAL;
+    }
+    case CONFIG_LEVEL: {
+        static const char *const levels[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++) {
+            if (!strcmp(value, levels[i])) {
+                snprintf(field, sizeof cfg->log_level, "%s", levels[i]);
+                return 0;
+            }
+        }
+        snprintf(errmsg, errlen, "%s.%s: '%s' must be debug, info, warn or error", row->section,
+                 row->key, value);
+        return BZ_EINVAL;
+    }
+    }
+    return BZ_EINVAL;
+}
+
+void config_init_defaults(struct bz_config *cfg)
+{
+    char ignored[8];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < CONFIG__NROWS; i++)
+        config__assign(cfg, &config__rows[i], config__rows[i].def, ignored, sizeof ignored);
+}
+
+/* [order.N] sections: N is a positive integer id; the only key is listen. */
+static int config__set_replica(struct bz_config *cfg, const char *section, const char *key,
+                               const char *value, char *errmsg, size_t errlen)
+{
+    uint64_t id;
+    if (parse_u64_str(section + strlen("order."), 1000000, &id) || id == 0) {
+        snprintf(errmsg, errlen, "[%s]: replica id must be a positive integer", section);
+        return BZ_EINVAL;
+    }
+    if (strcmp(key, "listen") != 0) {
+        snprintf(errmsg, errlen, "[%s]: unknown key '%s'", section, key);
+        return BZ_EINVAL;
+    }
+    struct config_replica *r = (struct config_replica *)config_replica_find(cfg, (int)id);
+    if (!r) {
+        if (cfg->replica_count == CONFIG_MAX_REPLICAS) {
+            snprintf(errmsg, errlen, "too many replicas (max %d)", CONFIG_MAX_REPLICAS);
+            return BZ_EINVAL;
+        }
+        /* Keep the array sorted by id. */
+        int pos = cfg->replica_count;
+        while (pos > 0 && cfg->replicas[pos - 1].id > (int)id) {
+            cfg->replicas[pos] = cfg->replicas[pos - 1];
+            pos--;
+        }
+        r = &cfg->replicas[pos];
+        memset(r, 0, sizeof *r);
+        r->id = (int)id;
+        cfg->replica_count++;
+    }
+    if (strlen(value) >= sizeof r->listen || value[0] == '\0') {
+        snprintf(errmsg, errlen, "[%s] listen: bad address", section);
+        return BZ_EINVAL;
+    }
+    snprintf(r->listen, sizeof r->listen, "%s", value);
+    return 0;
+}
+
+int config_set(struct bz_config *cfg, const char *section, const char *key, const char *value,
+               char *errmsg, size_t errlen)
+{
+    if (strncmp(section, "order.", 6) == 0)
+        return config__set_replica(cfg, section, key, value, errmsg, errlen);
+    for (size_t i = 0; i < CONFIG__NROWS; i++) {
+        const struct config__row *row = &config__rows[i];
+        if (!strcmp(row->section, section) && !strcmp(row->key, key))
+            return config__assign(cfg, row, value, errmsg, errlen);
+    }
+    snprintf(errmsg, errlen, "unknown option [%s] %s", section, key);
+    return BZ_EINVAL;
+}
+
+struct config__ini_ctx {
+    struct bz_config *cfg;
+    char *errmsg;
+    size_t errlen;
+};
+
+static int config__ini_handler(void *user, const char *section, const char *key, const char *value)
+{
+    struct config__ini_ctx *ctx = user;
+    if (!key) /* a bare [section] line with no keys yet */
+        return 1;
+    return config_set(ctx->cfg, section, key, value, ctx->errmsg, ctx->errlen) == 0;
+}
+
+int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen)
+{
+    char detail[256] = "syntax error";
+    struct config__ini_ctx ctx = {cfg, detail, sizeof detail};
+    int line = ini_parse(path, config__ini_handler, &ctx);
+    if (line == -1) {
+        snprintf(errmsg, errlen, "%s: cannot open", path);
+        return BZ_EINVAL;
+    }
+    if (line != 0) {
+        snprintf(errmsg, errlen, "%s:%d: %s", path, line, detail);
+        return BZ_EINVAL;
+    }
+    return 0;
+}
+
+void config_apply_env(struct bz_config *cfg)
+{
+    const char *secret = getenv("BAZAAR_SECRET");
+    if (secret && secret[0] && strlen(secret) < sizeof cfg->secret)
+        snprintf(cfg->secret, sizeof cfg->secret, "%s", secret);
+}
+
+int config_set_option(struct bz_config *cfg, const char *assignment, char *errmsg, size_t errlen)
+{
+    char section[64];
+    const char *eq = strchr(assignment, '=');
+    const char *dot = eq ? memrchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
+    if (!eq || !dot || dot == assignment || (size_t)(dot - assignment) >= sizeof section) {
+        snprintf(errmsg, errlen, "--set '%s': expected section.key=value", assignment);
+        return BZ_EINVAL;
+    }
+    char key[64];
+    size_t klen = (size_t)(eq - dot - 1);
+    if (klen == 0 || klen >= sizeof key) {
+        snprintf(errmsg, errlen, "--set '%s': bad key", assignment);
+        return BZ_EINVAL;
+    }
+    memcpy(section, assignment, (size_t)(dot - assignment));
+    section[dot - assignment] = '\0';
+    memcpy(key, dot + 1, klen);
+    key[klen] = '\0';
+    return config_set(cfg, section, key, eq + 1, errmsg, errlen);
+}
+
+static int config__check_addr(const char *what, const char *addr, char *errmsg, size_t errlen)
+{
+    char host[CONFIG_ADDR_MAX];
+    uint16_t port;
+    if (parse_host_port(addr, host, sizeof host, &port)) {
+        snprintf(errmsg, errlen, "%s: '%s' is not host:port", what, addr);
+        return BZ_EINVAL;
+    }
+    return 0;
+}
+
+int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
+{
+    if (cfg->replica_count == 0) {
+        snprintf(errmsg, errlen, "no [order.N] sections: at least one replica is needed");
+        return BZ_EINVAL;
+    }
+    if (config__check_addr("catalog.listen", cfg->catalog_listen, errmsg, errlen) ||
+        config__check_addr("frontend.listen", cfg->frontend_listen, errmsg, errlen))
+        return BZ_EINVAL;
+    for (int i = 0; i < cfg->replica_count; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "order.%d.listen", cfg->replicas[i].id);
+        if (config__check_addr(what, cfg->replicas[i].listen, errmsg, errlen))
+            return BZ_EINVAL;
+    }
+    return 0;
+}
+
+const struct config_replica *config_replica_find(const struct bz_config *cfg, int id)
+{
+    for (int i = 0; i < cfg->replica_count; i++)
+        if (cfg->replicas[i].id == id)
+            return &cfg->replicas[i];
+    return NULL;
+}
+
+int config_dump_json(const struct bz_config *cfg, struct strbuf *out)
+{
+    json_t *root = json_object();
+    for (size_t i = 0; i < CONFIG__NROWS; i++) {
+        const struct config__row *row = &config__rows[i];
+        const char *field = (const char *)cfg + row->offset;
+        json_t *sec = json_object_get(root, row->section);
+        if (!sec) {
+            sec = json_object();
+            json_object_set_new(root, row->section, sec);
+        }
+        json_t *v = NULL;
+        switch (row->type) {
+        case CONFIG_STR:
+            v = json_string(strcmp(row->key, "secret") == 0 ? "(redacted)" : field);
+            break;
+        case CONFIG_LEVEL:
+            v = json_string(field);
+            break;
+        case CONFIG_INT:
+            v = json_integer(*(const int *)field);
+            break;
+        case CONFIG_BOOL:
+            v = json_boolean(*(const bool *)field);
+            break;
+        case CONFIG_MODE:
+            v = json_string(config__mode_names[*(const int *)field]);
+            break;
+        case CONFIG_QUORUM:
+            v = json_string(config__quorum_names[*(const int *)field]);
+            break;
+        }
+        json_object_set_new(sec, row->key, v);
+    }
+    json_t *reps = json_array();
+    for (int i = 0; i < cfg->replica_count; i++)
+        json_array_append_new(reps, json_pack("{s:i,s:s}", "id", cfg->replicas[i].id, "listen",
+                                              cfg->replicas[i].listen));
+    json_object_set_new(root, "replicas", reps);
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    int rv = strbuf_append(out, s, strlen(s));
+    free(s);
+    return rv;
+}

@@ -1,0 +1,85 @@
+/*
+ * config.h - the cluster configuration: one INI file (SPEC §5), then the
+ * environment (BAZAAR_SECRET), then command-line flags, in that order.
+ *
+ * Every option is one row of a table in config.c (section, key, type, bounds,
+ * default), so parsing, validation, flag overrides and the /status dump all
+ * come from the same place. Unknown sections or keys are errors: a typo in a
+ * config file should stop the service, not be silently ignored. After
+ * loading, the struct is treated as immutable and passed to each module.
+ */
+#ifndef BZ_CONFIG_H
+#define BZ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+#define CONFIG_MAX_REPLICAS 16
+#define CONFIG_ADDR_MAX     64
+#define CONFIG_PATH_MAX     256
+#define CONFIG_SECRET_MAX   128
+
+enum config_mode { CONFIG_MODE_PRIMARY_BACKUP = 0, CONFIG_MODE_RAFT };
+enum config_quorum { CONFIG_QUORUM_MAJORITY = 0, CONFIG_QUORUM_ONE };
+
+struct config_replica {
+    int id;                         /* from the section name [order.<id>] */
+    char listen[CONFIG_ADDR_MAX];   /* host:port */
+};
+
+struct bz_config {
+    /* [cluster] */
+    char data_dir[CONFIG_PATH_MAX];
+    char secret[CONFIG_SECRET_MAX];
+    char log_level[8];
+    int call_timeout_ms;      /* deadline of one internal HTTP call */
+    int idle_timeout_s;       /* idle keep-alive connections are closed after this */
+    /* [catalog] */
+    char catalog_listen[CONFIG_ADDR_MAX];
+    char stocks_csv[CONFIG_PATH_MAX];
+    int restock_interval_s;
+    int restock_to;
+    int catalog_threads;
+    /* [frontend] */
+    char frontend_listen[CONFIG_ADDR_MAX];
+    bool cache_on;
+    int cache_size;
+    int frontend_threads;
+    int health_interval_ms;   /* period of the leader health check */
+    /* [replication] */
+    enum config_mode mode;
+    enum config_quorum write_quorum;
+    int order_threads;
+    /* [order.N], sorted by id */
+    int replica_count;
+    struct config_replica replicas[CONFIG_MAX_REPLICAS];
+};
+
+/* Fills every option with its default (no replicas). */
+void config_init_defaults(struct bz_config *cfg);
+
+/* Reads an INI file over the current values. Returns 0 or BZ_EINVAL with errmsg set. */
+int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen);
+
+/* Applies environment overrides (BAZAAR_SECRET). */
+void config_apply_env(struct bz_config *cfg);
+
+/* Sets one option from "section.key=value" (the --set flag). Returns 0 or BZ_EINVAL. */
+int config_set_option(struct bz_config *cfg, const char *assignment, char *errmsg, size_t errlen);
+
+/* Sets one option by section and key, as the INI reader does. Returns 0 or BZ_EINVAL. */
+int config_set(struct bz_config *cfg, const char *section, const char *key, const char *value,
+               char *errmsg, size_t errlen);
+
+/* Checks cross-option rules (at least one replica, addresses parse). 0 or BZ_EINVAL. */
+int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen);
+
+/* The replica with this id, or NULL. */
+const struct config_replica *config_replica_find(const struct bz_config *cfg, int id);
+
+/* Appends the configuration as a JSON object (the secret redacted) to out. */
+int config_dump_json(const struct bz_config *cfg, struct strbuf *out);
+
+#endif

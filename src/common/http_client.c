@@ -1,0 +1,147 @@
+#include "http_client.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "http_server.h"
+#include "log.h"
+
+#define HTTP_CLIENT__MAXCONNECTS 16
+
+static pthread_key_t http_client__key;
+static pthread_once_t http_client__once = PTHREAD_ONCE_INIT;
+
+static void http_client__handle_free(void *handle)
+{
+    curl_easy_cleanup(handle);
+}
+
+static void http_client__init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_key_create(&http_client__key, http_client__handle_free);
+}
+
+void http_client_global_init(void)
+{
+    pthread_once(&http_client__once, http_client__init_once);
+}
+
+/* The calling thread's handle, created on first use. */
+static CURL *http_client__handle(void)
+{
+    http_client_global_init();
+    CURL *h = pthread_getspecific(http_client__key);
+    if (!h) {
+        h = curl_easy_init();
+        if (!h) {
+            fprintf(stderr, "curl_easy_init failed\n");
+            abort();
+        }
+        pthread_setspecific(http_client__key, h);
+    }
+    return h;
+}
+
+static size_t http_client__write_cb(char *data, size_t size, size_t nmemb, void *user)
+{
+    struct strbuf *b = user;
+    size_t n = size * nmemb;
+    return strbuf_append(b, data, n) == 0 ? n : 0; /* 0 aborts the transfer */
+}
+
+int http_client_request(const char *method, const char *url, const char *secret, const char *body,
+                        size_t body_len, int timeout_ms, struct http_reply *out)
+{
+    CURL *h = http_client__handle();
+    struct curl_slist *headers = NULL;
+    char secret_header[200];
+
+    memset(out, 0, sizeof *out);
+    strbuf_init(&out->body, HTTP_CLIENT_REPLY_MAX);
+
+    /* Options that do not persist between calls are set every time; the handle keeps
+     * only its connection cache. */
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 1000 ? timeout_ms : 1000));
+    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)HTTP_CLIENT__MAXCONNECTS);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_client__write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out->body);
+    if (secret) {
+        snprintf(secret_header, sizeof secret_header, "%s: %s", HTTP_SECRET_HEADER, secret);
+        headers = curl_slist_append(headers, secret_header);
+    }
+    if (body) {
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+        /* No "Expect: 100-continue" round trip. */
+        headers = curl_slist_append(headers, "Expect:");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    else if (strcmp(method, "POST") == 0 && !body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+    }
+    if (headers)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+
+    CURLcode rc = curl_easy_perform(h);
+    curl_slist_free_all(headers);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+
+    int rv = 0;
+    if (rc == CURLE_OK) {
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        out->status = (int)status;
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        rv = BZ_ETIMEDOUT;
+    } else if (rc == CURLE_WRITE_ERROR) {
+        rv = BZ_EUPSTREAM;
+    } else {
+        rv = BZ_EUNAVAIL;
+    }
+    if (rv) {
+        LOG_DEBUG("%s %s: %s", method, url, curl_easy_strerror(rc));
+        strbuf_free(&out->body);
+    }
+    return rv;
+}
+
+void http_reply_free(struct http_reply *reply)
+{
+    strbuf_free(&reply->body);
+}
+
+json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen)
+{
+    json_t *root = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+    json_t *data = NULL;
+    *err = 0;
+    if (reply->status >= 200 && reply->status < 300) {
+        data = root ? json_object_get(root, "data") : NULL;
+        if (data) {
+            json_incref(data);
+        } else {
+            *err = BZ_EUPSTREAM;
+            snprintf(msg, msglen, "reply without data");
+        }
+    } else {
+        const char *m = NULL;
+        json_unpack(root, "{s:{s:s}}", "error", "message", &m);
+        *err = bz_error_from_status(reply->status);
+        snprintf(msg, msglen, "%s", m ? m : bz_strerror(*err));
+    }
+    json_decref(root);
+    return data;
+}

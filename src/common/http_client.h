@@ -1,0 +1,49 @@
+/*
+ * http_client.h - outbound HTTP calls between services, on libcurl.
+ *
+ * Every call has a deadline (connect and total). Each thread keeps its own
+ * curl handle, so connections to the same peer are kept alive and reused
+ * across calls without any locking; the handle is freed when the thread
+ * exits. Reply bodies are bounded. Not a general-purpose client: no
+ * redirects, no TLS options, JSON bodies only.
+ */
+#ifndef BZ_HTTP_CLIENT_H
+#define BZ_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "util.h"
+
+#define HTTP_CLIENT_REPLY_MAX (8u * 1024 * 1024)
+
+struct http_reply {
+    int status;          /* HTTP status of the reply */
+    struct strbuf body;  /* reply bytes; freed by http_reply_free */
+};
+
+/* Once per process, before any thread makes a call. */
+void http_client_global_init(void);
+
+/*
+ * One request. `secret` (may be NULL) is sent as the cluster-secret header;
+ * `body` (may be NULL) is sent as application/json.
+ * Returns 0 when a reply arrived (whatever its status), BZ_EUNAVAIL when the
+ * peer could not be reached, BZ_ETIMEDOUT when the deadline passed, and
+ * BZ_EUPSTREAM for a reply over HTTP_CLIENT_REPLY_MAX. On success the caller
+ * frees `out` with http_reply_free; on failure `out` holds nothing to free.
+ */
+int http_client_request(const char *method, const char *url, const char *secret, const char *body,
+                        size_t body_len, int timeout_ms, struct http_reply *out);
+
+void http_reply_free(struct http_reply *reply);
+
+/*
+ * Parses a reply of the form {"data": ...} or {"error": {...}}. Returns the
+ * "data" member (a new reference) on a 2xx, or NULL; in the NULL case *err is
+ * the BZ_E* code of the status and msg receives the peer's message.
+ */
+json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen);
+
+#endif

@@ -1,0 +1,419 @@
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "error.h"
+#include "log.h"
+
+#define HTTP__CONN_MEMORY   (32 * 1024) /* per-connection pool: caps request line + headers */
+#define HTTP__CONN_LIMIT    4096
+#define HTTP__REPLY_MAX     (4 * 1024 * 1024) /* replies: /metrics, log pages */
+#define HTTP__PARAM_MAX     256
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct http_server_opts opts;
+    struct http_route *routes;
+    size_t nroutes;
+    struct http_route metrics_route; /* GET /metrics, built in */
+};
+
+/* Per-request state, created on the first access-handler call. */
+struct http__req {
+    uint64_t start_us;
+    struct http_route *route;   /* NULL when the path or method matched nothing */
+    int route_err;              /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
+    char param[HTTP__PARAM_MAX];
+    size_t param_len;
+    bool has_param;
+    struct strbuf body;
+    bool too_big;
+};
+
+/* ---------------------------------------------------------------- responses */
+
+void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len)
+{
+    resp->status = status;
+    strbuf_reset(&resp->body);
+    /* The body ceiling is sized for our largest replies; a failure here is a bug. */
+    if (strbuf_append(&resp->body, data, len) != 0) {
+        resp->status = 500;
+        strbuf_reset(&resp->body);
+    }
+}
+
+void http_reply_json(struct http_response *resp, int status, json_t *json)
+{
+    char *s = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    json_decref(json);
+    if (!s) {
+        http_reply_error(resp, BZ_ENOMEM, NULL);
+        return;
+    }
+    http_reply_bytes(resp, status, s, strlen(s));
+    free(s);
+}
+
+void http_reply_data(struct http_response *resp, json_t *data)
+{
+    http_reply_json(resp, 200, json_pack("{s:o}", "data", data));
+}
+
+void http_reply_error(struct http_response *resp, int err, const char *message)
+{
+    int status = bz_error_status(err);
+    json_t *body =
+        json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", message ? message : bz_strerror(err));
+    http_reply_json(resp, status, body);
+}
+
+json_t *http_request_json_object(const struct http_request *req, struct http_response *resp)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "malformed JSON: %s", jerr.text);
+        http_reply_error(resp, BZ_EINVAL, msg);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        http_reply_error(resp, BZ_EINVAL, "body must be a JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_HEADER_KIND, name);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+/* Matches path against pattern; on a "{}" match stores the segment in param. */
+static bool http__match(const char *pattern, const char *path, char *param, size_t paramlen,
+                        size_t *param_len, bool *has_param)
+{
+    *has_param = false;
+    while (*pattern && *path) {
+        if (pattern[0] == '{' && pattern[1] == '}') {
+            const char *end = strchr(path, '/');
+            size_t n = end ? (size_t)(end - path) : strlen(path);
+            if (n == 0)
+                return false;
+            /* Over-long segments still match (so the handler answers 400), truncated to a
+             * length no valid parameter has. */
+            size_t keep = n < paramlen - 1 ? n : paramlen - 1;
+            memcpy(param, path, keep);
+            param[keep] = '\0';
+            *param_len = n;
+            *has_param = true;
+            path += n;
+            pattern += 2;
+            continue;
+        }
+        if (*pattern != *path)
+            return false;
+        pattern++;
+        path++;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static void http__observe(struct http_route *route, int status, uint64_t start_us)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 0;
+    atomic_fetch_add_explicit(&route->stats.by_class[cls], 1, memory_order_relaxed);
+    metrics_hist_observe(&route->stats.latency, clock_now_us() - start_us);
+}
+
+static void http__render_metrics(struct http_server *srv, struct strbuf *out)
+{
+    char name[128], labels[160];
+    static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+    snprintf(name, sizeof name, "%s_http_requests_total", srv->opts.metrics_prefix);
+    metrics_render_header(out, name, "counter", "HTTP requests by route and status class.");
+    for (size_t i = 0; i <= srv->nroutes; i++) {
+        struct http_route *r = i < srv->nroutes ? &srv->routes[i] : &srv->metrics_route;
+        for (int c = 0; c < 6; c++) {
+            uint64_t v = atomic_load_explicit(&r->stats.by_class[c], memory_order_relaxed);
+            if (v == 0 && c != 2)
+                continue;
+            snprintf(labels, sizeof labels, "route=\"%s %s\",code=\"%s\"", r->method, r->pattern,
+                     classes[c]);
+            metrics_render_value(out, name, labels, v);
+        }
+    }
+    snprintf(name, sizeof name, "%s_http_request_duration_seconds", srv->opts.metrics_prefix);
+    metrics_render_header(out, name, "histogram", "HTTP request latency by route.");
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        struct http_route *r = &srv->routes[i];
+        snprintf(labels, sizeof labels, "route=\"%s %s\"", r->method, r->pattern);
+        metrics_render_hist(out, name, labels, &r->stats.latency);
+    }
+    if (srv->opts.metrics)
+        srv->opts.metrics(srv->opts.svc, out);
+}
+
+/* Finds the route for method and path; on failure sets st->route_err. */
+static void http__route(struct http_server *srv, const char *method, const char *path,
+                        struct http__req *st)
+{
+    bool path_known = false;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        struct http_route *r = &srv->routes[i];
+        if (!http__match(r->pattern, path, st->param, sizeof st->param, &st->param_len,
+                         &st->has_param))
+            continue;
+        path_known = true;
+        if (strcmp(r->method, method) == 0) {
+            st->route = r;
+            return;
+        }
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        path_known = true;
+        if (strcmp(method, "GET") == 0) {
+            st->route = &srv->metrics_route;
+            return;
+        }
+    }
+    st->route_err = path_known ? BZ_EMETHOD : BZ_ENOTFOUND;
+}
+
+/* Runs the request's route and fills resp. */
+static void http__dispatch(struct http_server *srv, struct http__req *st,
+                           struct http_request *req, struct http_response *resp)
+{
+    struct http_route *r = st->route;
+    if (!r) {
+        http_reply_error(resp, st->route_err,
+                         st->route_err == BZ_EMETHOD ? "method not allowed" : "no such route");
+        return;
+    }
+    if (r == &srv->metrics_route) {
+        resp->status = 200;
+        resp->content_type = "text/plain; version=0.0.4";
+        http__render_metrics(srv, &resp->body);
+        return;
+    }
+    req->param = st->has_param ? st->param : NULL;
+    req->param_len = st->param_len;
+    if (r->internal) {
+        const char *given = http_request_header(req, HTTP_SECRET_HEADER);
+        if (!given || !util_secret_equal(given, srv->opts.secret)) {
+            http_reply_error(resp, BZ_EAUTH, NULL);
+            return;
+        }
+    }
+    r->handler(srv->opts.svc, req, resp);
+}
+
+/* Builds and queues the libmicrohttpd response; consumes resp->body. */
+static enum MHD_Result http__queue(struct MHD_Connection *conn, struct http_response *resp)
+{
+    size_t len;
+    char *body = strbuf_steal(&resp->body, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->content_type ? resp->content_type : "application/json");
+    if (resp->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", resp->retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result http__reply_error_now(struct MHD_Connection *conn, int err, const char *msg)
+{
+    struct http_response resp = {0};
+    strbuf_init(&resp.body, HTTP__REPLY_MAX);
+    http_reply_error(&resp, err, msg);
+    return http__queue(conn, &resp);
+}
+
+static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    struct http_server *srv = cls;
+    struct http__req *st = *con_cls;
+    (void)version;
+
+    if (!st) {
+        /* First call: headers only. Queueing a reply here would force Connection: close,
+         * except for a declared oversize body, which we refuse before reading it. */
+        st = xcalloc(1, sizeof *st);
+        st->start_us = clock_now_us();
+        http__route(srv, method, url, st);
+        size_t limit = st->route && st->route->body_max ? st->route->body_max : HTTP_BODY_MAX;
+        strbuf_init(&st->body, limit);
+        *con_cls = st;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t declared;
+        if (cl && parse_u64_str(cl, UINT64_MAX, &declared) == 0 && declared > limit) {
+            st->too_big = true;
+            return http__reply_error_now(conn, BZ_ETOOBIG, NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!st->too_big && strbuf_append(&st->body, upload_data, *upload_data_size) != 0)
+            st->too_big = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (st->too_big)
+        return http__reply_error_now(conn, BZ_ETOOBIG, NULL);
+
+    struct http_request req = {
+        .method = method,
+        .path = url,
+        .body = st->body.data ? st->body.data : "",
+        .body_len = st->body.len,
+        .conn_ = conn,
+    };
+    struct http_response resp = {.status = 200};
+    strbuf_init(&resp.body, HTTP__REPLY_MAX);
+    http__dispatch(srv, st, &req, &resp);
+    int status = resp.status;
+    enum MHD_Result ret = http__queue(conn, &resp);
+    if (st->route)
+        http__observe(st->route, status, st->start_us);
+    return ret;
+}
+
+static void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn, (void)toe;
+    struct http__req *st = *con_cls;
+    if (!st)
+        return;
+    strbuf_free(&st->body);
+    free(st);
+    *con_cls = NULL;
+}
+
+/*
+ * Percent-decoding that never produces a NUL byte: "%00" stays literally in
+ * the path (and then fails name validation) instead of silently cutting the
+ * path short, as the default decoder would.
+ */
+static size_t http__unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls, (void)conn;
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (r[0] == '%' && r[1] && r[2]) {
+            char hex[3] = {r[1], r[2], 0};
+            char *end;
+            unsigned long v = strtoul(hex, &end, 16);
+            if (*end == '\0' && v != 0 && hex[0] != '-' && hex[0] != '+' && hex[0] != ' ') {
+                *w++ = (char)v;
+                r += 2;
+                continue;
+            }
+        }
+        *w++ = *r;
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+static void http__mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (!log_enabled(LOG_LEVEL_DEBUG))
+        return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    if (n && msg[n - 1] == '\n')
+        msg[n - 1] = '\0';
+    LOG_DEBUG("http: %s", msg);
+}
+
+static int http__resolve(const char *listen, struct sockaddr_storage *ss, char *errmsg,
+                         size_t errlen)
+{
+    char host[128];
+    uint16_t port;
+    if (parse_host_port(listen, host, sizeof host, &port)) {
+        snprintf(errmsg, errlen, "listen address '%s' is not host:port", listen);
+        return BZ_EINVAL;
+    }
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        snprintf(errmsg, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return BZ_EINVAL;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int http_server_start(struct http_server **out, const struct http_server_opts *opts,
+                      struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen)
+{
+    struct sockaddr_storage ss = {0};
+    int rv = http__resolve(opts->listen, &ss, errmsg, errlen);
+    if (rv)
+        return rv;
+    struct http_server *srv = xcalloc(1, sizeof *srv);
+    srv->opts = *opts;
+    srv->routes = routes;
+    srv->nroutes = nroutes;
+    srv->metrics_route.method = "GET";
+    srv->metrics_route.pattern = "/metrics";
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONN_LIMIT,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
+        http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(errmsg, errlen, "cannot listen on %s (address in use or not local?)",
+                 opts->listen);
+        free(srv);
+        return BZ_EUNAVAIL;
+    }
+    *out = srv;
+    return 0;
+}
+
+void http_server_stop(struct http_server *srv)
+{
+    if (!srv)
+        return;
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}

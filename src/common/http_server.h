@@ -1,0 +1,109 @@
+/*
+ * http_server.h - the one HTTP server of every Stock Bazaar service, on
+ * libmicrohttpd (epoll, internal thread pool).
+ *
+ * A service declares a table of routes and handlers; this module does
+ * everything else once: routing (404/405), the body limit (413), header
+ * limits, idle-connection timeouts, the cluster-secret check on internal
+ * routes (401, constant-time), JSON error bodies, per-route request counts
+ * and latency histograms, and GET /metrics. Handlers receive a parsed
+ * request and fill a response; they never touch libmicrohttpd.
+ *
+ * Handlers run on the server's worker threads and may block (on SQLite or an
+ * outbound call), which occupies that worker: size `threads` accordingly.
+ */
+#ifndef BZ_HTTP_SERVER_H
+#define BZ_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "metrics.h"
+#include "util.h"
+
+#define HTTP_BODY_MAX      4096 /* SPEC §2: larger bodies get 413 */
+#define HTTP_SECRET_HEADER "X-Bazaar-Secret"
+
+struct http_request {
+    const char *method;
+    const char *path;
+    const char *param;     /* the path segment matched by `{}`, NUL-terminated; NULL if none */
+    size_t param_len;
+    const char *body;      /* NUL-terminated; "" when there is none */
+    size_t body_len;
+    void *conn_;           /* private: the libmicrohttpd connection */
+};
+
+struct http_response {
+    int status;
+    struct strbuf body;       /* owned by the server; handlers append or use the helpers */
+    const char *content_type; /* defaults to application/json */
+    int retry_after_s;        /* > 0 adds a Retry-After header */
+};
+
+typedef void (*http_handler_fn)(void *svc, const struct http_request *req,
+                                struct http_response *resp);
+
+struct http_route_stats {
+    atomic_uint_fast64_t by_class[6]; /* index = status / 100 */
+    struct metrics_hist latency;
+};
+
+struct http_route {
+    const char *method;      /* "GET", "POST" */
+    const char *pattern;     /* literal path; a "{}" segment matches one non-empty segment */
+    http_handler_fn handler;
+    bool internal;           /* requires the cluster secret */
+    size_t body_max;         /* request body ceiling; 0 means HTTP_BODY_MAX */
+    struct http_route_stats stats; /* zero-initialised; updated by the server */
+};
+
+/* Appends service-specific metrics (Prometheus text) for GET /metrics. */
+typedef void (*http_metrics_fn)(void *svc, struct strbuf *out);
+
+struct http_server_opts {
+    const char *listen;     /* "host:port" */
+    int threads;            /* worker threads, >= 1 */
+    int idle_timeout_s;     /* idle connections are closed after this */
+    const char *secret;     /* for internal routes; must outlive the server */
+    const char *metrics_prefix; /* e.g. "bazaar_frontend" */
+    http_metrics_fn metrics;   /* may be NULL */
+    void *svc;              /* passed to handlers and metrics */
+};
+
+struct http_server;
+
+/*
+ * Starts serving. `routes` must outlive the server (the server writes stats
+ * into it). Returns 0 or BZ_EINVAL/BZ_EUNAVAIL with errmsg set.
+ */
+int http_server_start(struct http_server **out, const struct http_server_opts *opts,
+                      struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen);
+/* Stops accepting, finishes in-flight handlers and frees the server. NULL is a no-op. */
+void http_server_stop(struct http_server *srv);
+
+/* A request header, or NULL. Valid during the handler. */
+const char *http_request_header(const struct http_request *req, const char *name);
+
+/* Replaces the body with exactly these bytes and sets the status. */
+void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len);
+/* Serialises `json` (and takes the reference) as the body. */
+void http_reply_json(struct http_response *resp, int status, json_t *json);
+/* 200 {"data": data}; takes the reference. */
+void http_reply_data(struct http_response *resp, json_t *data);
+/*
+ * The one error shape: {"error":{"code":<status>,"message":"..."}} where the
+ * status comes from the BZ_E* code. A NULL message uses the code's default.
+ */
+void http_reply_error(struct http_response *resp, int err, const char *message);
+
+/*
+ * Parses a request body as one JSON object, with duplicate keys rejected.
+ * Returns the object (caller owns) or NULL with a 400 already written into
+ * resp.
+ */
+json_t *http_request_json_object(const struct http_request *req, struct http_response *resp);
+
+#endif

@@ -1,0 +1,154 @@
+#include "service.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "http_client.h"
+#include "log.h"
+
+static void service__usage(const char *prog, bool needs_id)
+{
+    fprintf(stderr,
+            "usage: %s --config FILE%s [--set section.key=value]... [--log-level LEVEL]\n"
+            "  --config FILE       cluster configuration (INI, see config/bazaar.conf)\n"
+            "%s"
+            "  --set S.K=V         override one option, e.g. --set frontend.cache=off\n"
+            "  --log-level LEVEL   debug, info, warn or error\n"
+            "BAZAAR_SECRET in the environment overrides [cluster] secret.\n",
+            prog, needs_id ? " --id N" : "",
+            needs_id ? "  --id N              which [order.N] replica this process is\n" : "");
+}
+
+int service_init(int argc, char **argv, const char *role, bool needs_id, struct bz_config *cfg,
+                 int *id)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"id", required_argument, NULL, 'i'},
+        {"set", required_argument, NULL, 's'},    {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *level = NULL;
+    const char *sets[64];
+    int nsets = 0;
+    uint64_t idv = 0;
+    char err[512];
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:i:s:l:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'i':
+            if (parse_u64_str(optarg, 1000000, &idv) || idv == 0) {
+                fprintf(stderr, "%s: --id must be a positive integer\n", argv[0]);
+                return 1;
+            }
+            break;
+        case 's':
+            if (nsets == (int)(sizeof sets / sizeof sets[0])) {
+                fprintf(stderr, "%s: too many --set flags\n", argv[0]);
+                return 1;
+            }
+            sets[nsets++] = optarg;
+            break;
+        case 'l':
+            level = optarg;
+            break;
+        case 'h':
+            service__usage(argv[0], needs_id);
+            return 1;
+        default:
+            service__usage(argv[0], needs_id);
+            return 1;
+        }
+    }
+    if (!config_path || optind != argc || (needs_id && idv == 0)) {
+        service__usage(argv[0], needs_id);
+        return 1;
+    }
+
+    config_init_defaults(cfg);
+    if (config_load_file(cfg, config_path, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        return 1;
+    }
+    config_apply_env(cfg);
+    for (int i = 0; i < nsets; i++) {
+        if (config_set_option(cfg, sets[i], err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s\n", argv[0], err);
+            return 1;
+        }
+    }
+    if (level && config_set(cfg, "cluster", "log_level", level, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        return 1;
+    }
+    if (config_validate(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s: %s\n", argv[0], config_path, err);
+        return 1;
+    }
+    if (needs_id && !config_replica_find(cfg, (int)idv)) {
+        fprintf(stderr, "%s: no [order.%llu] section in %s\n", argv[0], (unsigned long long)idv,
+                config_path);
+        return 1;
+    }
+    *id = (int)idv;
+
+    enum log_level lvl;
+    log_parse_level(cfg->log_level, &lvl);
+    log_set_level(lvl);
+    log_init(role, *id);
+
+    /* Only the main thread takes SIGINT/SIGTERM (every thread inherits this mask);
+     * a peer closing a socket must not kill us. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    http_client_global_init();
+    return 0;
+}
+
+int service_wait_for_signal(void)
+{
+    sigset_t set;
+    int sig = 0;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    while (sigwait(&set, &sig) != 0)
+        ;
+    return sig;
+}
+
+int service_data_path(const struct bz_config *cfg, const char *name, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/%s", cfg->data_dir, name);
+    return (n < 0 || (size_t)n >= len) ? BZ_EINVAL : 0;
+}
+
+int service_make_data_dir(const struct bz_config *cfg)
+{
+    char path[CONFIG_PATH_MAX];
+    snprintf(path, sizeof path, "%s", cfg->data_dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return BZ_EIO;
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return BZ_EIO;
+    return 0;
+}

@@ -1,0 +1,64 @@
+/*
+ * trade.h - the order/trade request that travels front-end -> order leader
+ * -> catalog, and its strict validation (SPEC §2).
+ *
+ * One parser serves all three services so a body means the same thing
+ * everywhere: exactly the fields name, type and quantity (plus request_id on
+ * internal hops), a valid stock name, type "buy" or "sell", and an integer
+ * quantity in 1..1000000. Not for order numbering or storage.
+ */
+#ifndef BZ_TRADE_H
+#define BZ_TRADE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "util.h"
+
+#define TRADE_QUANTITY_MAX   1000000
+#define TRADE_REQUEST_ID_MAX 80 /* "k:" + a 64-byte Idempotency-Key fits */
+#define IDEMPOTENCY_KEY_MAX  64
+
+enum trade_type { TRADE_BUY = 0, TRADE_SELL = 1 };
+
+struct trade {
+    char request_id[TRADE_REQUEST_ID_MAX + 1]; /* "" on the public API */
+    char name[STOCK_NAME_MAX + 1];
+    enum trade_type type;
+    int64_t quantity;
+};
+
+/* An entry of the order log: a trade with its transaction number. */
+struct order {
+    int64_t number;
+    uint64_t epoch; /* epoch of the leader that created the entry */
+    struct trade trade;
+};
+
+/*
+ * Validates a decoded JSON body. With `with_request_id`, a "request_id"
+ * string field is required; without it, it is refused like any other extra
+ * field. Returns 0, or BZ_EINVAL with a message for the client in errmsg.
+ */
+int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
+                    size_t errlen);
+
+/* The trade as JSON (with request_id when it is non-empty). New reference. */
+json_t *trade_to_json(const struct trade *t);
+
+const char *trade_type_name(enum trade_type type);
+/* "buy" or "sell" -> type; 0 or BZ_EINVAL. */
+int trade_type_parse(const char *s, enum trade_type *out);
+
+/* 1-64 printable ASCII bytes (0x21..0x7e and space inside). */
+bool idempotency_key_valid(const char *key);
+/* Printable ASCII, 1..TRADE_REQUEST_ID_MAX bytes. */
+bool request_id_valid(const char *id);
+
+/* Same request id, stock, type and quantity. */
+bool trade_same(const struct trade *a, const struct trade *b);
+
+#endif

@@ -1,0 +1,285 @@
+#include "cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/*
+ * A node exists for a key that has a value (on the LRU list) or a recent
+ * invalidation record without a value (a tombstone, on the tombstone FIFO).
+ * Tombstones are bounded; dropping one raises `floor`, which then stands in
+ * for every key without a node, so bounding memory never lets a stale fill in.
+ */
+struct cache__node {
+    char key[STOCK_NAME_MAX + 1];
+    uint64_t inval_seq;      /* sequence number of the key's last invalidation */
+    uint64_t inval_version;  /* catalog version carried by that invalidation */
+    bool has_value;
+    char *bytes;
+    size_t len;
+    uint64_t version;        /* catalog version of the cached reply */
+    uint64_t stored_ms;
+    struct cache__node *prev, *next; /* LRU list (value) or tombstone FIFO */
+    struct cache__node *hnext;       /* hash chain */
+};
+
+struct cache__list {
+    struct cache__node head; /* sentinel: head.next is the front */
+    size_t count;
+};
+
+struct cache {
+    pthread_mutex_t lock;
+    size_t capacity, tomb_max;
+    uint64_t ttl_ms;
+    struct cache__node **buckets;
+    size_t nbuckets;
+    struct cache__list lru;   /* values, most recent at the front */
+    struct cache__list tombs; /* tombstones, oldest at the back */
+    uint64_t seq;             /* invalidation sequence */
+    uint64_t floor;           /* highest seq of a dropped tombstone */
+    struct cache_stats stats;
+};
+
+/* ---------------------------------------------------------------- lists, hash */
+
+static void cache__list_init(struct cache__list *l)
+{
+    l->head.next = l->head.prev = &l->head;
+    l->count = 0;
+}
+
+static void cache__unlink(struct cache__list *l, struct cache__node *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = NULL;
+    l->count--;
+}
+
+static void cache__push_front(struct cache__list *l, struct cache__node *n)
+{
+    n->next = l->head.next;
+    n->prev = &l->head;
+    l->head.next->prev = n;
+    l->head.next = n;
+    l->count++;
+}
+
+static struct cache__node *cache__back(struct cache__list *l)
+{
+    return l->head.prev == &l->head ? NULL : l->head.prev;
+}
+
+static size_t cache__hash(const struct cache *c, const char *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h & (c->nbuckets - 1));
+}
+
+static struct cache__node *cache__find(struct cache *c, const char *key)
+{
+    for (struct cache__node *n = c->buckets[cache__hash(c, key)]; n; n = n->hnext)
+        if (strcmp(n->key, key) == 0)
+            return n;
+    return NULL;
+}
+
+static struct cache__node *cache__create(struct cache *c, const char *key)
+{
+    struct cache__node *n = xcalloc(1, sizeof *n);
+    size_t klen = strnlen(key, STOCK_NAME_MAX);
+    memcpy(n->key, key, klen);
+    n->inval_seq = c->floor;
+    size_t b = cache__hash(c, n->key);
+    n->hnext = c->buckets[b];
+    c->buckets[b] = n;
+    return n;
+}
+
+static void cache__destroy(struct cache *c, struct cache__node *n)
+{
+    struct cache__node **pp = &c->buckets[cache__hash(c, n->key)];
+    while (*pp != n)
+        pp = &(*pp)->hnext;
+    *pp = n->hnext;
+    free(n->bytes);
+    free(n);
+}
+
+/* Keeps a valueless node's invalidation record on the bounded tombstone FIFO, or frees it. */
+static void cache__entomb(struct cache *c, struct cache__node *n)
+{
+    if (n->inval_seq <= c->floor) {
+        cache__destroy(c, n); /* the floor already covers it */
+        return;
+    }
+    cache__push_front(&c->tombs, n);
+    while (c->tombs.count > c->tomb_max) {
+        struct cache__node *old = cache__back(&c->tombs);
+        cache__unlink(&c->tombs, old);
+        if (old->inval_seq > c->floor)
+            c->floor = old->inval_seq;
+        cache__destroy(c, old);
+    }
+}
+
+/* Removes a node's value (it must have one) and entombs it. */
+static void cache__drop_value(struct cache *c, struct cache__node *n)
+{
+    cache__unlink(&c->lru, n);
+    free(n->bytes);
+    n->bytes = NULL;
+    n->len = 0;
+    n->has_value = false;
+    cache__entomb(c, n);
+}
+
+/* ---------------------------------------------------------------- API */
+
+struct cache *cache_new(size_t capacity, uint64_t ttl_ms)
+{
+    struct cache *c = xcalloc(1, sizeof *c);
+    pthread_mutex_init(&c->lock, NULL);
+    c->capacity = capacity ? capacity : 1;
+    c->tomb_max = c->capacity < 1024 ? 1024 : c->capacity;
+    c->ttl_ms = ttl_ms;
+    c->nbuckets = 64;
+    while (c->nbuckets < 2 * (c->capacity + c->tomb_max))
+        c->nbuckets *= 2;
+    c->buckets = xcalloc(c->nbuckets, sizeof *c->buckets);
+    cache__list_init(&c->lru);
+    cache__list_init(&c->tombs);
+    return c;
+}
+
+void cache_free(struct cache *c)
+{
+    if (!c)
+        return;
+    for (size_t b = 0; b < c->nbuckets; b++) {
+        for (struct cache__node *n = c->buckets[b], *next; n; n = next) {
+            next = n->hnext;
+            free(n->bytes);
+            free(n);
+        }
+    }
+    free(c->buckets);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+bool cache_get(struct cache *c, const char *key, uint64_t now_ms, struct strbuf *out)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache__node *n = cache__find(c, key);
+    bool hit = n && n->has_value && (c->ttl_ms == 0 || now_ms - n->stored_ms < c->ttl_ms);
+    if (hit) {
+        cache__unlink(&c->lru, n);
+        cache__push_front(&c->lru, n);
+        hit = strbuf_append(out, n->bytes, n->len) == 0;
+    }
+    if (hit)
+        c->stats.hits++;
+    else
+        c->stats.misses++;
+    pthread_mutex_unlock(&c->lock);
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        LOG_DEBUG("cache %s %s", hit ? "HIT" : "MISS", key);
+    return hit;
+}
+
+uint64_t cache_fill_begin(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t token = c->seq;
+    pthread_mutex_unlock(&c->lock);
+    return token;
+}
+
+bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes,
+                    size_t len, uint64_t version, uint64_t now_ms)
+{
+    char evicted[STOCK_NAME_MAX + 1] = "";
+    bool stored = false;
+    pthread_mutex_lock(&c->lock);
+    struct cache__node *n = cache__find(c, key);
+    uint64_t fence = n ? n->inval_seq : c->floor;
+    if (token < fence || (n && version < n->inval_version)) {
+        c->stats.stale_fills++; /* invalidated while we were fetching */
+        goto out;
+    }
+    if (n && n->has_value && n->version > version)
+        goto out; /* a newer reply is already cached */
+    if (!n) {
+        n = cache__create(c, key);
+    } else if (n->has_value) {
+        cache__unlink(&c->lru, n);
+    } else if (n->prev) {
+        cache__unlink(&c->tombs, n);
+    }
+    free(n->bytes);
+    n->bytes = xmemdup(bytes, len);
+    n->len = len;
+    n->version = version;
+    n->stored_ms = now_ms;
+    n->has_value = true;
+    cache__push_front(&c->lru, n);
+    stored = true;
+    if (c->lru.count > c->capacity) {
+        struct cache__node *victim = cache__back(&c->lru);
+        memcpy(evicted, victim->key, sizeof evicted);
+        cache__drop_value(c, victim);
+        c->stats.evictions++;
+    }
+out:
+    pthread_mutex_unlock(&c->lock);
+    if (evicted[0])
+        LOG_DEBUG("cache EVICT %s", evicted);
+    return stored;
+}
+
+void cache_invalidate(struct cache *c, const char *key, uint64_t version)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache__node *n = cache__find(c, key);
+    if (!n) {
+        n = cache__create(c, key);
+    } else if (n->prev && !n->has_value) {
+        cache__unlink(&c->tombs, n); /* re-queued at the front below */
+    }
+    n->inval_seq = ++c->seq;
+    if (version > n->inval_version)
+        n->inval_version = version;
+    c->stats.invalidations++;
+    if (n->has_value)
+        cache__drop_value(c, n);
+    else
+        cache__entomb(c, n);
+    pthread_mutex_unlock(&c->lock);
+    LOG_DEBUG("cache INVALIDATE %s (version %llu)", key, (unsigned long long)version);
+}
+
+void cache_stats(struct cache *c, struct cache_stats *out)
+{
+    pthread_mutex_lock(&c->lock);
+    *out = c->stats;
+    out->entries = c->lru.count;
+    pthread_mutex_unlock(&c->lock);
+}
+
+json_t *cache_entries_json(struct cache *c, uint64_t now_ms)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&c->lock);
+    for (struct cache__node *n = c->lru.head.next; n != &c->lru.head; n = n->next)
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "name", n->key, "version",
+                                             (json_int_t)n->version, "age_ms",
+                                             (json_int_t)(now_ms - n->stored_ms)));
+    pthread_mutex_unlock(&c->lock);
+    return arr;
+}

@@ -1,0 +1,57 @@
+/*
+ * cache.h - the front-end's LRU cache of stock lookups, with fills that an
+ * invalidation can never be overtaken by.
+ *
+ * Keys are stock names; values are the exact reply bytes sent to clients, so
+ * a hit costs a hash lookup and a copy, no JSON work. A hash map plus an
+ * intrusive recency list; one mutex (critical sections are a few hundred
+ * nanoseconds). Time is passed in (`now_ms`), never read here.
+ *
+ * The fill protocol closes the classic race: take a token with
+ * cache_fill_begin() before asking the catalog, and hand it to
+ * cache_fill_end(), which refuses the insert if the key was invalidated in
+ * between. Why this is enough is in docs/design.md.
+ */
+#ifndef BZ_CACHE_H
+#define BZ_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "util.h"
+
+struct cache_stats {
+    uint64_t hits, misses, evictions, invalidations, stale_fills, entries;
+};
+
+struct cache;
+
+/* capacity >= 1 entries; ttl_ms 0 means entries never expire by age. */
+struct cache *cache_new(size_t capacity, uint64_t ttl_ms);
+void cache_free(struct cache *c);
+
+/* On a hit, appends the cached bytes to out and returns true. */
+bool cache_get(struct cache *c, const char *key, uint64_t now_ms, struct strbuf *out);
+
+/* A token to pass to cache_fill_end for a fetch that starts now. */
+uint64_t cache_fill_begin(struct cache *c);
+
+/*
+ * Stores bytes for key unless key was invalidated after `token` was taken,
+ * or a newer catalog version is already known. Returns true if stored.
+ */
+bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes,
+                    size_t len, uint64_t version, uint64_t now_ms);
+
+/* Drops key (if present) and fences out fills that began before now. */
+void cache_invalidate(struct cache *c, const char *key, uint64_t version);
+
+void cache_stats(struct cache *c, struct cache_stats *out);
+
+/* [{"name","version","age_ms"}...], most recently used first; new reference. */
+json_t *cache_entries_json(struct cache *c, uint64_t now_ms);
+
+#endif

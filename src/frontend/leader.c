@@ -1,0 +1,329 @@
+#include "leader.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+
+#define LEADER__PING_MS       300  /* deadline of one health ping */
+#define LEADER__FAILOVER_MS   8000 /* how long leader_forward keeps retrying */
+#define LEADER__RETRY_PAUSE_MS 20
+
+struct leader__replica {
+    int id;
+    char url[CONFIG_ADDR_MAX + 16];
+    /* Last health observation, guarded by leader->lock. */
+    bool reachable;
+    json_t *health; /* last /health body, or NULL */
+};
+
+struct leader {
+    const struct bz_config *cfg;
+    int n;
+    struct leader__replica replicas[CONFIG_MAX_REPLICAS]; /* sorted by id, ascending */
+
+    pthread_mutex_t select_lock; /* one selection at a time */
+    pthread_mutex_t lock;        /* guards the fields below and replicas[].reachable/health */
+    pthread_cond_t cond;
+    int current;                 /* index into replicas, -1 when none */
+    uint64_t epoch;
+    bool stopping;
+    pthread_t health_thread;
+
+    atomic_uint_fast64_t leader_changes, retries, failed_selections;
+    struct metrics_hist failover_us; /* time from a failed call to a working leader */
+};
+
+static void leader__sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* GET /health of one replica. Returns 1 ready, 0 alive but not ready, -1 unreachable. */
+static int leader__ping(struct leader *l, int i, uint64_t *promised)
+{
+    char url[CONFIG_ADDR_MAX + 32];
+    struct http_reply reply;
+    snprintf(url, sizeof url, "%s/health", l->replicas[i].url);
+    int rv = http_client_request("GET", url, NULL, NULL, 0, LEADER__PING_MS, &reply);
+    json_t *body = NULL;
+    int result = -1;
+    if (rv == 0) {
+        body = json_loadb(reply.body.data ? reply.body.data : "", reply.body.len, 0, NULL);
+        json_int_t p = 0;
+        if (body && json_unpack(body, "{s:I}", "promised", &p) == 0) {
+            *promised = (uint64_t)p;
+            result = reply.status == 200 ? 1 : 0;
+        }
+        http_reply_free(&reply);
+    }
+    pthread_mutex_lock(&l->lock);
+    l->replicas[i].reachable = result >= 0;
+    json_decref(l->replicas[i].health);
+    l->replicas[i].health = result >= 0 ? body : NULL;
+    if (result < 0)
+        json_decref(body);
+    pthread_mutex_unlock(&l->lock);
+    return result;
+}
+
+/* Announces leader `id` in `epoch` to replica i. 0, BZ_ESTALE (refused) or unreachable. */
+static int leader__notify(struct leader *l, int i, int id, uint64_t epoch)
+{
+    char url[CONFIG_ADDR_MAX + 32], msg[128];
+    struct http_reply reply;
+    struct msg_notice notice = {.leader = id, .epoch = epoch};
+    json_t *obj = msg_notice_to_json(&notice);
+    char *body = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    snprintf(url, sizeof url, "%s/leader", l->replicas[i].url);
+    int rv = http_client_request("POST", url, l->cfg->secret, body, strlen(body), LEADER__PING_MS,
+                                 &reply);
+    free(body);
+    if (rv)
+        return rv;
+    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
+    json_decref(data);
+    http_reply_free(&reply);
+    return rv == BZ_ECONFLICT ? BZ_ESTALE : rv;
+}
+
+/*
+ * Picks and announces a leader, unless the leader changed since the caller
+ * saw `seen_epoch` fail (then the caller just uses the new one).
+ */
+static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
+{
+    pthread_mutex_lock(&l->select_lock);
+    pthread_mutex_lock(&l->lock);
+    bool already = !force && l->current >= 0 && l->epoch != seen_epoch;
+    uint64_t max_epoch = l->epoch;
+    pthread_mutex_unlock(&l->lock);
+    if (already) {
+        pthread_mutex_unlock(&l->select_lock);
+        return 0;
+    }
+
+    int rv = BZ_EUNAVAIL;
+    for (int attempt = 0; attempt < 3 && rv != 0; attempt++) {
+        int chosen = -1;
+        for (int i = l->n - 1; i >= 0; i--) {
+            uint64_t promised = 0;
+            int ready = leader__ping(l, i, &promised);
+            if (promised > max_epoch)
+                max_epoch = promised;
+            if (ready == 1 && chosen < 0)
+                chosen = i;
+        }
+        if (chosen < 0)
+            break;
+        uint64_t epoch = max_epoch + 1;
+        int id = l->replicas[chosen].id;
+        rv = leader__notify(l, chosen, id, epoch);
+        if (rv) {
+            max_epoch = epoch; /* refused or gone: try again with a higher epoch */
+            continue;
+        }
+        for (int i = 0; i < l->n; i++)
+            if (i != chosen)
+                leader__notify(l, i, id, epoch); /* best effort: the leader tells them too */
+        pthread_mutex_lock(&l->lock);
+        l->current = chosen;
+        l->epoch = epoch;
+        pthread_mutex_unlock(&l->lock);
+        atomic_fetch_add(&l->leader_changes, 1);
+        LOG_INFO("leader is replica %d, epoch %llu", id, (unsigned long long)epoch);
+    }
+    if (rv) {
+        pthread_mutex_lock(&l->lock);
+        l->current = -1;
+        pthread_mutex_unlock(&l->lock);
+        atomic_fetch_add(&l->failed_selections, 1);
+        LOG_WARN("no order replica can lead right now");
+    }
+    pthread_mutex_unlock(&l->select_lock);
+    return rv;
+}
+
+int leader_forward(struct leader *l, const char *method, const char *path, const char *body,
+                   size_t body_len, struct http_reply *out)
+{
+    uint64_t start = clock_now_ms(), failed_at = 0;
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0)
+            atomic_fetch_add(&l->retries, 1);
+        if (clock_now_ms() - start > LEADER__FAILOVER_MS)
+            return BZ_EUNAVAIL;
+        pthread_mutex_lock(&l->lock);
+        int cur = l->current;
+        uint64_t epoch = l->epoch;
+        pthread_mutex_unlock(&l->lock);
+        if (cur < 0) {
+            if (leader__select(l, epoch, false) != 0)
+                leader__sleep_ms(100);
+            continue;
+        }
+        char url[CONFIG_ADDR_MAX + 96];
+        snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
+        int rv = http_client_request(method, url, l->cfg->secret, body, body_len,
+                                     l->cfg->call_timeout_ms, out);
+        if (rv == 0 && out->status != 421 && out->status != 503) {
+            if (failed_at)
+                metrics_hist_observe(&l->failover_us, (clock_now_ms() - failed_at) * 1000);
+            return 0;
+        }
+        if (!failed_at)
+            failed_at = clock_now_ms();
+        if (rv == 0 && out->status == 503) {
+            /* The leader is taking over or waiting for followers: same leader, a bit later. */
+            if (clock_now_ms() - start + LEADER__RETRY_PAUSE_MS > LEADER__FAILOVER_MS)
+                return 0; /* out of time: pass its 503 on */
+            http_reply_free(out);
+            leader__sleep_ms(LEADER__RETRY_PAUSE_MS);
+            continue;
+        }
+        if (rv == 0)
+            http_reply_free(out);
+        LOG_INFO("leader %d failed (%s): re-selecting", l->replicas[cur].id,
+                 rv ? bz_strerror(rv) : "not the leader");
+        leader__select(l, epoch, false);
+    }
+}
+
+static void *leader__health_main(void *arg)
+{
+    struct leader *l = arg;
+    pthread_mutex_lock(&l->lock);
+    while (!l->stopping) {
+        int cur = l->current;
+        uint64_t epoch = l->epoch;
+        pthread_mutex_unlock(&l->lock);
+        if (cur < 0) {
+            leader__select(l, epoch, false);
+        } else {
+            /* Ping everyone (for /status); re-select if the leader missed. */
+            bool leader_ok = true;
+            for (int i = 0; i < l->n; i++) {
+                uint64_t promised = 0;
+                int ready = leader__ping(l, i, &promised);
+                if (i == cur && (ready != 1 || promised != epoch))
+                    leader_ok = false;
+            }
+            if (!leader_ok) {
+                LOG_INFO("leader %d missed a health check: re-selecting", l->replicas[cur].id);
+                leader__select(l, epoch, false);
+            }
+        }
+        pthread_mutex_lock(&l->lock);
+        if (l->stopping)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += l->cfg->health_interval_ms / 1000;
+        ts.tv_nsec += (long)(l->cfg->health_interval_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return NULL;
+}
+
+int leader_start(struct leader **out, const struct bz_config *cfg)
+{
+    struct leader *l = xcalloc(1, sizeof *l);
+    l->cfg = cfg;
+    l->current = -1;
+    l->n = cfg->replica_count;
+    for (int i = 0; i < l->n; i++) {
+        l->replicas[i].id = cfg->replicas[i].id;
+        snprintf(l->replicas[i].url, sizeof l->replicas[i].url, "http://%s",
+                 cfg->replicas[i].listen);
+    }
+    pthread_mutex_init(&l->select_lock, NULL);
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_create(&l->health_thread, NULL, leader__health_main, l);
+    *out = l;
+    return 0;
+}
+
+void leader_stop(struct leader *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->lock);
+    l->stopping = true;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    pthread_join(l->health_thread, NULL);
+    for (int i = 0; i < l->n; i++)
+        json_decref(l->replicas[i].health);
+    pthread_mutex_destroy(&l->select_lock);
+    pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->cond);
+    free(l);
+}
+
+json_t *leader_status_json(struct leader *l)
+{
+    pthread_mutex_lock(&l->lock);
+    json_t *reps = json_array();
+    for (int i = 0; i < l->n; i++) {
+        const struct leader__replica *r = &l->replicas[i];
+        json_t *obj = json_pack("{s:i,s:s,s:b}", "id", r->id, "url", r->url, "reachable",
+                                r->reachable);
+        if (r->health) {
+            const char *keys[] = {"role", "status", "epoch", "last", "log_epoch", "leader"};
+            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+                json_t *v = json_object_get(r->health, keys[k]);
+                if (v)
+                    json_object_set(obj, keys[k], v);
+            }
+        } else {
+            json_object_set_new(obj, "role", json_string("down"));
+        }
+        json_array_append_new(reps, obj);
+    }
+    json_t *status = json_pack("{s:o,s:I,s:o}", "leader",
+                               l->current >= 0 ? json_integer(l->replicas[l->current].id)
+                                               : json_null(),
+                               "epoch", (json_int_t)l->epoch, "replicas", reps);
+    pthread_mutex_unlock(&l->lock);
+    return status;
+}
+
+void leader_metrics(struct leader *l, struct strbuf *out)
+{
+    pthread_mutex_lock(&l->lock);
+    uint64_t epoch = l->epoch;
+    int leader_id = l->current >= 0 ? l->replicas[l->current].id : 0;
+    pthread_mutex_unlock(&l->lock);
+    metrics_render_simple(out, "bazaar_frontend_leader_changes_total", "counter",
+                          "Leader selections that named a leader.",
+                          atomic_load(&l->leader_changes));
+    metrics_render_simple(out, "bazaar_frontend_leader_id", "gauge",
+                          "Id of the current order leader (0 when none).", (uint64_t)leader_id);
+    metrics_render_simple(out, "bazaar_frontend_epoch", "gauge", "Current leader epoch.", epoch);
+    metrics_render_simple(out, "bazaar_frontend_order_retries_total", "counter",
+                          "Order calls retried on a leader failure.", atomic_load(&l->retries));
+    metrics_render_simple(out, "bazaar_frontend_failed_selections_total", "counter",
+                          "Selections that found no ready replica.",
+                          atomic_load(&l->failed_selections));
+    metrics_render_header(out, "bazaar_frontend_failover_seconds", "histogram",
+                          "Time from a failed leader call to a successful retry.");
+    metrics_render_hist(out, "bazaar_frontend_failover_seconds", "", &l->failover_us);
+}

@@ -1,0 +1,250 @@
+/*
+ * bazaar-order: one order replica. Maps HTTP routes onto the replica
+ * (replica.h) and the order log (orderlog.h); every route but /health,
+ * /state and /metrics requires the cluster secret.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "http_server.h"
+#include "log.h"
+#include "orderlog.h"
+#include "replica.h"
+#include "msg.h"
+#include "service.h"
+
+struct order_service {
+    struct bz_config cfg;
+    int id;
+    struct orderlog *log;
+    struct replica *replica;
+};
+
+static json_t *order__public_json(const struct order *o)
+{
+    return json_pack("{s:I,s:s,s:s,s:I}", "number", (json_int_t)o->number, "name", o->trade.name,
+                     "type", trade_type_name(o->trade.type), "quantity",
+                     (json_int_t)o->trade.quantity);
+}
+
+/* Order numbers in paths: a non-negative integer without sign or leading junk. */
+static int order__parse_number(const struct http_request *req, int64_t *out)
+{
+    uint64_t v;
+    if (parse_u64(req->param, req->param_len, INT64_MAX, &v) != 0)
+        return BZ_EINVAL;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static void order__health(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    (void)req;
+    json_t *state = replica_state_json(s->replica);
+    bool ready = replica_ready(s->replica);
+    json_object_set_new(state, "status", json_string(ready ? "ok" : "starting"));
+    json_object_set_new(state, "service", json_string("order"));
+    json_object_del(state, "peers");
+    if (!ready)
+        resp->retry_after_s = 1;
+    http_reply_json(resp, ready ? 200 : 503, state);
+}
+
+static void order__state(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    (void)req;
+    http_reply_data(resp, replica_state_json(s->replica));
+}
+
+static void order__leader(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    struct msg_notice m;
+    char msg[160];
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    int rv = msg_notice_from_json(body, &m, msg, sizeof msg);
+    json_decref(body);
+    if (rv) {
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    rv = replica_notice(s->replica, &m);
+    if (rv) {
+        http_reply_error(resp, rv, rv == BZ_ESTALE ? "epoch older than promised" : NULL);
+        return;
+    }
+    http_reply_data(resp, replica_state_json(s->replica));
+}
+
+static void order__submit(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    struct trade t;
+    char msg[200];
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    int rv = trade_from_json(body, true, &t, msg, sizeof msg);
+    json_decref(body);
+    if (rv) {
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    int64_t number;
+    rv = replica_submit(s->replica, &t, &number, msg, sizeof msg);
+    if (rv) {
+        if (rv == BZ_EUNAVAIL)
+            resp->retry_after_s = 1;
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    LOG_DEBUG("order %lld: %s %lld %s (%s)", (long long)number, trade_type_name(t.type),
+              (long long)t.quantity, t.name, t.request_id);
+    http_reply_data(resp, json_pack("{s:I}", "transaction_number", (json_int_t)number));
+}
+
+static void order__query(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    int64_t number;
+    struct order o;
+    if (order__parse_number(req, &number) != 0) {
+        http_reply_error(resp, BZ_EINVAL, "order number must be a non-negative integer");
+        return;
+    }
+    int rv = replica_query(s->replica, number, &o);
+    if (rv) {
+        http_reply_error(resp, rv, rv == BZ_ENOTFOUND ? "order not found" : NULL);
+        return;
+    }
+    http_reply_data(resp, order__public_json(&o));
+}
+
+static void order__replicate(void *svc, const struct http_request *req,
+                             struct http_response *resp)
+{
+    struct order_service *s = svc;
+    struct msg_append m;
+    char msg[160];
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    int rv = msg_append_from_json(body, &m, msg, sizeof msg);
+    json_decref(body);
+    if (rv) {
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    json_t *reply = NULL;
+    rv = replica_append(s->replica, &m, &reply);
+    msg_append_free(&m);
+    if (rv) {
+        http_reply_error(resp, rv, rv == BZ_ESTALE ? "epoch older than promised" : NULL);
+        return;
+    }
+    http_reply_data(resp, reply);
+}
+
+static void order__log_page(void *svc, const struct http_request *req,
+                            struct http_response *resp)
+{
+    struct order_service *s = svc;
+    int64_t from;
+    if (order__parse_number(req, &from) != 0) {
+        http_reply_error(resp, BZ_EINVAL, "log position must be a non-negative integer");
+        return;
+    }
+    struct order *page = xcalloc(MSG_MAX_ENTRIES, sizeof *page);
+    size_t n = 0;
+    int rv = orderlog_read(s->log, from, MSG_MAX_ENTRIES, page, &n);
+    if (rv) {
+        free(page);
+        http_reply_error(resp, rv, NULL);
+        return;
+    }
+    json_t *entries = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(entries, msg_entry_to_json(&page[i]));
+    free(page);
+    http_reply_data(resp, json_pack("{s:o}", "entries", entries));
+}
+
+static void order__metrics(void *svc, struct strbuf *out)
+{
+    struct order_service *s = svc;
+    replica_metrics(s->replica, out);
+}
+
+/* The request body ceiling (4 KiB) does not fit an append of MSG_MAX_ENTRIES entries, so
+ * replication uses the per-route limit below. */
+static struct http_route order__routes[] = {
+    {.method = "GET", .pattern = "/health", .handler = order__health},
+    {.method = "GET", .pattern = "/state", .handler = order__state},
+    {.method = "POST", .pattern = "/leader", .handler = order__leader, .internal = true},
+    {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
+    {.method = "GET", .pattern = "/orders/{}", .handler = order__query, .internal = true},
+    {.method = "POST",
+     .pattern = "/replicate",
+     .handler = order__replicate,
+     .internal = true,
+     .body_max = 1024 * 1024},
+    {.method = "GET", .pattern = "/log/{}", .handler = order__log_page, .internal = true},
+};
+
+int main(int argc, char **argv)
+{
+    struct order_service s = {0};
+    char err[512], path[CONFIG_PATH_MAX], name[64];
+
+    if (service_init(argc, argv, "order", true, &s.cfg, &s.id) != 0)
+        return 2;
+    snprintf(name, sizeof name, "order-%d.db", s.id);
+    if (service_make_data_dir(&s.cfg) != 0 ||
+        service_data_path(&s.cfg, name, path, sizeof path) != 0) {
+        LOG_ERROR("cannot create data directory %s", s.cfg.data_dir);
+        return 1;
+    }
+    if (orderlog_open(&s.log, path, err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        return 1;
+    }
+    struct orderlog_state st;
+    orderlog_state(s.log, &st);
+    LOG_INFO("opened %s: last order %lld, promised epoch %llu, log epoch %llu", path,
+             (long long)st.last, (unsigned long long)st.promised,
+             (unsigned long long)st.log_epoch);
+
+    struct http_server *http = NULL;
+    struct http_server_opts opts = {
+        .listen = config_replica_find(&s.cfg, s.id)->listen,
+        .threads = s.cfg.order_threads,
+        .idle_timeout_s = s.cfg.idle_timeout_s,
+        .secret = s.cfg.secret,
+        .metrics_prefix = "bazaar_order",
+        .metrics = order__metrics,
+        .svc = &s,
+    };
+    /* Listen first, so peers can reach us while we catch up (/health says not ready). */
+    replica_start(&s.replica, &s.cfg, s.id, s.log);
+    if (http_server_start(&http, &opts, order__routes,
+                          sizeof order__routes / sizeof order__routes[0], err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        replica_stop(s.replica);
+        orderlog_close(s.log);
+        return 1;
+    }
+    LOG_INFO("replica %d serving on %s", s.id, opts.listen);
+
+    int sig = service_wait_for_signal();
+    LOG_INFO("signal %d: shutting down", sig);
+    http_server_stop(http);
+    replica_stop(s.replica);
+    orderlog_close(s.log);
+    return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * orderlog.h - one replica's durable order log (order-<id>.db, SQLite).
+ *
+ * Table orders(number, request_id, name, type, quantity, epoch) as in SPEC §5:
+ * numbers are consecutive from 0 with no gaps, request ids are unique, and
+ * `epoch` is the epoch of the leader that created the entry. Table meta keeps
+ * the replica's promised epoch (it refuses older leaders) and its log epoch
+ * (the newest leader whose start-of-epoch log this replica has installed),
+ * which is what leader promotion compares (see docs/design.md).
+ *
+ * This module knows nothing about leaders or the network: it offers ordered
+ * append, conflict truncation, lookup and range reads, each one transaction.
+ * Thread-safe: one internal mutex serialises every call.
+ */
+#ifndef BZ_ORDERLOG_H
+#define BZ_ORDERLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trade.h"
+
+struct orderlog_state {
+    int64_t last;           /* number of the last entry, -1 when empty */
+    uint64_t last_epoch;    /* epoch of the last entry, 0 when empty */
+    uint64_t promised;      /* highest leader epoch this replica has accepted */
+    uint64_t log_epoch;     /* newest epoch whose start-of-epoch log is installed here */
+};
+
+struct orderlog;
+
+/* Opens or creates path. 0, or BZ_EIO with errmsg set. */
+int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t errlen);
+void orderlog_close(struct orderlog *log);
+
+void orderlog_state(struct orderlog *log, struct orderlog_state *out);
+
+/* Raises the promised epoch (durably) if `epoch` is higher. 0 or BZ_EIO. */
+int orderlog_promise(struct orderlog *log, uint64_t epoch);
+/* Sets the log epoch (durably). 0 or BZ_EIO. */
+int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch);
+
+/*
+ * Appends one new entry with number last+1 (set in o->number on success).
+ * BZ_ECONFLICT if the request id is already in the log. 0 or BZ_EIO.
+ */
+int orderlog_append_next(struct orderlog *log, struct order *o);
+
+/*
+ * Applies entries received from a leader, Raft-style, in one transaction:
+ * an entry already present with the same epoch is kept, an entry whose
+ * number is present with another epoch truncates the log from there, then
+ * the rest is appended. Entries must be consecutive and start at most at
+ * last+1. Afterwards, entries beyond the batch whose epoch is older than
+ * `leader_epoch` are deleted (they cannot be in that leader's log).
+ * Returns 0, BZ_EINVAL for a batch that leaves a gap, or BZ_EIO.
+ */
+int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n,
+                   int64_t batch_last, uint64_t leader_epoch);
+
+/* The entry with this number. 0 or BZ_ENOTFOUND / BZ_EIO. */
+int orderlog_get(struct orderlog *log, int64_t number, struct order *out);
+/* The entry with this request id. 0 or BZ_ENOTFOUND / BZ_EIO. */
+int orderlog_find_request(struct orderlog *log, const char *request_id, struct order *out);
+/*
+ * Up to `max` consecutive entries starting at `from` into out; *n receives
+ * how many. 0 or BZ_EIO.
+ */
+int orderlog_read(struct orderlog *log, int64_t from, size_t max, struct order *out, size_t *n);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * replica.h - one order replica's part in primary-backup replication.
+ *
+ * Roles: STARTING (catching up after a restart; not ready), FOLLOWER,
+ * PROMOTING (named leader; collecting the newest log from a majority before
+ * taking trades) and LEADER. The front-end names the leader and the epoch
+ * (replica_notice); the leader numbers orders, appends them with group
+ * commit, streams them to each follower in order from one thread per peer,
+ * and acknowledges an order once a write quorum holds it durably.
+ * Followers accept only in-order appends from the current epoch.
+ *
+ * The protocol and why it never loses an acknowledged order are written
+ * down in docs/design.md. This module owns threads; main.c only maps HTTP
+ * routes onto these calls.
+ */
+#ifndef BZ_REPLICA_H
+#define BZ_REPLICA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "orderlog.h"
+#include "msg.h"
+
+enum replica_role { REPLICA_STARTING = 0, REPLICA_FOLLOWER, REPLICA_PROMOTING, REPLICA_LEADER };
+
+struct replica;
+
+/* Starts the replica's threads (catch-up first). cfg and log must outlive it. */
+int replica_start(struct replica **out, const struct bz_config *cfg, int id, struct orderlog *log);
+/* Stops the threads and frees the replica (not the log). */
+void replica_stop(struct replica *r);
+
+/* Ready for /health: caught up after start. */
+bool replica_ready(struct replica *r);
+
+/* A leader notice. 0, or BZ_ESTALE when the epoch is older than promised. */
+int replica_notice(struct replica *r, const struct msg_notice *m);
+
+/*
+ * The leader path for one order. On 0, *number is its transaction number.
+ * Errors: BZ_ENOTLEADER, BZ_EUNAVAIL (promoting, or quorum not reached in
+ * time: outcome unknown, retry with the same request id), BZ_EUPSTREAM /
+ * BZ_ETIMEDOUT (catalog unreachable), BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH
+ * from the catalog or the dedupe check; errmsg says more.
+ */
+int replica_submit(struct replica *r, const struct trade *t, int64_t *number, char *errmsg,
+                   size_t errlen);
+
+/* An order by number, answered by the leader only. 0, BZ_ENOTLEADER, BZ_ENOTFOUND. */
+int replica_query(struct replica *r, int64_t number, struct order *out);
+
+/* A follower's handling of an append; *reply is the JSON to send (200). 0 or BZ_ESTALE. */
+int replica_append(struct replica *r, const struct msg_append *m, json_t **reply);
+
+/* {"id","role","leader","epoch","promised","log_epoch","last","last_epoch",...}; new ref. */
+json_t *replica_state_json(struct replica *r);
+
+void replica_metrics(struct replica *r, struct strbuf *out);
+
+const char *replica_role_name(enum replica_role role);
+
+#endif

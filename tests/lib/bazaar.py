@@ -1,0 +1,960 @@
+"""bazaar.py - test harness for Stock Bazaar integration, fault and benchmark tests.
+
+Starts real service binaries on free loopback ports, talks HTTP to them and
+reads their SQLite files. Python 3 standard library only.
+
+What it gives you:
+  - free_port(), Cluster (config, start/stop/kill/restart, readiness, logs)
+  - HTTP helpers with keep-alive and a timeout on every call: get(), post_json(), ...
+  - raw_request()/raw_exchange() over a plain socket, for hostile input
+  - db_quantities(), db_stocks(), db_orders(): read-only views of the databases
+  - wait_for(): the only place a test may sleep (bounded polling)
+  - test_seed(): reproducible randomness
+  - ClusterTestCase: a unittest base class with one cluster per class
+
+What it is not: a client library for production use, nor a launcher (`bazaar up`).
+
+Environment:
+  BAZAAR_BIN_DIR            directory with the executables (default <repo>/build/bin)
+  BAZAAR_TEST_TIMEOUT_MULT  multiplies every timeout (slow machines, sanitizers)
+  BAZAAR_SEED               seed for test_seed()
+  BAZAAR_KEEP_TMP           keep temp dirs of passing test classes too
+"""
+
+import atexit
+import csv
+import ctypes
+import http.client
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+from collections import namedtuple
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DEFAULT_SECRET = "test-secret"
+SECRET_HEADER = "X-Bazaar-Secret"
+
+# ---------------------------------------------------------------------------
+# Timeouts and polling
+# ---------------------------------------------------------------------------
+
+
+def timeout_mult():
+    """The factor from BAZAAR_TEST_TIMEOUT_MULT (1.0 when unset or invalid)."""
+    try:
+        mult = float(os.environ.get("BAZAAR_TEST_TIMEOUT_MULT", "1"))
+    except ValueError:
+        return 1.0
+    return mult if mult > 0 else 1.0
+
+
+def scaled(seconds):
+    """A timeout in seconds, scaled by BAZAAR_TEST_TIMEOUT_MULT."""
+    return seconds * timeout_mult()
+
+
+HTTP_TIMEOUT = 10.0  # seconds, before scaling
+
+
+def wait_for(cond, timeout=10.0, what="condition", interval=0.05):
+    """Poll cond() until it returns a truthy value and return that value.
+
+    timeout is scaled by BAZAAR_TEST_TIMEOUT_MULT. Exceptions from cond count as
+    "not yet"; the last one is quoted in the AssertionError raised on timeout.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    last_error = None
+    while True:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {scaled(timeout):.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def test_seed():
+    """The seed for this run: BAZAAR_SEED or a fresh one. Printed as seed=N."""
+    env = os.environ.get("BAZAAR_SEED")
+    seed = int(env) if env else random.SystemRandom().randrange(1, 2**31)
+    print(f"seed={seed}", file=sys.stderr, flush=True)
+    return seed
+
+
+test_seed.__test__ = False  # not a test, whatever the name suggests to runners
+
+# ---------------------------------------------------------------------------
+# Ports
+# ---------------------------------------------------------------------------
+
+_PORT_LOW, _PORT_HIGH = 20000, 32000  # below the ephemeral range (32768-60999)
+_ports_handed_out = set()
+_ports_lock = threading.Lock()
+
+
+def free_port(attempts=200):
+    """A TCP port on 127.0.0.1 below 32768 that is free right now.
+
+    Ports are bind-tested at random in 20000-32000 and never handed out twice
+    by this process, so two services of one cluster cannot get the same port.
+    """
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        port = rng.randrange(_PORT_LOW, _PORT_HIGH)
+        with _ports_lock:
+            if port in _ports_handed_out:
+                continue
+            if _port_is_free(port):
+                _ports_handed_out.add(port)
+                return port
+    raise RuntimeError(f"no free port found in {_PORT_LOW}-{_PORT_HIGH} after {attempts} attempts")
+
+
+def _port_is_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# HTTP over http.client, keep-alive per thread and per (host, port)
+# ---------------------------------------------------------------------------
+
+Reply = namedtuple("Reply", "status headers json body")
+Reply.__doc__ = """One HTTP reply: status int, headers (case-insensitive .get), parsed JSON or None, raw bytes."""
+
+_local = threading.local()
+
+
+def _connection(host, port, timeout):
+    """The keep-alive connection of this thread to host:port, and whether it is reused."""
+    pool = _local.__dict__.setdefault("pool", {})
+    conn = pool.get((host, port))
+    if conn is not None:
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn, True
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    pool[(host, port)] = conn
+    return conn, False
+
+
+def _drop_connection(host, port):
+    conn = _local.__dict__.get("pool", {}).pop((host, port), None)
+    if conn is not None:
+        conn.close()
+
+
+def close_connections():
+    """Close every keep-alive connection of the calling thread."""
+    for conn in _local.__dict__.pop("pool", {}).values():
+        conn.close()
+
+
+def _split_url(url):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.hostname, parts.port or 80, target
+
+
+def _parse_json(body):
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+# Errors that mean a reused keep-alive connection was closed by the server while idle.
+_STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def request(method, url, body=None, headers=None, timeout=None, retry_stale=True):
+    """Send one request to an absolute http:// URL and return a Reply.
+
+    The path is sent exactly as given (no normalisation or re-quoting). When a
+    reused keep-alive connection turns out to have been closed by the server
+    (idle timeout), the request is sent once more on a fresh connection; pass
+    retry_stale=False where even that must not happen.
+    """
+    host, port, target = _split_url(url)
+    timeout = scaled(HTTP_TIMEOUT) if timeout is None else timeout
+    headers = dict(headers or {})
+    if body is not None:
+        headers.setdefault("Content-Type", "application/json")
+    while True:
+        conn, reused = _connection(host, port, timeout)
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except _STALE_ERRORS:
+            _drop_connection(host, port)
+            if reused and retry_stale:
+                continue
+            raise
+        except Exception:
+            _drop_connection(host, port)
+            raise
+        if resp.will_close:
+            _drop_connection(host, port)
+        return Reply(resp.status, resp.headers, _parse_json(data), data)
+
+
+def get(url, headers=None, timeout=None):
+    """GET an absolute URL; see request()."""
+    return request("GET", url, headers=headers, timeout=timeout)
+
+
+def post(url, body, headers=None, timeout=None):
+    """POST raw bytes (or str, sent as UTF-8) to an absolute URL; see request()."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return request("POST", url, body=body, headers=headers, timeout=timeout)
+
+
+def post_json(url, obj, headers=None, timeout=None):
+    """POST obj serialised as JSON to an absolute URL; see request()."""
+    return post(url, json.dumps(obj), headers=headers, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------
+# Raw sockets, for hostile input
+# ---------------------------------------------------------------------------
+
+RawReply = namedtuple("RawReply", "data outcome")
+RawReply.__doc__ = """Bytes received and how the exchange ended: 'complete' (the expected number of
+full replies arrived), 'closed' (peer closed or reset), or 'timeout'."""
+
+
+def raw_exchange(host, port, data, timeout=2.0, responses=1, keep_open=False):
+    """Send data on a new connection and read until `responses` full replies, close or timeout.
+
+    timeout (scaled) bounds the whole exchange. A send that fails because the
+    server already closed or stopped reading is not an error: what the server
+    said is still read. With keep_open=True the socket is returned as a third
+    element and the caller must close it.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    sock = socket.create_connection((host, port), timeout=scaled(timeout))
+    try:
+        _send_all_until(sock, data, deadline)
+        received, outcome = _recv_replies(sock, deadline, responses)
+    except BaseException:
+        sock.close()
+        raise
+    if keep_open:
+        return RawReply(received, outcome), sock
+    sock.close()
+    return RawReply(received, outcome)
+
+
+def raw_request(host, port, data, timeout=2.0):
+    """Send data over a raw socket and return the reply bytes (b'' if closed without a reply)."""
+    return raw_exchange(host, port, data, timeout).data
+
+
+def _send_all_until(sock, data, deadline):
+    view = memoryview(data)
+    while view:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sent = sock.send(view)
+        except (socket.timeout, BrokenPipeError, ConnectionResetError):
+            return  # the server stopped reading; see what it answered
+        view = view[sent:]
+
+
+def _recv_replies(sock, deadline, responses):
+    buf = b""
+    while True:
+        if count_replies(buf) >= responses:
+            return buf, "complete"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return buf, "timeout"
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return buf, "timeout"
+        except ConnectionResetError:
+            return buf, "closed"
+        if not chunk:
+            return buf, "closed"
+        buf += chunk
+
+
+def split_replies(buf):
+    """Parse concatenated HTTP/1.x replies: a list of (status, headers dict, body) for complete ones.
+
+    Interim 1xx replies are skipped. Parsing stops at the first incomplete or
+    unparsable reply.
+    """
+    replies = []
+    while True:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return replies
+        status, headers = _parse_head(buf[:head_end])
+        if status is None:
+            return replies
+        rest = buf[head_end + 4:]
+        if 100 <= status < 200:
+            buf = rest
+            continue
+        body_len = _body_length(status, headers, rest)
+        if body_len is None or body_len > len(rest):
+            return replies
+        replies.append((status, headers, rest[:body_len]))
+        buf = rest[body_len:]
+
+
+def count_replies(buf):
+    """How many complete HTTP replies buf holds."""
+    return len(split_replies(buf))
+
+
+def status_of(raw):
+    """The status code of the first reply in raw bytes, or None when it is not an HTTP status line."""
+    line = raw.split(b"\r\n", 1)[0]
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _parse_head(head):
+    lines = head.split(b"\r\n")
+    status = status_of(lines[0])
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return status, headers
+
+
+def _body_length(status, headers, rest):
+    """Bytes of body that belong to this reply, or None when it cannot be known yet."""
+    if status in (204, 304):
+        return 0
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        end = rest.find(b"\r\n0\r\n\r\n")
+        if rest.startswith(b"0\r\n\r\n"):
+            return 5
+        return None if end < 0 else end + 7
+    if "content-length" in headers:
+        try:
+            return int(headers["content-length"])
+        except ValueError:
+            return None
+    return None  # body runs until close
+
+
+# ---------------------------------------------------------------------------
+# Databases (read-only)
+# ---------------------------------------------------------------------------
+
+
+def _open_ro(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=scaled(5))
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def db_stocks(cluster):
+    """{name: (price, quantity)} from catalog.db."""
+    with _closing(_open_ro(cluster.catalog_db)) as conn:
+        rows = conn.execute("SELECT name, price, quantity FROM stocks").fetchall()
+    return {row["name"]: (row["price"], row["quantity"]) for row in rows}
+
+
+def db_quantities(cluster):
+    """{name: quantity} from catalog.db."""
+    return {name: qty for name, (_, qty) in db_stocks(cluster).items()}
+
+
+def db_orders(cluster, replica_id):
+    """Every row of order-<id>.db's orders table, as dicts ordered by number.
+
+    Contract columns: number, name, type, quantity (SPEC §5); DESIGN adds
+    request_id and epoch. Any further columns are kept as they are.
+    """
+    with _closing(_open_ro(cluster.order_db(replica_id))) as conn:
+        rows = conn.execute("SELECT * FROM orders ORDER BY number").fetchall()
+    return [dict(row) for row in rows]
+
+
+def order_view(rows):
+    """The contract part of order rows: a list of (number, name, type, quantity)."""
+    return [(r["number"], r["name"], r["type"], r["quantity"]) for r in rows]
+
+
+class _closing:
+    """sqlite3 connections do not close in `with`; this does."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
+# ---------------------------------------------------------------------------
+# Stocks CSV
+# ---------------------------------------------------------------------------
+
+
+def default_stocks_csv():
+    """The repo's config/stocks.csv, or 10 generated stocks at quantity 100 when it is missing."""
+    path = os.path.join(REPO_ROOT, "config", "stocks.csv")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    rows = [f"Stock{i},{10 + i}.50,100" for i in range(10)]
+    return "name,price,quantity\n" + "\n".join(rows) + "\n"
+
+
+# A catalog for tests whose names exercise the name rules (SPEC §2: 1-64 bytes of [A-Za-z0-9_.-]).
+LONG_STOCK_NAME = "L" * 64
+TEST_STOCKS_CSV = "\n".join([
+    "name,price,quantity",
+    "GameStart,15.99,100",
+    "FishCo,22.5,100",
+    "BoarCo,7.25,100",
+    "MenhirCo,40,100",
+    "RiverRun,3.1,100",
+    "StoneAge,9.99,100",
+    "TinCan,0.5,100",
+    "Dot.Dash-Under_1,1.5,100",
+    f"{LONG_STOCK_NAME},2.25,100",
+    "Zero,5,0",
+]) + "\n"
+
+
+def parse_stocks_csv(text):
+    """{name: (price, quantity)} from CSV text with the header line name,price,quantity."""
+    reader = csv.DictReader(io.StringIO(text))
+    return {row["name"]: (float(row["price"]), int(row["quantity"])) for row in reader}
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL the child if the test runner dies (e.g. killed by a ctest timeout)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+class ClusterError(RuntimeError):
+    """A cluster process failed to start, become ready or stop."""
+
+
+class Process:
+    """One service process of a cluster: its command line, log file and Popen."""
+
+    def __init__(self, name, argv, log_path, url):
+        self.name = name          # "catalog", "frontend", "order1", ...
+        self.argv = argv          # full command line
+        self.log_path = log_path  # stdout+stderr of every run, appended
+        self.url = url            # http://127.0.0.1:PORT
+        self.popen = None         # None until started
+        self.returncode = None    # of the last run that ended
+
+    def running(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def crashed(self):
+        """The exit code if the process ended without being stopped through this object, else None."""
+        if self.popen is None:
+            return None
+        return self.popen.poll()
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.running() else None
+
+    def start(self, env):
+        if self.running():
+            raise ClusterError(f"{self.name} is already running")
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== start {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                          preexec_fn=_die_with_parent)
+        self.returncode = None
+
+    def signal(self, sig):
+        """Send sig to this process (by PID) if it runs."""
+        if self.running():
+            self.popen.send_signal(sig)
+
+    def stop(self, grace=5.0):
+        """SIGTERM, wait up to grace seconds (scaled), then SIGKILL. Returns the exit code."""
+        if self.popen is None:
+            return self.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=scaled(grace))
+        except subprocess.TimeoutExpired:
+            self._append_log(f"=== {self.name} ignored SIGTERM for {grace}s, sending SIGKILL\n")
+            self.popen.kill()
+            self.popen.wait()
+        return self._reap()
+
+    def kill(self):
+        """SIGKILL and reap. Returns the exit code (-9 when it was running)."""
+        if self.popen is None:
+            return self.returncode
+        self.signal(signal.SIGKILL)
+        self.popen.wait()
+        return self._reap()
+
+    def _reap(self):
+        self.returncode = self.popen.returncode
+        self.popen = None
+        self._append_log(f"=== exit {self.returncode}\n")
+        return self.returncode
+
+    def _append_log(self, text):
+        with open(self.log_path, "ab") as log:
+            log.write(text.encode())
+
+    def log_tail(self, lines=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _section_of(name):
+    """Config section of a process name: order2 -> order.2."""
+    return f"order.{name[len('order'):]}" if name.startswith("order") else name
+
+
+def _looks_like_port_clash(text):
+    """A startup failure where a process exited and its log blames the listen address."""
+    text = text.lower()
+    return "exited with code" in text and any(
+        word in text for word in ("address already in use", "eaddrinuse", "bind"))
+
+
+_live_clusters = set()
+
+
+def _stop_live_clusters():
+    for cluster in list(_live_clusters):
+        cluster.stop()
+
+
+atexit.register(_stop_live_clusters)
+
+
+def _bin_dir():
+    return os.environ.get("BAZAAR_BIN_DIR") or os.path.join(REPO_ROOT, "build", "bin")
+
+
+class Cluster:
+    """A local Stock Bazaar cluster: catalog, N order replicas and one front-end.
+
+    Usage:
+        with Cluster(tmpdir, replicas=3) as c:
+            c.get("/stocks/GameStart")
+
+    overrides is {section: {key: value}} merged over the generated config.
+    stocks_csv is the CSV text (header name,price,quantity); default_stocks_csv() when None.
+    Processes are stopped on every exit path: `with`, stop(), or at interpreter exit.
+    """
+
+    def __init__(self, tmpdir, replicas=3, overrides=None, stocks_csv=None,
+                 secret=DEFAULT_SECRET, log_level="info", startup_timeout=20.0):
+        self.tmpdir = os.path.abspath(tmpdir)
+        self.replicas = replicas
+        self.secret = secret
+        self.startup_timeout = startup_timeout
+        self.data_dir = os.path.join(self.tmpdir, "data")
+        self.log_dir = os.path.join(self.tmpdir, "logs")
+        self.config_path = os.path.join(self.tmpdir, "bazaar.conf")
+        self.stocks_path = os.path.join(self.tmpdir, "stocks.csv")
+        self.stocks_csv = default_stocks_csv() if stocks_csv is None else stocks_csv
+        self.initial_stocks = parse_stocks_csv(self.stocks_csv)  # {name: (price, quantity)}
+        self.config = self._base_config(log_level)
+        for section, values in (overrides or {}).items():
+            self.config.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
+        self.processes = self._make_processes()
+
+    # -- configuration -----------------------------------------------------
+
+    def _base_config(self, log_level):
+        config = {
+            "cluster": {"data_dir": self.data_dir, "secret": self.secret, "log_level": log_level},
+            "catalog": {"listen": f"127.0.0.1:{free_port()}", "stocks": self.stocks_path,
+                        "restock_interval_s": "0", "restock_to": "100"},
+            "frontend": {"listen": f"127.0.0.1:{free_port()}", "cache": "on", "cache_size": "8"},
+            "replication": {"mode": "primary-backup", "write_quorum": "majority"},
+        }
+        for rid in range(1, self.replicas + 1):
+            config[f"order.{rid}"] = {"listen": f"127.0.0.1:{free_port()}"}
+        return config
+
+    def _write_files(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        os.makedirs(self.log_dir, exist_ok=True)
+        with open(self.stocks_path, "w", encoding="utf-8") as f:
+            f.write(self.stocks_csv)
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            for section, values in self.config.items():
+                f.write(f"[{section}]\n")
+                for key, value in values.items():
+                    f.write(f"{key} = {value}\n")
+                f.write("\n")
+
+    def _make_processes(self):
+        bindir = _bin_dir()
+        base = ["--config", self.config_path]
+
+        def make(name, exe, section, extra=()):
+            argv = [os.path.join(bindir, exe)] + base + list(extra)
+            url = "http://" + self.config[section]["listen"]
+            return Process(name, argv, os.path.join(self.log_dir, f"{name}.log"), url)
+
+        procs = {"catalog": make("catalog", "bazaar-catalog", "catalog")}
+        for rid in range(1, self.replicas + 1):
+            name = f"order{rid}"
+            procs[name] = make(name, "bazaar-order", _section_of(name), ["--id", str(rid)])
+        procs["frontend"] = make("frontend", "bazaar-frontend", "frontend")
+        return procs
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def catalog_db(self):
+        return os.path.join(self.data_dir, "catalog.db")
+
+    def order_db(self, replica_id):
+        return os.path.join(self.data_dir, f"order-{replica_id}.db")
+
+    def replica_ids(self):
+        return list(range(1, self.replicas + 1))
+
+    def address(self, name):
+        """(host, port) of a process by name."""
+        hostport = self.processes[name].url[len("http://"):]
+        host, _, port = hostport.rpartition(":")
+        return host, int(port)
+
+    def url(self, name, path=""):
+        return self.processes[name].url + path
+
+    def frontend_url(self, path=""):
+        return self.url("frontend", path)
+
+    def catalog_url(self, path=""):
+        return self.url("catalog", path)
+
+    def order_url(self, replica_id, path=""):
+        return self.url(f"order{replica_id}", path)
+
+    def _resolve(self, url_or_path):
+        return self.frontend_url(url_or_path) if url_or_path.startswith("/") else url_or_path
+
+    # -- HTTP --------------------------------------------------------------
+
+    def get(self, url_or_path, headers=None, timeout=None):
+        """GET a URL, or a path on the front-end."""
+        return get(self._resolve(url_or_path), headers=headers, timeout=timeout)
+
+    def post(self, url_or_path, body, headers=None, timeout=None):
+        """POST raw bytes to a URL, or a path on the front-end."""
+        return post(self._resolve(url_or_path), body, headers=headers, timeout=timeout)
+
+    def post_json(self, url_or_path, obj, headers=None, timeout=None):
+        """POST obj as JSON to a URL, or a path on the front-end."""
+        return post_json(self._resolve(url_or_path), obj, headers=headers, timeout=timeout)
+
+    def secret_headers(self, headers=None):
+        return {**(headers or {}), SECRET_HEADER: self.secret}
+
+    def internal_get(self, url, headers=None, timeout=None):
+        """GET with the cluster secret."""
+        return get(url, headers=self.secret_headers(headers), timeout=timeout)
+
+    def internal_post_json(self, url, obj, headers=None, timeout=None):
+        """POST JSON with the cluster secret."""
+        return post_json(url, obj, headers=self.secret_headers(headers), timeout=timeout)
+
+    def internal_post(self, url, body, headers=None, timeout=None):
+        """POST raw bytes with the cluster secret."""
+        return post(url, body, headers=self.secret_headers(headers), timeout=timeout)
+
+    def status(self):
+        """The front-end's /status JSON."""
+        reply = self.get("/status")
+        if reply.status != 200 or reply.json is None:
+            raise ClusterError(f"/status answered {reply.status}: {reply.body[:200]!r}")
+        return reply.json
+
+    def leader(self):
+        """The leader replica id the front-end reports in /status (an int, or a dict with "id")."""
+        leader = self.status().get("leader")
+        return leader.get("id") if isinstance(leader, dict) else leader
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _env(self):
+        env = dict(os.environ)
+        env.pop("BAZAAR_SECRET", None)  # it would override the secret in our config
+        return env
+
+    def start(self, attempts=3):
+        """Write the config and start every process: catalog and replicas first, then the front-end.
+
+        A port taken by someone else between free_port() and the bind (the process
+        exits and its log mentions the address) is retried with fresh ports.
+        """
+        _live_clusters.add(self)
+        for attempt in range(1, attempts + 1):
+            self._write_files()
+            try:
+                backends = [n for n in self.processes if n != "frontend"]
+                self._start_and_wait(backends)
+                self._start_and_wait(["frontend"])
+                return self
+            except ClusterError as exc:
+                self.stop()
+                if attempt == attempts or not _looks_like_port_clash(str(exc)):
+                    raise
+                self._pick_new_ports()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _pick_new_ports(self):
+        for values in self.config.values():
+            if "listen" in values:
+                values["listen"] = f"127.0.0.1:{free_port()}"
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        for proc in self.processes.values():
+            section = _section_of(proc.name)
+            proc.url = "http://" + self.config[section]["listen"]
+
+    def _start_and_wait(self, names):
+        for name in names:
+            self._check_binary(name)
+            self.processes[name].start(self._env())
+        for name in names:
+            self.wait_ready(name)
+
+    def _check_binary(self, name):
+        exe = self.processes[name].argv[0]
+        if not os.access(exe, os.X_OK):
+            raise ClusterError(f"{exe} is missing or not executable (set BAZAAR_BIN_DIR)")
+
+    def start_process(self, name, wait=True):
+        """Start one process by name (it must be stopped) and, by default, wait until it is ready."""
+        self._check_binary(name)
+        self.processes[name].start(self._env())
+        if wait:
+            self.wait_ready(name)
+
+    def stop_process(self, name, grace=5.0):
+        """SIGTERM one process (SIGKILL after grace seconds). Returns its exit code."""
+        return self.processes[name].stop(grace)
+
+    def kill_process(self, name):
+        """SIGKILL one process. Returns its exit code."""
+        return self.processes[name].kill()
+
+    def restart_process(self, name, hard=False, wait=True):
+        """Stop (SIGKILL when hard) and start one process again."""
+        if hard:
+            self.kill_process(name)
+        else:
+            self.stop_process(name)
+        self.start_process(name, wait=wait)
+
+    def is_ready(self, name):
+        try:
+            return get(self.url(name, "/health"), timeout=scaled(1.0)).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def wait_ready(self, name, timeout=None):
+        """Poll /health of one process until 200; fail early if the process exits."""
+        proc = self.processes[name]
+        timeout = self.startup_timeout if timeout is None else timeout
+
+        def ready():
+            if not proc.running():
+                raise ClusterError(f"{name} exited with code {proc.popen.returncode if proc.popen else proc.returncode}")
+            return self.is_ready(name)
+
+        try:
+            wait_for(ready, timeout, f"{name} /health == 200", interval=0.05)
+        except (AssertionError, ClusterError) as exc:
+            raise ClusterError(f"{exc}\n{self.log_tails(names=[name])}") from None
+
+    def stop(self):
+        """Stop every process (front-end first). Returns {name: exit code}. Safe to call twice."""
+        codes = {}
+        for name in ["frontend"] + [n for n in self.processes if n != "frontend"]:
+            codes[name] = self.processes[name].stop()
+        close_connections()
+        _live_clusters.discard(self)
+        return codes
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.print_log_tails()
+        self.stop()
+
+    # -- diagnostics -------------------------------------------------------
+
+    def log_tails(self, lines=40, names=None):
+        out = []
+        for name in names or self.processes:
+            out.append(f"----- {name} ({self.processes[name].log_path}) -----")
+            out.append(self.processes[name].log_tail(lines))
+        return "\n".join(out)
+
+    def print_log_tails(self, lines=40):
+        print(self.log_tails(lines), file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# unittest integration
+# ---------------------------------------------------------------------------
+
+
+def _problem_count(result):
+    return len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
+
+
+class ClusterTestCase(unittest.TestCase):
+    """One cluster per TestCase class, started in setUpClass and stopped in class cleanup.
+
+    Subclasses set replicas, overrides, stocks_csv. On any failure the log tails
+    of every process are printed and the temp dir is kept.
+    """
+
+    replicas = 1
+    overrides = None
+    stocks_csv = None
+    cluster = None
+    _failed = False
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._failed = False
+        cls.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{cls.__name__}-")
+        cls.addClassCleanup(cls._cleanup_tmp)
+        cls.cluster = Cluster(cls.tmpdir, replicas=cls.replicas, overrides=cls.overrides,
+                              stocks_csv=cls.stocks_csv)
+        cls.addClassCleanup(cls.cluster.stop)
+        try:
+            cls.cluster.start()
+        except BaseException:
+            cls._failed = True
+            raise
+
+    @classmethod
+    def _cleanup_tmp(cls):
+        if cls._failed or os.environ.get("BAZAAR_KEEP_TMP"):
+            print(f"kept {cls.tmpdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(cls.tmpdir, ignore_errors=True)
+
+    def tearDown(self):
+        """Fail the test if a process died under it (a crash, not a deliberate stop or kill)."""
+        super().tearDown()
+        if self.cluster is None:
+            return
+        dead = {name: proc.crashed() for name, proc in self.cluster.processes.items()
+                if proc.crashed() is not None}
+        self.assertFalse(dead, f"processes exited during {self.id()}: {dead}")
+
+    def run(self, result=None):
+        result = result if result is not None else self.defaultTestResult()
+        before = _problem_count(result)
+        out = super().run(result)
+        if _problem_count(result) > before:
+            type(self)._failed = True
+            if self.cluster is not None:
+                print(f"\n=== log tails after {self.id()} ===", file=sys.stderr)
+                self.cluster.print_log_tails()
+        return out
+
+    # -- assertions shared by integration and fault tests -------------------
+
+    def assertJsonReply(self, reply, status):
+        """reply has this status, Content-Type application/json and a JSON body."""
+        self.assertEqual(reply.status, status, f"body: {reply.body[:300]!r}")
+        ctype = reply.headers.get("Content-Type", "")
+        self.assertTrue(ctype.startswith("application/json"), f"Content-Type {ctype!r}")
+        self.assertIsNotNone(reply.json, f"body is not JSON: {reply.body[:300]!r}")
+
+    def assertError(self, reply, status):
+        """reply is the SPEC error shape {"error":{"code":status,"message":"..."}} with that status."""
+        if isinstance(status, (set, frozenset, tuple, list)):
+            self.assertIn(reply.status, status, f"body: {reply.body[:300]!r}")
+            status = reply.status
+        self.assertJsonReply(reply, status)
+        err = reply.json.get("error") if isinstance(reply.json, dict) else None
+        self.assertIsInstance(err, dict, f"no error object: {reply.json!r}")
+        self.assertEqual(err.get("code"), status, f"error.code != HTTP status: {reply.json!r}")
+        self.assertIsInstance(err.get("message"), str)
+        self.assertTrue(err["message"], "empty error message")
+
+    def snapshot(self):
+        """Catalog quantities and every replica's order rows, for "nothing changed" checks."""
+        orders = {rid: order_view(db_orders(self.cluster, rid)) for rid in self.cluster.replica_ids()}
+        return db_quantities(self.cluster), orders
+
+    def assertUnchanged(self, before, msg=""):
+        after = self.snapshot()
+        self.assertEqual(after[0], before[0], f"catalog quantities changed {msg}")
+        self.assertEqual(after[1], before[1], f"order logs changed {msg}")
