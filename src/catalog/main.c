@@ -2,19 +2,28 @@
  * bazaar-catalog: owns the stocks. Serves lookups to the front-end and
  * applies trades for the order leader, exactly once per request id.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "http_server.h"
 #include "log.h"
+#include "notify.h"
 #include "service.h"
 #include "stockdb.h"
 
 struct catalog {
     struct bz_config cfg;
     struct stockdb *db;
+    struct notify *notify;
+
+    pthread_mutex_t restock_lock;
+    pthread_cond_t restock_cond;
+    bool stopping;
+    atomic_uint_fast64_t restocked, trades, trades_refused;
 };
 
 static json_t *catalog__stock_json(const struct stock *s)
@@ -67,6 +76,8 @@ static void catalog__trade(void *svc, const struct http_request *req, struct htt
     rv = stockdb_trade(c->db, &t, &s);
     switch (rv) {
     case 0:
+        atomic_fetch_add(&c->trades, 1);
+        notify_stock_changed(c->notify, s.name, s.version);
         LOG_DEBUG("trade %s %s %lld %s -> %lld", t.request_id, trade_type_name(t.type),
                   (long long)t.quantity, t.name, (long long)s.quantity);
         http_reply_data(resp, catalog__stock_json(&s));
@@ -75,6 +86,7 @@ static void catalog__trade(void *svc, const struct http_request *req, struct htt
         http_reply_error(resp, rv, "stock not found");
         return;
     case BZ_ECONFLICT:
+        atomic_fetch_add(&c->trades_refused, 1);
         http_reply_error(resp, rv,
                          t.type == TRADE_BUY ? "not enough shares" : "quantity would overflow");
         return;
@@ -82,6 +94,49 @@ static void catalog__trade(void *svc, const struct http_request *req, struct htt
         http_reply_error(resp, rv, NULL);
         return;
     }
+}
+
+static void catalog__restocked(void *arg, const struct stock *s)
+{
+    struct catalog *c = arg;
+    LOG_INFO("restocked %s to %lld", s->name, (long long)s->quantity);
+    atomic_fetch_add(&c->restocked, 1);
+    notify_stock_changed(c->notify, s->name, s->version);
+}
+
+/* Refills sold-out stocks every restock_interval_s (SPEC §3, optional). */
+static void *catalog__restock_main(void *arg)
+{
+    struct catalog *c = arg;
+    pthread_mutex_lock(&c->restock_lock);
+    while (!c->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += c->cfg.restock_interval_s;
+        if (pthread_cond_timedwait(&c->restock_cond, &c->restock_lock, &ts) == 0)
+            continue; /* woken: re-check stopping */
+        pthread_mutex_unlock(&c->restock_lock);
+        if (stockdb_restock(c->db, c->cfg.restock_to, catalog__restocked, c) < 0)
+            LOG_ERROR("restock failed");
+        pthread_mutex_lock(&c->restock_lock);
+    }
+    pthread_mutex_unlock(&c->restock_lock);
+    return NULL;
+}
+
+static void catalog__metrics(void *svc, struct strbuf *out)
+{
+    struct catalog *c = svc;
+    metrics_render_simple(out, "bazaar_catalog_trades_total", "counter", "Trades applied.",
+                          atomic_load(&c->trades));
+    metrics_render_simple(out, "bazaar_catalog_trades_refused_total", "counter",
+                          "Trades refused for lack of shares or overflow.",
+                          atomic_load(&c->trades_refused));
+    metrics_render_simple(out, "bazaar_catalog_restocked_total", "counter",
+                          "Stocks refilled by the restock timer.", atomic_load(&c->restocked));
+    metrics_render_simple(out, "bazaar_catalog_version", "gauge",
+                          "Catalog version (grows with every change).", stockdb_version(c->db));
+    notify_metrics(c->notify, out);
 }
 
 static struct http_route catalog__routes[] = {
@@ -115,21 +170,41 @@ int main(int argc, char **argv)
         .idle_timeout_s = c.cfg.idle_timeout_s,
         .secret = c.cfg.secret,
         .metrics_prefix = "bazaar_catalog",
+        .metrics = catalog__metrics,
         .svc = &c,
     };
+    notify_start(&c.notify, &c.cfg, c.db);
+    pthread_t restock;
+    pthread_mutex_init(&c.restock_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c.restock_cond, &ca);
+    pthread_condattr_destroy(&ca);
+
     if (http_server_start(&http, &opts, catalog__routes,
                           sizeof catalog__routes / sizeof catalog__routes[0], err,
                           sizeof err) != 0) {
         LOG_ERROR("%s", err);
+        notify_stop(c.notify);
         stockdb_close(c.db);
         return 1;
     }
-    LOG_INFO("serving %zu stocks on %s (data %s)", stockdb_count(c.db), c.cfg.catalog_listen,
-             path);
+    if (c.cfg.restock_interval_s > 0)
+        pthread_create(&restock, NULL, catalog__restock_main, &c);
+    LOG_INFO("serving %zu stocks on %s (data %s)", stockdb_count(c.db), c.cfg.catalog_listen, path);
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
     http_server_stop(http);
+    if (c.cfg.restock_interval_s > 0) {
+        pthread_mutex_lock(&c.restock_lock);
+        c.stopping = true;
+        pthread_cond_signal(&c.restock_cond);
+        pthread_mutex_unlock(&c.restock_lock);
+        pthread_join(restock, NULL);
+    }
+    notify_stop(c.notify);
     stockdb_close(c.db);
     return 0;
 }

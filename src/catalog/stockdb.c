@@ -156,8 +156,7 @@ int stockdb_open(struct stockdb **out, const char *path, const char *seed_csv, c
     db->st_applied_get = store_prepare(
         db->sql, "SELECT name, type, quantity, status, result_quantity, version FROM applied"
                  " WHERE request_id = ?");
-    db->st_applied_put =
-        store_prepare(db->sql, "INSERT INTO applied VALUES(?,?,?,?,?,?,?)");
+    db->st_applied_put = store_prepare(db->sql, "INSERT INTO applied VALUES(?,?,?,?,?,?,?)");
     db->st_update = store_prepare(db->sql, "UPDATE stocks SET quantity = ? WHERE name = ?");
     db->st_version = store_prepare(db->sql, "UPDATE meta SET value = ? WHERE key = 'version'");
     pthread_mutex_init(&db->write_lock, NULL);
@@ -199,6 +198,13 @@ uint64_t stockdb_version(struct stockdb *db)
     uint64_t v = db->version;
     pthread_rwlock_unlock(&db->mem_lock);
     return v;
+}
+
+void stockdb_get_at(struct stockdb *db, size_t i, struct stock *out)
+{
+    pthread_rwlock_rdlock(&db->mem_lock);
+    *out = db->stocks[i];
+    pthread_rwlock_unlock(&db->mem_lock);
 }
 
 int stockdb_lookup(struct stockdb *db, const char *name, struct stock *out)
@@ -253,7 +259,8 @@ static int stockdb__applied_put(struct stockdb *db, const struct trade *t, int s
     return rc == SQLITE_DONE ? 0 : BZ_EIO;
 }
 
-static int stockdb__set_quantity(struct stockdb *db, const char *name, int64_t qty, uint64_t version)
+static int stockdb__set_quantity(struct stockdb *db, const char *name, int64_t qty,
+                                 uint64_t version)
 {
     sqlite3_bind_int64(db->st_update, 1, qty);
     sqlite3_bind_text(db->st_update, 2, name, -1, SQLITE_STATIC);

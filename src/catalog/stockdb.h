@@ -37,6 +37,9 @@ void stockdb_close(struct stockdb *db);
 
 size_t stockdb_count(const struct stockdb *db);
 
+/* Copies the i-th stock (in name order, i < stockdb_count) into *out. */
+void stockdb_get_at(struct stockdb *db, size_t i, struct stock *out);
+
 /* Copies the stock into *out. 0 or BZ_ENOTFOUND. */
 int stockdb_lookup(struct stockdb *db, const char *name, struct stock *out);
 

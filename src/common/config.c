@@ -15,18 +15,24 @@ struct config__row {
     const char *key;
     enum config__type type;
     size_t offset;
-    size_t size;  /* for strings: the buffer size */
+    size_t size;   /* for strings: the buffer size */
     long min, max; /* for integers */
     const char *def;
 };
 
 #define CFG_STR(sec, key, field, def)                                                              \
-    {sec, key, CONFIG_STR, offsetof(struct bz_config, field),                                      \
-     sizeof(((struct bz_config *)0)->field), 0, 0, def}
+    {                                                                                              \
+        sec, key, CONFIG_STR, offsetof(struct bz_config, field),                                   \
+            sizeof(((struct bz_config *)0)->field), 0, 0, def                                      \
+    }
 #define CFG_INT(sec, key, field, lo, hi, def)                                                      \
-    {sec, key, CONFIG_INT, offsetof(struct bz_config, field), sizeof(int), lo, hi, def}
+    {                                                                                              \
+        sec, key, CONFIG_INT, offsetof(struct bz_config, field), sizeof(int), lo, hi, def          \
+    }
 #define CFG_OF(sec, key, type, field, def)                                                         \
-    {sec, key, type, offsetof(struct bz_config, field), 0, 0, 0, def}
+    {                                                                                              \
+        sec, key, type, offsetof(struct bz_config, field), 0, 0, 0, def                            \
+    }
 
 static const struct config__row config__rows[] = {
     CFG_STR("cluster", "data_dir", data_dir, "./data"),

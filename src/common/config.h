@@ -25,8 +25,8 @@ enum config_mode { CONFIG_MODE_PRIMARY_BACKUP = 0, CONFIG_MODE_RAFT };
 enum config_quorum { CONFIG_QUORUM_MAJORITY = 0, CONFIG_QUORUM_ONE };
 
 struct config_replica {
-    int id;                         /* from the section name [order.<id>] */
-    char listen[CONFIG_ADDR_MAX];   /* host:port */
+    int id;                       /* from the section name [order.<id>] */
+    char listen[CONFIG_ADDR_MAX]; /* host:port */
 };
 
 struct bz_config {
@@ -34,8 +34,8 @@ struct bz_config {
     char data_dir[CONFIG_PATH_MAX];
     char secret[CONFIG_SECRET_MAX];
     char log_level[8];
-    int call_timeout_ms;      /* deadline of one internal HTTP call */
-    int idle_timeout_s;       /* idle keep-alive connections are closed after this */
+    int call_timeout_ms; /* deadline of one internal HTTP call */
+    int idle_timeout_s;  /* idle keep-alive connections are closed after this */
     /* [catalog] */
     char catalog_listen[CONFIG_ADDR_MAX];
     char stocks_csv[CONFIG_PATH_MAX];
@@ -47,7 +47,7 @@ struct bz_config {
     bool cache_on;
     int cache_size;
     int frontend_threads;
-    int health_interval_ms;   /* period of the leader health check */
+    int health_interval_ms; /* period of the leader health check */
     /* [replication] */
     enum config_mode mode;
     enum config_quorum write_quorum;

@@ -56,6 +56,13 @@ static size_t http_client__write_cb(char *data, size_t size, size_t nmemb, void 
 int http_client_request(const char *method, const char *url, const char *secret, const char *body,
                         size_t body_len, int timeout_ms, struct http_reply *out)
 {
+    return http_client_request_headers(method, url, secret, NULL, body, body_len, timeout_ms, out);
+}
+
+int http_client_request_headers(const char *method, const char *url, const char *secret,
+                                const char *const *extra, const char *body, size_t body_len,
+                                int timeout_ms, struct http_reply *out)
+{
     CURL *h = http_client__handle();
     struct curl_slist *headers = NULL;
     char secret_header[200];
@@ -79,6 +86,8 @@ int http_client_request(const char *method, const char *url, const char *secret,
         snprintf(secret_header, sizeof secret_header, "%s: %s", HTTP_SECRET_HEADER, secret);
         headers = curl_slist_append(headers, secret_header);
     }
+    for (const char *const *line = extra; line && *line; line++)
+        headers = curl_slist_append(headers, *line);
     if (body) {
         headers = curl_slist_append(headers, "Content-Type: application/json");
         /* No "Expect: 100-continue" round trip. */

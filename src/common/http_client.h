@@ -19,8 +19,8 @@
 #define HTTP_CLIENT_REPLY_MAX (8u * 1024 * 1024)
 
 struct http_reply {
-    int status;          /* HTTP status of the reply */
-    struct strbuf body;  /* reply bytes; freed by http_reply_free */
+    int status;         /* HTTP status of the reply */
+    struct strbuf body; /* reply bytes; freed by http_reply_free */
 };
 
 /* Once per process, before any thread makes a call. */
@@ -36,6 +36,14 @@ void http_client_global_init(void);
  */
 int http_client_request(const char *method, const char *url, const char *secret, const char *body,
                         size_t body_len, int timeout_ms, struct http_reply *out);
+
+/*
+ * The same with extra request headers: `headers` is a NULL-terminated array
+ * of "Name: value" lines (e.g. an Idempotency-Key), or NULL.
+ */
+int http_client_request_headers(const char *method, const char *url, const char *secret,
+                                const char *const *headers, const char *body, size_t body_len,
+                                int timeout_ms, struct http_reply *out);
 
 void http_reply_free(struct http_reply *reply);
 

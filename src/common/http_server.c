@@ -12,10 +12,10 @@
 #include "error.h"
 #include "log.h"
 
-#define HTTP__CONN_MEMORY   (32 * 1024) /* per-connection pool: caps request line + headers */
-#define HTTP__CONN_LIMIT    4096
-#define HTTP__REPLY_MAX     (4 * 1024 * 1024) /* replies: /metrics, log pages */
-#define HTTP__PARAM_MAX     256
+#define HTTP__CONN_MEMORY (32 * 1024) /* per-connection pool: caps request line + headers */
+#define HTTP__CONN_LIMIT  4096
+#define HTTP__REPLY_MAX   (4 * 1024 * 1024) /* replies: /metrics, log pages */
+#define HTTP__PARAM_MAX   256
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -28,13 +28,14 @@ struct http_server {
 /* Per-request state, created on the first access-handler call. */
 struct http__req {
     uint64_t start_us;
-    struct http_route *route;   /* NULL when the path or method matched nothing */
-    int route_err;              /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
+    struct http_route *route; /* NULL when the path or method matched nothing */
+    int route_err;            /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
     char param[HTTP__PARAM_MAX];
     size_t param_len;
     bool has_param;
     struct strbuf body;
     bool too_big;
+    bool replied; /* an early reply was queued: discard the rest of the request */
 };
 
 /* ---------------------------------------------------------------- responses */
@@ -70,8 +71,8 @@ void http_reply_data(struct http_response *resp, json_t *data)
 void http_reply_error(struct http_response *resp, int err, const char *message)
 {
     int status = bz_error_status(err);
-    json_t *body =
-        json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", message ? message : bz_strerror(err));
+    json_t *body = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message",
+                             message ? message : bz_strerror(err));
     http_reply_json(resp, status, body);
 }
 
@@ -95,7 +96,12 @@ json_t *http_request_json_object(const struct http_request *req, struct http_res
 
 const char *http_request_header(const struct http_request *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn_, MHD_HEADER_KIND, name);
+    const char *value = NULL;
+    size_t len = 0;
+    if (MHD_lookup_connection_value_n(req->conn_, MHD_HEADER_KIND, name, strlen(name), &value,
+                                      &len) != MHD_YES)
+        return NULL;
+    return strlen(value) == len ? value : "\x01";
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -195,8 +201,8 @@ static void http__route(struct http_server *srv, const char *method, const char 
 }
 
 /* Runs the request's route and fills resp. */
-static void http__dispatch(struct http_server *srv, struct http__req *st,
-                           struct http_request *req, struct http_response *resp)
+static void http__dispatch(struct http_server *srv, struct http__req *st, struct http_request *req,
+                           struct http_response *resp)
 {
     struct http_route *r = st->route;
     if (!r) {
@@ -259,24 +265,33 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
 {
     struct http_server *srv = cls;
     struct http__req *st = *con_cls;
-    (void)version;
 
     if (!st) {
         /* First call: headers only. Queueing a reply here would force Connection: close,
          * except for a declared oversize body, which we refuse before reading it. */
         st = xcalloc(1, sizeof *st);
         st->start_us = clock_now_us();
+        *con_cls = st;
+        strbuf_init(&st->body, HTTP_BODY_MAX);
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+            !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)) {
+            st->replied = true;
+            return http__reply_error_now(conn, BZ_EINVAL, "HTTP/1.1 requests need a Host header");
+        }
         http__route(srv, method, url, st);
         size_t limit = st->route && st->route->body_max ? st->route->body_max : HTTP_BODY_MAX;
-        strbuf_init(&st->body, limit);
-        *con_cls = st;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        st->body.max = limit;
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         uint64_t declared;
         if (cl && parse_u64_str(cl, UINT64_MAX, &declared) == 0 && declared > limit) {
-            st->too_big = true;
+            st->replied = true;
             return http__reply_error_now(conn, BZ_ETOOBIG, NULL);
         }
+        return MHD_YES;
+    }
+    if (st->replied) {
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -318,9 +333,9 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
 }
 
 /*
- * Percent-decoding that never produces a NUL byte: "%00" stays literally in
- * the path (and then fails name validation) instead of silently cutting the
- * path short, as the default decoder would.
+ * Percent-decoding that never produces a NUL byte or a path separator: "%00"
+ * and "%2F" stay literally in the path (and then fail name validation)
+ * instead of cutting the path short or changing which route it matches.
  */
 static size_t http__unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
@@ -331,7 +346,8 @@ static size_t http__unescape(void *cls, struct MHD_Connection *conn, char *s)
             char hex[3] = {r[1], r[2], 0};
             char *end;
             unsigned long v = strtoul(hex, &end, 16);
-            if (*end == '\0' && v != 0 && hex[0] != '-' && hex[0] != '+' && hex[0] != ' ') {
+            if (*end == '\0' && v != 0 && v != '/' && hex[0] != '-' && hex[0] != '+' &&
+                hex[0] != ' ') {
                 *w++ = (char)v;
                 r += 2;
                 continue;
@@ -397,9 +413,9 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONN_LIMIT,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
-        http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_NOTIFY_COMPLETED, http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
+        http__unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(errmsg, errlen, "cannot listen on %s (address in use or not local?)",
                  opts->listen);

@@ -29,11 +29,11 @@
 struct http_request {
     const char *method;
     const char *path;
-    const char *param;     /* the path segment matched by `{}`, NUL-terminated; NULL if none */
+    const char *param; /* the path segment matched by `{}`, NUL-terminated; NULL if none */
     size_t param_len;
-    const char *body;      /* NUL-terminated; "" when there is none */
+    const char *body; /* NUL-terminated; "" when there is none */
     size_t body_len;
-    void *conn_;           /* private: the libmicrohttpd connection */
+    void *conn_; /* private: the libmicrohttpd connection */
 };
 
 struct http_response {
@@ -52,11 +52,11 @@ struct http_route_stats {
 };
 
 struct http_route {
-    const char *method;      /* "GET", "POST" */
-    const char *pattern;     /* literal path; a "{}" segment matches one non-empty segment */
+    const char *method;  /* "GET", "POST" */
+    const char *pattern; /* literal path; a "{}" segment matches one non-empty segment */
     http_handler_fn handler;
-    bool internal;           /* requires the cluster secret */
-    size_t body_max;         /* request body ceiling; 0 means HTTP_BODY_MAX */
+    bool internal;                 /* requires the cluster secret */
+    size_t body_max;               /* request body ceiling; 0 means HTTP_BODY_MAX */
     struct http_route_stats stats; /* zero-initialised; updated by the server */
 };
 
@@ -64,13 +64,13 @@ struct http_route {
 typedef void (*http_metrics_fn)(void *svc, struct strbuf *out);
 
 struct http_server_opts {
-    const char *listen;     /* "host:port" */
-    int threads;            /* worker threads, >= 1 */
-    int idle_timeout_s;     /* idle connections are closed after this */
-    const char *secret;     /* for internal routes; must outlive the server */
+    const char *listen;         /* "host:port" */
+    int threads;                /* worker threads, >= 1 */
+    int idle_timeout_s;         /* idle connections are closed after this */
+    const char *secret;         /* for internal routes; must outlive the server */
     const char *metrics_prefix; /* e.g. "bazaar_frontend" */
-    http_metrics_fn metrics;   /* may be NULL */
-    void *svc;              /* passed to handlers and metrics */
+    http_metrics_fn metrics;    /* may be NULL */
+    void *svc;                  /* passed to handlers and metrics */
 };
 
 struct http_server;
@@ -84,7 +84,11 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
 /* Stops accepting, finishes in-flight handlers and frees the server. NULL is a no-op. */
 void http_server_stop(struct http_server *srv);
 
-/* A request header, or NULL. Valid during the handler. */
+/*
+ * A request header, or NULL. A value with an embedded NUL byte is returned
+ * as "\x01" (never valid anywhere) rather than silently cut short. Valid
+ * during the handler.
+ */
 const char *http_request_header(const struct http_request *req, const char *name);
 
 /* Replaces the body with exactly these bytes and sets the status. */

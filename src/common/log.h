@@ -25,7 +25,7 @@ void log_write(enum log_level level, const char *fmt, ...) __attribute__((format
 
 #define LOG__AT(level, ...)                                                                        \
     do {                                                                                           \
-        if ((int)(level) >= log__level)                                                                 \
+        if ((int)(level) >= log__level)                                                            \
             log_write((level), __VA_ARGS__);                                                       \
     } while (0)
 #define LOG_DEBUG(...) LOG__AT(LOG_LEVEL_DEBUG, __VA_ARGS__)

@@ -29,8 +29,7 @@ uint64_t metrics_hist_quantile_us(const struct metrics_hist *h, double q)
     return UINT64_MAX;
 }
 
-int metrics_render_header(struct strbuf *out, const char *name, const char *type,
-                          const char *help)
+int metrics_render_header(struct strbuf *out, const char *name, const char *type, const char *help)
 {
     return strbuf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -42,8 +41,8 @@ int metrics_render_value(struct strbuf *out, const char *name, const char *label
     return strbuf_appendf(out, "%s %llu\n", name, (unsigned long long)value);
 }
 
-int metrics_render_simple(struct strbuf *out, const char *name, const char *type,
-                          const char *help, uint64_t value)
+int metrics_render_simple(struct strbuf *out, const char *name, const char *type, const char *help,
+                          uint64_t value)
 {
     int rv = metrics_render_header(out, name, type, help);
     return rv ? rv : metrics_render_value(out, name, "", value);
@@ -58,9 +57,9 @@ int metrics_render_hist(struct strbuf *out, const char *name, const char *labels
     for (int i = 0; i < METRICS_BUCKETS && !rv; i++) {
         cumulative += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
         if (i < METRICS_BUCKETS - 1)
-            rv = strbuf_appendf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-                                (double)metrics__bounds_us[i] / 1e6,
-                                (unsigned long long)cumulative);
+            rv =
+                strbuf_appendf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+                               (double)metrics__bounds_us[i] / 1e6, (unsigned long long)cumulative);
         else
             rv = strbuf_appendf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
                                 (unsigned long long)cumulative);

@@ -29,11 +29,10 @@ uint64_t metrics_hist_quantile_us(const struct metrics_hist *h, double q);
 int metrics_render_hist(struct strbuf *out, const char *name, const char *labels,
                         const struct metrics_hist *h);
 /* Writes the HELP and TYPE lines of a metric family. `type` is counter, gauge or histogram. */
-int metrics_render_header(struct strbuf *out, const char *name, const char *type,
-                          const char *help);
+int metrics_render_header(struct strbuf *out, const char *name, const char *type, const char *help);
 int metrics_render_value(struct strbuf *out, const char *name, const char *labels, uint64_t value);
 /* HELP, TYPE and one unlabelled sample in one call. */
-int metrics_render_simple(struct strbuf *out, const char *name, const char *type,
-                          const char *help, uint64_t value);
+int metrics_render_simple(struct strbuf *out, const char *name, const char *type, const char *help,
+                          uint64_t value);
 
 #endif

@@ -19,7 +19,7 @@ json_t *msg_entry_to_json(const struct order *o)
 
 /* An integer member in [lo, hi]; 0 or BZ_EINVAL. */
 static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_t hi,
-                       json_int_t *out, char *errmsg, size_t errlen)
+                    json_int_t *out, char *errmsg, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -33,7 +33,7 @@ static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_
 
 /* Refuses members other than the listed ones. */
 static int msg__only(const json_t *obj, const char *const *keys, size_t nkeys, char *errmsg,
-                         size_t errlen)
+                     size_t errlen)
 {
     const char *key;
     json_t *value;
@@ -41,7 +41,8 @@ static int msg__only(const json_t *obj, const char *const *keys, size_t nkeys, c
         snprintf(errmsg, errlen, "expected a JSON object");
         return BZ_EINVAL;
     }
-    json_object_foreach((json_t *)obj, key, value) {
+    json_object_foreach((json_t *)obj, key, value)
+    {
         size_t i = 0;
         while (i < nkeys && strcmp(key, keys[i]) != 0)
             i++;
@@ -81,8 +82,7 @@ json_t *msg_notice_to_json(const struct msg_notice *m)
     return json_pack("{s:i,s:I}", "leader", m->leader, "epoch", (json_int_t)m->epoch);
 }
 
-int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg,
-                             size_t errlen)
+int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg, size_t errlen)
 {
     static const char *const keys[] = {"leader", "epoch"};
     json_int_t leader, epoch;
@@ -102,12 +102,12 @@ json_t *msg_append_to_json(const struct msg_append *m)
         json_array_append_new(entries, msg_entry_to_json(&m->entries[i]));
     return json_pack("{s:I,s:i,s:I,s:I,s:I,s:o}", "epoch", (json_int_t)m->epoch, "leader",
                      m->leader, "prev", (json_int_t)m->prev, "prev_epoch",
-                     (json_int_t)m->prev_epoch, "start_last", (json_int_t)m->start_last,
-                     "entries", entries);
+                     (json_int_t)m->prev_epoch, "start_last", (json_int_t)m->start_last, "entries",
+                     entries);
 }
 
 int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,
-                              size_t errlen)
+                          size_t errlen)
 {
     if (!json_is_array(arr) || json_array_size(arr) > MSG_MAX_ENTRIES) {
         snprintf(errmsg, errlen, "entries must be an array of at most %d", MSG_MAX_ENTRIES);
@@ -129,8 +129,7 @@ int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, 
     return 0;
 }
 
-int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg,
-                             size_t errlen)
+int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg, size_t errlen)
 {
     static const char *const keys[] = {"epoch",      "leader",     "prev",
                                        "prev_epoch", "start_last", "entries"};
@@ -144,7 +143,7 @@ int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg
         msg__int(obj, "start_last", -1, MSG__NUMBER_MAX, &start_last, errmsg, errlen))
         return BZ_EINVAL;
     if (msg_entries_from_json(json_object_get(obj, "entries"), &out->entries, &out->n, errmsg,
-                                  errlen) != 0)
+                              errlen) != 0)
         return BZ_EINVAL;
     if (out->n > 0 && out->entries[0].number != prev + 1) {
         snprintf(errmsg, errlen, "first entry must be number prev+1");

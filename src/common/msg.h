@@ -33,9 +33,9 @@ struct msg_notice {
 struct msg_append {
     uint64_t epoch;
     int leader;
-    int64_t prev;        /* number before the first entry; -1 at the start of the log */
-    uint64_t prev_epoch; /* epoch of entry `prev` (0 when prev is -1) */
-    int64_t start_last;  /* the leader's last number when its epoch began */
+    int64_t prev;          /* number before the first entry; -1 at the start of the log */
+    uint64_t prev_epoch;   /* epoch of entry `prev` (0 when prev is -1) */
+    int64_t start_last;    /* the leader's last number when its epoch began */
     struct order *entries; /* caller frees with msg_append_free */
     size_t n;
 };
@@ -52,18 +52,16 @@ json_t *msg_entry_to_json(const struct order *o);
 int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen);
 
 json_t *msg_notice_to_json(const struct msg_notice *m);
-int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg,
-                             size_t errlen);
+int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg, size_t errlen);
 
 /* Does not take ownership of m->entries. */
 json_t *msg_append_to_json(const struct msg_append *m);
 /* On 0, out->entries is allocated (even when n is 0); free with msg_append_free. */
-int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg,
-                             size_t errlen);
+int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg, size_t errlen);
 void msg_append_free(struct msg_append *m);
 
 /* A page of log entries {"entries":[...]}; *entries is allocated on 0. */
 int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,
-                              size_t errlen);
+                          size_t errlen);
 
 #endif

@@ -54,7 +54,8 @@ int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, 
         snprintf(errmsg, errlen, "body must be a JSON object");
         return BZ_EINVAL;
     }
-    json_object_foreach((json_t *)obj, key, value) {
+    json_object_foreach((json_t *)obj, key, value)
+    {
         int known = 0;
         for (int i = 0; i < (with_request_id ? 4 : 3); i++)
             known |= strcmp(key, fields[i]) == 0;
@@ -68,7 +69,10 @@ int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, 
     const json_t *type = json_object_get(obj, "type");
     const json_t *qty = json_object_get(obj, "quantity");
     if (!name || !type || !qty) {
-        snprintf(errmsg, errlen, "missing field '%s'", !name ? "name" : !type ? "type" : "quantity");
+        snprintf(errmsg, errlen, "missing field '%s'",
+                 !name   ? "name"
+                 : !type ? "type"
+                         : "quantity");
         return BZ_EINVAL;
     }
     if (!json_is_string(name) ||

@@ -14,12 +14,12 @@
  */
 struct cache__node {
     char key[STOCK_NAME_MAX + 1];
-    uint64_t inval_seq;      /* sequence number of the key's last invalidation */
-    uint64_t inval_version;  /* catalog version carried by that invalidation */
+    uint64_t inval_seq;     /* sequence number of the key's last invalidation */
+    uint64_t inval_version; /* catalog version carried by that invalidation */
     bool has_value;
     char *bytes;
     size_t len;
-    uint64_t version;        /* catalog version of the cached reply */
+    uint64_t version; /* catalog version of the cached reply */
     uint64_t stored_ms;
     struct cache__node *prev, *next; /* LRU list (value) or tombstone FIFO */
     struct cache__node *hnext;       /* hash chain */
@@ -201,8 +201,8 @@ uint64_t cache_fill_begin(struct cache *c)
     return token;
 }
 
-bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes,
-                    size_t len, uint64_t version, uint64_t now_ms)
+bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes, size_t len,
+                    uint64_t version, uint64_t now_ms)
 {
     char evicted[STOCK_NAME_MAX + 1] = "";
     bool stored = false;

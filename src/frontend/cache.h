@@ -43,8 +43,8 @@ uint64_t cache_fill_begin(struct cache *c);
  * Stores bytes for key unless key was invalidated after `token` was taken,
  * or a newer catalog version is already known. Returns true if stored.
  */
-bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes,
-                    size_t len, uint64_t version, uint64_t now_ms);
+bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes, size_t len,
+                    uint64_t version, uint64_t now_ms);
 
 /* Drops key (if present) and fences out fills that began before now. */
 void cache_invalidate(struct cache *c, const char *key, uint64_t version);

@@ -11,8 +11,8 @@
 #include "metrics.h"
 #include "msg.h"
 
-#define LEADER__PING_MS       300  /* deadline of one health ping */
-#define LEADER__FAILOVER_MS   8000 /* how long leader_forward keeps retrying */
+#define LEADER__PING_MS        300  /* deadline of one health ping */
+#define LEADER__FAILOVER_MS    8000 /* how long leader_forward keeps retrying */
 #define LEADER__RETRY_PAUSE_MS 20
 
 struct leader__replica {
@@ -31,7 +31,7 @@ struct leader {
     pthread_mutex_t select_lock; /* one selection at a time */
     pthread_mutex_t lock;        /* guards the fields below and replicas[].reachable/health */
     pthread_cond_t cond;
-    int current;                 /* index into replicas, -1 when none */
+    int current; /* index into replicas, -1 when none */
     uint64_t epoch;
     bool stopping;
     pthread_t health_thread;
@@ -284,8 +284,8 @@ json_t *leader_status_json(struct leader *l)
     json_t *reps = json_array();
     for (int i = 0; i < l->n; i++) {
         const struct leader__replica *r = &l->replicas[i];
-        json_t *obj = json_pack("{s:i,s:s,s:b}", "id", r->id, "url", r->url, "reachable",
-                                r->reachable);
+        json_t *obj =
+            json_pack("{s:i,s:s,s:b}", "id", r->id, "url", r->url, "reachable", r->reachable);
         if (r->health) {
             const char *keys[] = {"role", "status", "epoch", "last", "log_epoch", "leader"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
@@ -298,10 +298,10 @@ json_t *leader_status_json(struct leader *l)
         }
         json_array_append_new(reps, obj);
     }
-    json_t *status = json_pack("{s:o,s:I,s:o}", "leader",
-                               l->current >= 0 ? json_integer(l->replicas[l->current].id)
-                                               : json_null(),
-                               "epoch", (json_int_t)l->epoch, "replicas", reps);
+    json_t *status =
+        json_pack("{s:o,s:I,s:o}", "leader",
+                  l->current >= 0 ? json_integer(l->replicas[l->current].id) : json_null(), "epoch",
+                  (json_int_t)l->epoch, "replicas", reps);
     pthread_mutex_unlock(&l->lock);
     return status;
 }

@@ -53,12 +53,11 @@ static void frontend__status(void *svc, const struct http_request *req, struct h
     if (fe->cache) {
         struct cache_stats cs;
         cache_stats(fe->cache, &cs);
-        cache = json_pack("{s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:o}", "enabled", 1, "capacity",
-                          fe->cfg.cache_size, "hits", (json_int_t)cs.hits, "misses",
-                          (json_int_t)cs.misses, "evictions", (json_int_t)cs.evictions,
-                          "invalidations", (json_int_t)cs.invalidations, "stale_fills",
-                          (json_int_t)cs.stale_fills, "entries",
-                          cache_entries_json(fe->cache, clock_now_ms()));
+        cache = json_pack(
+            "{s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:o}", "enabled", 1, "capacity", fe->cfg.cache_size,
+            "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses, "evictions",
+            (json_int_t)cs.evictions, "invalidations", (json_int_t)cs.invalidations, "stale_fills",
+            (json_int_t)cs.stale_fills, "entries", cache_entries_json(fe->cache, clock_now_ms()));
     } else {
         cache = json_pack("{s:b,s:[]}", "enabled", 0, "entries");
     }
@@ -233,8 +232,8 @@ static void frontend__metrics(void *svc, struct strbuf *out)
                           cs.hits);
     metrics_render_simple(out, "bazaar_frontend_cache_misses_total", "counter", "Cache misses.",
                           cs.misses);
-    metrics_render_simple(out, "bazaar_frontend_cache_evictions_total", "counter",
-                          "LRU evictions.", cs.evictions);
+    metrics_render_simple(out, "bazaar_frontend_cache_evictions_total", "counter", "LRU evictions.",
+                          cs.evictions);
     metrics_render_simple(out, "bazaar_frontend_cache_invalidations_total", "counter",
                           "Invalidations applied (pushed by the catalog or after own trades).",
                           cs.invalidations);

@@ -126,8 +126,7 @@ static void order__query(void *svc, const struct http_request *req, struct http_
     http_reply_data(resp, order__public_json(&o));
 }
 
-static void order__replicate(void *svc, const struct http_request *req,
-                             struct http_response *resp)
+static void order__replicate(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     struct msg_append m;
@@ -151,8 +150,7 @@ static void order__replicate(void *svc, const struct http_request *req,
     http_reply_data(resp, reply);
 }
 
-static void order__log_page(void *svc, const struct http_request *req,
-                            struct http_response *resp)
+static void order__log_page(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     int64_t from;
@@ -217,8 +215,7 @@ int main(int argc, char **argv)
     struct orderlog_state st;
     orderlog_state(s.log, &st);
     LOG_INFO("opened %s: last order %lld, promised epoch %llu, log epoch %llu", path,
-             (long long)st.last, (unsigned long long)st.promised,
-             (unsigned long long)st.log_epoch);
+             (long long)st.last, (unsigned long long)st.promised, (unsigned long long)st.log_epoch);
 
     struct http_server *http = NULL;
     struct http_server_opts opts = {

@@ -95,8 +95,9 @@ int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t 
                                           " FROM orders WHERE number = ?");
     log->st_find = store_prepare(log->sql, "SELECT number, request_id, name, type, quantity, epoch"
                                            " FROM orders WHERE request_id = ?");
-    log->st_range = store_prepare(log->sql, "SELECT number, request_id, name, type, quantity, epoch"
-                                            " FROM orders WHERE number >= ? ORDER BY number LIMIT ?");
+    log->st_range =
+        store_prepare(log->sql, "SELECT number, request_id, name, type, quantity, epoch"
+                                " FROM orders WHERE number >= ? ORDER BY number LIMIT ?");
     log->st_truncate = store_prepare(log->sql, "DELETE FROM orders WHERE number >= ?");
     log->st_delete_stale =
         store_prepare(log->sql, "DELETE FROM orders WHERE number > ? AND epoch < ?");
@@ -289,8 +290,8 @@ int orderlog_append_next(struct orderlog *log, struct order *o)
     return me.result;
 }
 
-int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n,
-                   int64_t batch_last, uint64_t leader_epoch)
+int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t batch_last,
+                   uint64_t leader_epoch)
 {
     pthread_mutex_lock(&log->db_lock);
     struct orderlog_state s = log->state;

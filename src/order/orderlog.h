@@ -21,10 +21,10 @@
 #include "trade.h"
 
 struct orderlog_state {
-    int64_t last;           /* number of the last entry, -1 when empty */
-    uint64_t last_epoch;    /* epoch of the last entry, 0 when empty */
-    uint64_t promised;      /* highest leader epoch this replica has accepted */
-    uint64_t log_epoch;     /* newest epoch whose start-of-epoch log is installed here */
+    int64_t last;        /* number of the last entry, -1 when empty */
+    uint64_t last_epoch; /* epoch of the last entry, 0 when empty */
+    uint64_t promised;   /* highest leader epoch this replica has accepted */
+    uint64_t log_epoch;  /* newest epoch whose start-of-epoch log is installed here */
 };
 
 struct orderlog;
@@ -55,8 +55,8 @@ int orderlog_append_next(struct orderlog *log, struct order *o);
  * `leader_epoch` are deleted (they cannot be in that leader's log).
  * Returns 0, BZ_EINVAL for a batch that leaves a gap, or BZ_EIO.
  */
-int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n,
-                   int64_t batch_last, uint64_t leader_epoch);
+int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t batch_last,
+                   uint64_t leader_epoch);
 
 /* The entry with this number. 0 or BZ_ENOTFOUND / BZ_EIO. */
 int orderlog_get(struct orderlog *log, int64_t number, struct order *out);

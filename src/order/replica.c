@@ -11,11 +11,11 @@
 #include "log.h"
 #include "metrics.h"
 
-#define REPLICA__BATCH        500  /* entries per append */
-#define REPLICA__HEARTBEAT_MS 200  /* an idle pipeline still sends this often */
-#define REPLICA__PROBE_MS     500  /* deadline of a peer state/notice probe */
-#define REPLICA__MATCH_WINDOW 256  /* entries compared per round when finding a match point */
-#define REPLICA__BACKOFF      64   /* how far a pipeline steps back on a mismatch */
+#define REPLICA__BATCH        500 /* entries per append */
+#define REPLICA__HEARTBEAT_MS 200 /* an idle pipeline still sends this often */
+#define REPLICA__PROBE_MS     500 /* deadline of a peer state/notice probe */
+#define REPLICA__MATCH_WINDOW 256 /* entries compared per round when finding a match point */
+#define REPLICA__BACKOFF      64  /* how far a pipeline steps back on a mismatch */
 
 /* Peers answer 409 only to refuse an epoch older than one they promised. */
 #define REPLICA__REFUSED(err) ((err) == BZ_ESTALE || (err) == BZ_ECONFLICT)
@@ -36,7 +36,7 @@ struct replica {
     const struct bz_config *cfg;
     int id;
     struct orderlog *log;
-    int write_quorum;   /* replicas (leader included) that must hold an order */
+    int write_quorum; /* replicas (leader included) that must hold an order */
     int npeers;
     struct replica__peer peers[CONFIG_MAX_REPLICAS];
     char catalog_url[CONFIG_ADDR_MAX + 16];
@@ -44,9 +44,9 @@ struct replica {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t cond;  /* role, epoch, log or peer progress changed */
     enum replica_role role;
-    int leader_id;        /* 0 when unknown */
-    uint64_t epoch;       /* epoch of leader_id (== promised) */
-    int64_t start_last;   /* as leader: the log's last number when the epoch began */
+    int leader_id;      /* 0 when unknown */
+    uint64_t epoch;     /* epoch of leader_id (== promised) */
+    int64_t start_last; /* as leader: the log's last number when the epoch began */
     bool stopping;
 
     pthread_mutex_t apply_lock; /* serialises follower-side log rewrites */
@@ -137,8 +137,7 @@ static int replica__fetch(struct replica *r, const struct replica__peer *p, int6
     json_t *data = replica__call(r, p->url, path, NULL, r->cfg->call_timeout_ms, &err);
     if (!data)
         return err ? err : BZ_EUPSTREAM;
-    int rv = msg_entries_from_json(json_object_get(data, "entries"), entries, n, msg,
-                                       sizeof msg);
+    int rv = msg_entries_from_json(json_object_get(data, "entries"), entries, n, msg, sizeof msg);
     json_decref(data);
     if (rv == 0 && *n > 0 && (*entries)[0].number != from) {
         free(*entries);
@@ -164,7 +163,8 @@ static int replica__pull(struct replica *r, const struct replica__peer *p, int64
     int rv = 0;
 
     while (probe >= 0 && match < 0) {
-        int64_t from = probe - REPLICA__MATCH_WINDOW + 1 > 0 ? probe - REPLICA__MATCH_WINDOW + 1 : 0;
+        int64_t from =
+            probe - REPLICA__MATCH_WINDOW + 1 > 0 ? probe - REPLICA__MATCH_WINDOW + 1 : 0;
         struct order *theirs;
         size_t n;
         if ((rv = replica__fetch(r, p, from, &theirs, &n)) != 0)
@@ -354,8 +354,8 @@ static void *replica__control_main(void *arg)
 static void replica__send(struct replica *r, struct replica__peer *p, uint64_t epoch,
                           int64_t start_last, int64_t next)
 {
-    struct msg_append m = {.epoch = epoch, .leader = r->id, .prev = next - 1,
-                               .start_last = start_last};
+    struct msg_append m = {
+        .epoch = epoch, .leader = r->id, .prev = next - 1, .start_last = start_last};
     struct order prev;
     if (m.prev >= 0) {
         if (orderlog_get(r->log, m.prev, &prev) != 0)
@@ -375,8 +375,8 @@ static void replica__send(struct replica *r, struct replica__peer *p, uint64_t e
     if (r->epoch == epoch && p->epoch_seen == epoch) {
         json_int_t match = -1, last = -1;
         int ok = 0;
-        if (data && json_unpack(data, "{s:b,s:I,s:I}", "ok", &ok, "match", &match, "last",
-                                &last) == 0) {
+        if (data &&
+            json_unpack(data, "{s:b,s:I,s:I}", "ok", &ok, "match", &match, "last", &last) == 0) {
             if (!p->reachable)
                 LOG_INFO("replica %d reachable again", p->id);
             p->reachable = true;
@@ -461,8 +461,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     r->id = id;
     r->log = log;
     r->role = REPLICA_STARTING;
-    r->write_quorum =
-        cfg->write_quorum == CONFIG_QUORUM_ONE ? 1 : cfg->replica_count / 2 + 1;
+    r->write_quorum = cfg->write_quorum == CONFIG_QUORUM_ONE ? 1 : cfg->replica_count / 2 + 1;
     snprintf(r->catalog_url, sizeof r->catalog_url, "http://%s", cfg->catalog_listen);
     struct orderlog_state st;
     orderlog_state(log, &st);
@@ -700,8 +699,8 @@ int replica_append(struct replica *r, const struct msg_append *m, json_t **reply
                                (json_int_t)st.last);
         }
     } else {
-        *reply = json_pack("{s:b,s:I,s:I}", "ok", 0, "match", (json_int_t)-1, "last",
-                           (json_int_t)hint);
+        *reply =
+            json_pack("{s:b,s:I,s:I}", "ok", 0, "match", (json_int_t)-1, "last", (json_int_t)hint);
     }
     pthread_mutex_unlock(&r->apply_lock);
     return rv;
@@ -716,17 +715,17 @@ json_t *replica_state_json(struct replica *r)
     for (int i = 0; i < r->npeers; i++) {
         const struct replica__peer *p = &r->peers[i];
         bool current = r->role == REPLICA_LEADER && p->epoch_seen == r->epoch;
-        json_array_append_new(
-            peers, json_pack("{s:i,s:b,s:I,s:I}", "id", p->id, "reachable", p->reachable, "match",
-                             (json_int_t)(current ? p->match : -1), "lag",
-                             (json_int_t)(current ? st.last - p->match : 0)));
+        json_array_append_new(peers,
+                              json_pack("{s:i,s:b,s:I,s:I}", "id", p->id, "reachable", p->reachable,
+                                        "match", (json_int_t)(current ? p->match : -1), "lag",
+                                        (json_int_t)(current ? st.last - p->match : 0)));
     }
-    json_t *obj = json_pack(
-        "{s:i,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "id", r->id, "role",
-        replica_role_name(r->role), "leader", r->leader_id, "epoch", (json_int_t)r->epoch,
-        "promised", (json_int_t)st.promised, "log_epoch", (json_int_t)st.log_epoch, "last",
-        (json_int_t)st.last, "last_epoch", (json_int_t)st.last_epoch, "start_last",
-        (json_int_t)r->start_last, "peers", peers);
+    json_t *obj =
+        json_pack("{s:i,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "id", r->id, "role",
+                  replica_role_name(r->role), "leader", r->leader_id, "epoch", (json_int_t)r->epoch,
+                  "promised", (json_int_t)st.promised, "log_epoch", (json_int_t)st.log_epoch,
+                  "last", (json_int_t)st.last, "last_epoch", (json_int_t)st.last_epoch,
+                  "start_last", (json_int_t)r->start_last, "peers", peers);
     pthread_mutex_unlock(&r->lock);
     return obj;
 }

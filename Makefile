@@ -1,0 +1,72 @@
+# Stock Bazaar: the two commands are `make run` and `make test`.
+#   make run      installs missing packages, builds, starts a local 3-replica cluster
+#   make test     builds twice (plain and ASan+UBSan) and runs every test in both
+# Other targets: build, asan, tsan, soak, fuzz, bench, eval, format, check-format, clean.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
+CONFIG     ?= config/bazaar.conf
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+ROUNDS     ?= 200
+SEED       ?= 1
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak fuzz bench eval \
+        format check-format lint clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DBAZAAR_SANITIZE=ON >/dev/null
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+tsan: deps
+	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBAZAAR_TSAN=ON >/dev/null
+	cmake --build $(BUILD_TSAN) -j $(JOBS)
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --test-dir $(BUILD_TSAN) -L concurrency --output-on-failure $(CTEST_ARGS)
+
+run: build
+	$(BUILD)/bin/bazaar up --config $(CONFIG)
+
+test: test-plain test-asan
+
+test-plain: build lint
+	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
+
+test-asan: asan
+	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+	  ctest --test-dir $(BUILD_ASAN) --output-on-failure $(CTEST_ARGS)
+
+soak: build
+	python3 tests/fault/fault_runner.py --bin-dir $(BUILD)/bin --rounds $(ROUNDS) --seed $(SEED)
+
+fuzz: deps
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: build
+	bash bench/run.sh
+
+eval: build
+	bash bench/eval.sh
+
+# Style and banned-function checks run as part of `make test`.
+lint:
+	@bash scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)
