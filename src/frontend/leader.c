@@ -172,8 +172,9 @@ int leader_forward(struct leader *l, const char *method, const char *path, const
         }
         char url[CONFIG_ADDR_MAX + 96];
         snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
+        /* The leader spends up to one call timeout on the catalog and one on the quorum. */
         int rv = http_client_request(method, url, l->cfg->secret, body, body_len,
-                                     l->cfg->call_timeout_ms, out);
+                                     2 * l->cfg->call_timeout_ms + 500, out);
         if (rv == 0 && out->status != 421 && out->status != 503) {
             if (failed_at)
                 metrics_hist_observe(&l->failover_us, (clock_now_ms() - failed_at) * 1000);

@@ -290,7 +290,7 @@ int orderlog_append_next(struct orderlog *log, struct order *o)
     return me.result;
 }
 
-int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t batch_last,
+int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t stale_after,
                    uint64_t leader_epoch)
 {
     pthread_mutex_lock(&log->db_lock);
@@ -334,13 +334,13 @@ int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, 
             s.last_epoch = e->epoch;
         }
     }
-    /* Entries past the leader's batch from an older epoch are stale leftovers. */
-    if (rv == 0 && s.last > batch_last) {
-        rv = orderlog__exec_int(log, log->st_delete_stale, batch_last, (int64_t)leader_epoch);
+    /* Entries past stale_after from an older epoch are leftovers of a deposed leader. */
+    if (rv == 0 && s.last > stale_after) {
+        rv = orderlog__exec_int(log, log->st_delete_stale, stale_after, (int64_t)leader_epoch);
         if (rv == 0 && sqlite3_changes(log->sql) > 0) {
             LOG_WARN("dropped %d stale entries after %lld", sqlite3_changes(log->sql),
-                     (long long)batch_last);
-            /* The log now ends at batch_last or at the last newer-epoch entry after it. */
+                     (long long)stale_after);
+            /* The log now ends at stale_after or at the last newer-epoch entry after it. */
             sqlite3_stmt *st = store_prepare(
                 log->sql, "SELECT number, epoch FROM orders ORDER BY number DESC LIMIT 1");
             s.last = -1;

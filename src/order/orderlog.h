@@ -51,11 +51,12 @@ int orderlog_append_next(struct orderlog *log, struct order *o);
  * an entry already present with the same epoch is kept, an entry whose
  * number is present with another epoch truncates the log from there, then
  * the rest is appended. Entries must be consecutive and start at most at
- * last+1. Afterwards, entries beyond the batch whose epoch is older than
- * `leader_epoch` are deleted (they cannot be in that leader's log).
- * Returns 0, BZ_EINVAL for a batch that leaves a gap, or BZ_EIO.
+ * last+1. Afterwards, entries numbered above `stale_after` whose epoch is
+ * older than `leader_epoch` are deleted (the caller knows they cannot be in
+ * the leader's log). Returns 0, BZ_EINVAL for a batch that leaves a gap, or
+ * BZ_EIO.
  */
-int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t batch_last,
+int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t stale_after,
                    uint64_t leader_epoch);
 
 /* The entry with this number. 0 or BZ_ENOTFOUND / BZ_EIO. */

@@ -50,6 +50,14 @@ struct replica {
     bool stopping;
 
     pthread_mutex_t apply_lock; /* serialises follower-side log rewrites */
+    /*
+     * Fences leader appends against epoch changes: a leader append holds it
+     * shared while it re-checks role and epoch and writes; adopting a new
+     * epoch holds it exclusively. So no entry of an old epoch can land after
+     * this replica has accepted a newer leader (see docs/design.md).
+     * Lock order: apply_lock, term_lock, lock, then the log's own locks.
+     */
+    pthread_rwlock_t term_lock;
     pthread_t control;
 
     atomic_uint_fast64_t promotions, orders_acked, quorum_timeouts, appends_received,
@@ -469,6 +477,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
 
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->apply_lock, NULL);
+    pthread_rwlock_init(&r->term_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -505,6 +514,7 @@ void replica_stop(struct replica *r)
         pthread_join(r->peers[i].thread, NULL);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->apply_lock);
+    pthread_rwlock_destroy(&r->term_lock);
     pthread_cond_destroy(&r->cond);
     free(r);
 }
@@ -543,11 +553,13 @@ static int replica__adopt(struct replica *r, uint64_t epoch, int leader)
 
 int replica_notice(struct replica *r, const struct msg_notice *m)
 {
+    pthread_rwlock_wrlock(&r->term_lock);
     pthread_mutex_lock(&r->lock);
     int rv = replica__adopt(r, m->epoch, m->leader);
     if (rv == 0)
         LOG_DEBUG("notice: leader %d epoch %llu", m->leader, (unsigned long long)m->epoch);
     pthread_mutex_unlock(&r->lock);
+    pthread_rwlock_unlock(&r->term_lock);
     return rv;
 }
 
@@ -556,7 +568,7 @@ static int replica__await_quorum(struct replica *r, uint64_t epoch, int64_t numb
 {
     struct timespec ts;
     replica__deadline(&ts, r->cfg->call_timeout_ms);
-    int rv = 0;
+    int rv = 0; /* the front-end waits 2 x call_timeout for the whole order */
     pthread_mutex_lock(&r->lock);
     pthread_cond_broadcast(&r->cond); /* wake the pipelines: there is something to send */
     /* An entry from before the epoch counts only once the follower has installed the
@@ -636,7 +648,18 @@ int replica_submit(struct replica *r, const struct trade *t, int64_t *number, ch
         memset(&o, 0, sizeof o);
         o.trade = *t;
         o.epoch = epoch;
-        rv = orderlog_append_next(r->log, &o);
+        pthread_rwlock_rdlock(&r->term_lock);
+        pthread_mutex_lock(&r->lock);
+        bool still = r->role == REPLICA_LEADER && r->epoch == epoch;
+        pthread_mutex_unlock(&r->lock);
+        rv = still ? orderlog_append_next(r->log, &o) : BZ_ENOTLEADER;
+        pthread_rwlock_unlock(&r->term_lock);
+        if (rv == BZ_ENOTLEADER) {
+            /* The catalog applied it under the request id; the retry at the new
+             * leader gets that outcome and numbers the order there. */
+            snprintf(errmsg, errlen, "leadership moved while ordering");
+            return rv;
+        }
         if (rv == BZ_ECONFLICT) /* the same request id raced in from another thread */
             rv = orderlog_find_request(r->log, t->request_id, &o);
     }
@@ -668,9 +691,11 @@ int replica_query(struct replica *r, int64_t number, struct order *out)
 int replica_append(struct replica *r, const struct msg_append *m, json_t **reply)
 {
     pthread_mutex_lock(&r->apply_lock);
+    pthread_rwlock_wrlock(&r->term_lock);
     pthread_mutex_lock(&r->lock);
     int rv = replica__adopt(r, m->epoch, m->leader);
     pthread_mutex_unlock(&r->lock);
+    pthread_rwlock_unlock(&r->term_lock);
     if (rv) {
         pthread_mutex_unlock(&r->apply_lock);
         return rv;
@@ -689,7 +714,10 @@ int replica_append(struct replica *r, const struct msg_append *m, json_t **reply
     }
     if (hint == -2) {
         int64_t batch_last = m->prev + (int64_t)m->n;
-        rv = orderlog_apply(r->log, m->entries, m->n, batch_last, m->epoch);
+        /* Past start_last the leader's log holds only its own epoch, so older entries
+         * there are leftovers; at or before it they may be the leader's too. */
+        int64_t stale_after = batch_last > m->start_last ? batch_last : m->start_last;
+        rv = orderlog_apply(r->log, m->entries, m->n, stale_after, m->epoch);
         if (rv == 0 && batch_last >= m->start_last)
             rv = orderlog_set_log_epoch(r->log, m->epoch);
         if (rv == 0) {
