@@ -39,7 +39,7 @@ static const struct config__row config__rows[] = {
     CFG_STR("cluster", "secret", secret, "dev-secret"),
     CFG_OF("cluster", "log_level", CONFIG_LEVEL, log_level, "info"),
     CFG_INT("cluster", "call_timeout_ms", call_timeout_ms, 10, 600000, "2000"),
-    CFG_INT("cluster", "idle_timeout_s", idle_timeout_s, 1, 3600, "30"),
+    CFG_INT("cluster", "idle_timeout_s", idle_timeout_s, 1, 3600, "15"),
     CFG_STR("catalog", "listen", catalog_listen, "127.0.0.1:9001"),
     CFG_STR("catalog", "stocks", stocks_csv, "config/stocks.csv"),
     CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),

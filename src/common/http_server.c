@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "error.h"
 #include "log.h"
@@ -17,8 +19,27 @@
 #define HTTP__REPLY_MAX   (4 * 1024 * 1024) /* replies: /metrics, log pages */
 #define HTTP__PARAM_MAX   256
 
+/*
+ * One per open socket. libmicrohttpd's own timeout only measures inactivity, so a
+ * client sending one byte per second would hold a connection forever. Each
+ * connection therefore gets a deadline for its next complete request (idle_timeout_s
+ * from accept or from the previous reply); a sweeper thread shuts down sockets past
+ * it, and libmicrohttpd then closes them as usual.
+ */
+struct http__conn {
+    int fd;
+    uint64_t deadline_ms; /* next request must be complete by then; 0 while a handler runs */
+    struct http__conn *prev, *next;
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
+    pthread_mutex_t conns_lock;
+    struct http__conn conns; /* sentinel of the list of open sockets */
+    pthread_t sweeper;
+    pthread_cond_t sweeper_cond;
+    bool stopping;
+    atomic_uint_fast64_t slow_closed;
     struct http_server_opts opts;
     struct http_route *routes;
     size_t nroutes;
@@ -37,6 +58,78 @@ struct http__req {
     bool too_big;
     bool replied; /* an early reply was queued: discard the rest of the request */
 };
+
+/* ---------------------------------------------------------------- slow clients */
+
+static struct http__conn *http__conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+/* Arms (ms > 0) or disarms (0) the deadline of the connection's next request. */
+static void http__conn_deadline(struct http_server *srv, struct MHD_Connection *conn, bool arm)
+{
+    struct http__conn *c = http__conn_of(conn);
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->conns_lock);
+    c->deadline_ms = arm ? clock_now_ms() + (uint64_t)srv->opts.idle_timeout_s * 1000u : 0;
+    pthread_mutex_unlock(&srv->conns_lock);
+}
+
+static void http__notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    struct http_server *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct http__conn *c = xcalloc(1, sizeof *c);
+        c->fd = info ? info->connect_fd : -1;
+        pthread_mutex_lock(&srv->conns_lock);
+        c->deadline_ms = clock_now_ms() + (uint64_t)srv->opts.idle_timeout_s * 1000u;
+        c->next = srv->conns.next;
+        c->prev = &srv->conns;
+        srv->conns.next->prev = c;
+        srv->conns.next = c;
+        pthread_mutex_unlock(&srv->conns_lock);
+        *socket_context = c;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        struct http__conn *c = *socket_context;
+        pthread_mutex_lock(&srv->conns_lock);
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        pthread_mutex_unlock(&srv->conns_lock);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+static void *http__sweeper_main(void *arg)
+{
+    struct http_server *srv = arg;
+    pthread_mutex_lock(&srv->conns_lock);
+    while (!srv->stopping) {
+        uint64_t now = clock_now_ms();
+        for (struct http__conn *c = srv->conns.next; c != &srv->conns; c = c->next) {
+            if (c->deadline_ms && now > c->deadline_ms && c->fd >= 0) {
+                /* Shutting down (not closing) the socket is safe from this thread:
+                 * libmicrohttpd sees end-of-stream and closes it itself. */
+                shutdown(c->fd, SHUT_RDWR);
+                c->deadline_ms = 0;
+                atomic_fetch_add_explicit(&srv->slow_closed, 1, memory_order_relaxed);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&srv->sweeper_cond, &srv->conns_lock, &ts);
+    }
+    pthread_mutex_unlock(&srv->conns_lock);
+    return NULL;
+}
 
 /* ---------------------------------------------------------------- responses */
 
@@ -170,6 +263,10 @@ static void http__render_metrics(struct http_server *srv, struct strbuf *out)
         snprintf(labels, sizeof labels, "route=\"%s %s\"", r->method, r->pattern);
         metrics_render_hist(out, name, labels, &r->stats.latency);
     }
+    snprintf(name, sizeof name, "%s_http_slow_connections_closed_total", srv->opts.metrics_prefix);
+    metrics_render_simple(out, name, "counter",
+                          "Connections cut off for not completing a request within idle_timeout_s.",
+                          atomic_load(&srv->slow_closed));
     if (srv->opts.metrics)
         srv->opts.metrics(srv->opts.svc, out);
 }
@@ -303,6 +400,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (st->too_big)
         return http__reply_error_now(conn, BZ_ETOOBIG, NULL);
 
+    http__conn_deadline(srv, conn, false); /* a running handler is not a slow client */
     struct http_request req = {
         .method = method,
         .path = url,
@@ -323,7 +421,8 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
 static void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn, (void)toe;
+    (void)toe;
+    http__conn_deadline(cls, conn, true); /* the clock for the next request starts now */
     struct http__req *st = *con_cls;
     if (!st)
         return;
@@ -406,6 +505,13 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
     srv->nroutes = nroutes;
     srv->metrics_route.method = "GET";
     srv->metrics_route.pattern = "/metrics";
+    srv->conns.next = srv->conns.prev = &srv->conns;
+    pthread_mutex_init(&srv->conns_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->sweeper_cond, &ca);
+    pthread_condattr_destroy(&ca);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     srv->daemon = MHD_start_daemon(
@@ -414,14 +520,18 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONN_LIMIT,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_COMPLETED, http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
-        http__unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, http__notify_conn, srv, MHD_OPTION_NOTIFY_COMPLETED,
+        http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(errmsg, errlen, "cannot listen on %s (address in use or not local?)",
                  opts->listen);
+        pthread_mutex_destroy(&srv->conns_lock);
+        pthread_cond_destroy(&srv->sweeper_cond);
         free(srv);
         return BZ_EUNAVAIL;
     }
+    pthread_create(&srv->sweeper, NULL, http__sweeper_main, srv);
     *out = srv;
     return 0;
 }
@@ -430,6 +540,13 @@ void http_server_stop(struct http_server *srv)
 {
     if (!srv)
         return;
+    pthread_mutex_lock(&srv->conns_lock);
+    srv->stopping = true;
+    pthread_cond_signal(&srv->sweeper_cond);
+    pthread_mutex_unlock(&srv->conns_lock);
+    pthread_join(srv->sweeper, NULL);
     MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->conns_lock);
+    pthread_cond_destroy(&srv->sweeper_cond);
     free(srv);
 }
