@@ -158,6 +158,10 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot create data directory %s", c.cfg.data_dir);
         return 1;
     }
+    if (service_lock_data(path) != 0) {
+        LOG_ERROR("%s is in use by another process (is this catalog already running?)", path);
+        return 1;
+    }
     if (stockdb_open(&c.db, path, c.cfg.stocks_csv, err, sizeof err) != 0) {
         LOG_ERROR("%s", err);
         return 1;

@@ -519,10 +519,9 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONN_LIMIT,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_CONNECTION, http__notify_conn, srv, MHD_OPTION_NOTIFY_COMPLETED,
-        http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_CONNECTION, http__notify_conn, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
+        http__unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(errmsg, errlen, "cannot listen on %s (address in use or not local?)",
                  opts->listen);

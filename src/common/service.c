@@ -6,7 +6,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "http_client.h"
@@ -151,4 +154,18 @@ int service_make_data_dir(const struct bz_config *cfg)
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return BZ_EIO;
     return 0;
+}
+
+int service_lock_data(const char *db_path)
+{
+    char path[CONFIG_PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s.lock", db_path);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return BZ_EIO;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return BZ_ECONFLICT;
+    }
+    return 0; /* the descriptor stays open (and locked) until the process exits */
 }

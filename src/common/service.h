@@ -29,6 +29,13 @@ int service_wait_for_signal(void);
 /* "data_dir/name" into buf. Returns 0 or BZ_EINVAL if it does not fit. */
 int service_data_path(const struct bz_config *cfg, const char *name, char *buf, size_t len);
 
+/*
+ * Takes an exclusive lock on "<db_path>.lock" for the life of the process, so a
+ * second process started for the same database (same replica id, same data
+ * directory) refuses to run instead of corrupting it. 0 or BZ_ECONFLICT.
+ */
+int service_lock_data(const char *db_path);
+
 /* Creates data_dir (and parents) if missing. 0 or BZ_EIO. */
 int service_make_data_dir(const struct bz_config *cfg);
 

@@ -34,7 +34,9 @@ static bool trade__printable(const char *s, size_t min, size_t max)
 
 bool idempotency_key_valid(const char *key)
 {
-    return trade__printable(key, 1, IDEMPOTENCY_KEY_MAX);
+    /* HTTP strips spaces around header values, so they cannot be part of a key. */
+    size_t n = strlen(key);
+    return trade__printable(key, 1, IDEMPOTENCY_KEY_MAX) && key[0] != ' ' && key[n - 1] != ' ';
 }
 
 bool request_id_valid(const char *id)

@@ -53,7 +53,7 @@ const char *trade_type_name(enum trade_type type);
 /* "buy" or "sell" -> type; 0 or BZ_EINVAL. */
 int trade_type_parse(const char *s, enum trade_type *out);
 
-/* 1-64 printable ASCII bytes (0x21..0x7e and space inside). */
+/* 1-64 printable ASCII bytes (0x21..0x7e, and spaces only inside). */
 bool idempotency_key_valid(const char *key);
 /* Printable ASCII, 1..TRADE_REQUEST_ID_MAX bytes. */
 bool request_id_valid(const char *id);

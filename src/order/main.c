@@ -208,6 +208,10 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot create data directory %s", s.cfg.data_dir);
         return 1;
     }
+    if (service_lock_data(path) != 0) {
+        LOG_ERROR("%s is in use by another process (is replica %d already running?)", path, s.id);
+        return 1;
+    }
     if (orderlog_open(&s.log, path, err, sizeof err) != 0) {
         LOG_ERROR("%s", err);
         return 1;
