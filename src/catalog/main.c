@@ -32,7 +32,7 @@ static json_t *catalog__stock_json(const struct stock *s)
                      (json_int_t)s->quantity, "version", (json_int_t)s->version);
 }
 
-static void catalog__health(void *svc, const struct http_request *req, struct http_response *resp)
+static bool catalog__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct catalog *c = svc;
     (void)req;
@@ -40,21 +40,23 @@ static void catalog__health(void *svc, const struct http_request *req, struct ht
                     json_pack("{s:s,s:s,s:I,s:I}", "status", "ok", "service", "catalog", "stocks",
                               (json_int_t)stockdb_count(c->db), "version",
                               (json_int_t)stockdb_version(c->db)));
+    return true;
 }
 
-static void catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+static bool catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct catalog *c = svc;
     struct stock s;
     if (!stock_name_valid(req->param, req->param_len)) {
         http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
-        return;
+        return true;
     }
     if (stockdb_lookup(c->db, req->param, &s) != 0) {
         http_reply_error(resp, BZ_ENOTFOUND, "stock not found");
-        return;
+        return true;
     }
     http_reply_data(resp, catalog__stock_json(&s));
+    return true;
 }
 
 static void catalog__trade(void *svc, const struct http_request *req, struct http_response *resp)
@@ -140,8 +142,8 @@ static void catalog__metrics(void *svc, struct strbuf *out)
 }
 
 static struct http_route catalog__routes[] = {
-    {.method = "GET", .pattern = "/health", .handler = catalog__health},
-    {.method = "GET", .pattern = "/stocks/{}", .handler = catalog__lookup},
+    {.method = "GET", .pattern = "/health", .fast = catalog__health},
+    {.method = "GET", .pattern = "/stocks/{}", .fast = catalog__lookup},
     {.method = "POST", .pattern = "/trade", .handler = catalog__trade, .internal = true},
 };
 
@@ -171,6 +173,7 @@ int main(int argc, char **argv)
     struct http_server_opts opts = {
         .listen = c.cfg.catalog_listen,
         .threads = c.cfg.catalog_threads,
+        .workers = c.cfg.catalog_workers,
         .idle_timeout_s = c.cfg.idle_timeout_s,
         .secret = c.cfg.secret,
         .metrics_prefix = "bazaar_catalog",

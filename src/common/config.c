@@ -44,15 +44,18 @@ static const struct config__row config__rows[] = {
     CFG_STR("catalog", "stocks", stocks_csv, "config/stocks.csv"),
     CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),
     CFG_INT("catalog", "restock_to", restock_to, 0, 1000000000, "100"),
-    CFG_INT("catalog", "threads", catalog_threads, 1, 64, "4"),
+    CFG_INT("catalog", "threads", catalog_threads, 1, 64, "2"),
+    CFG_INT("catalog", "workers", catalog_workers, 1, 256, "8"),
     CFG_STR("frontend", "listen", frontend_listen, "127.0.0.1:8080"),
     CFG_OF("frontend", "cache", CONFIG_BOOL, cache_on, "on"),
     CFG_INT("frontend", "cache_size", cache_size, 1, 10000000, "8"),
-    CFG_INT("frontend", "threads", frontend_threads, 1, 256, "8"),
+    CFG_INT("frontend", "threads", frontend_threads, 1, 64, "2"),
+    CFG_INT("frontend", "workers", frontend_workers, 1, 256, "32"),
     CFG_INT("frontend", "health_interval_ms", health_interval_ms, 10, 60000, "500"),
     CFG_OF("replication", "mode", CONFIG_MODE, mode, "primary-backup"),
     CFG_OF("replication", "write_quorum", CONFIG_QUORUM, write_quorum, "majority"),
-    CFG_INT("replication", "threads", order_threads, 1, 64, "4"),
+    CFG_INT("replication", "threads", order_threads, 1, 64, "2"),
+    CFG_INT("replication", "workers", order_workers, 1, 256, "16"),
 };
 
 #define CONFIG__NROWS (sizeof config__rows / sizeof config__rows[0])

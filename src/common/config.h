@@ -41,17 +41,20 @@ struct bz_config {
     char stocks_csv[CONFIG_PATH_MAX];
     int restock_interval_s;
     int restock_to;
-    int catalog_threads;
+    int catalog_threads; /* event threads */
+    int catalog_workers; /* threads for blocking handlers */
     /* [frontend] */
     char frontend_listen[CONFIG_ADDR_MAX];
     bool cache_on;
     int cache_size;
     int frontend_threads;
+    int frontend_workers;
     int health_interval_ms; /* period of the leader health check */
     /* [replication] */
     enum config_mode mode;
     enum config_quorum write_quorum;
     int order_threads;
+    int order_workers;
     /* [order.N], sorted by id */
     int replica_count;
     struct config_replica replicas[CONFIG_MAX_REPLICAS];

@@ -18,6 +18,7 @@
 #define HTTP__CONN_LIMIT  4096
 #define HTTP__REPLY_MAX   (4 * 1024 * 1024) /* replies: /metrics, log pages */
 #define HTTP__PARAM_MAX   256
+#define HTTP__JOBS_MAX    4096 /* requests waiting for a worker; more get 503 */
 
 /*
  * One per open socket. libmicrohttpd's own timeout only measures inactivity, so a
@@ -40,6 +41,16 @@ struct http_server {
     pthread_cond_t sweeper_cond;
     bool stopping;
     atomic_uint_fast64_t slow_closed;
+
+    /* Worker pool for blocking handlers. */
+    pthread_mutex_t jobs_lock;
+    pthread_cond_t jobs_cond;
+    struct http__req *jobs_head, **jobs_tail;
+    size_t jobs_count;
+    bool jobs_stopping;
+    pthread_t *workers;
+    int nworkers;
+    atomic_uint_fast64_t jobs_refused;
     struct http_server_opts opts;
     struct http_route *routes;
     size_t nroutes;
@@ -57,6 +68,11 @@ struct http__req {
     struct strbuf body;
     bool too_big;
     bool replied; /* an early reply was queued: discard the rest of the request */
+    /* Set while the request runs on the worker pool (the connection is suspended). */
+    struct http_request req;
+    struct http_response resp;
+    bool queued, done;
+    struct http__req *next_job;
 };
 
 /* ---------------------------------------------------------------- slow clients */
@@ -263,6 +279,11 @@ static void http__render_metrics(struct http_server *srv, struct strbuf *out)
         snprintf(labels, sizeof labels, "route=\"%s %s\"", r->method, r->pattern);
         metrics_render_hist(out, name, labels, &r->stats.latency);
     }
+    snprintf(name, sizeof name, "%s_http_busy_refused_total", srv->opts.metrics_prefix);
+    metrics_render_simple(
+        out, name, "counter",
+        "Requests refused with 503 because every worker was busy and the queue full.",
+        atomic_load(&srv->jobs_refused));
     snprintf(name, sizeof name, "%s_http_slow_connections_closed_total", srv->opts.metrics_prefix);
     metrics_render_simple(out, name, "counter",
                           "Connections cut off for not completing a request within idle_timeout_s.",
@@ -297,21 +318,25 @@ static void http__route(struct http_server *srv, const char *method, const char 
     st->route_err = path_known ? BZ_EMETHOD : BZ_ENOTFOUND;
 }
 
-/* Runs the request's route and fills resp. */
-static void http__dispatch(struct http_server *srv, struct http__req *st, struct http_request *req,
-                           struct http_response *resp)
+/*
+ * Answers what needs no handler (no route, /metrics, a missing secret) and runs the
+ * route's fast handler. Returns true when resp is complete; false when the blocking
+ * handler must run (on the worker pool).
+ */
+static bool http__dispatch_fast(struct http_server *srv, struct http__req *st,
+                                struct http_request *req, struct http_response *resp)
 {
     struct http_route *r = st->route;
     if (!r) {
         http_reply_error(resp, st->route_err,
                          st->route_err == BZ_EMETHOD ? "method not allowed" : "no such route");
-        return;
+        return true;
     }
     if (r == &srv->metrics_route) {
         resp->status = 200;
         resp->content_type = "text/plain; version=0.0.4";
         http__render_metrics(srv, &resp->body);
-        return;
+        return true;
     }
     req->param = st->has_param ? st->param : NULL;
     req->param_len = st->param_len;
@@ -319,10 +344,63 @@ static void http__dispatch(struct http_server *srv, struct http__req *st, struct
         const char *given = http_request_header(req, HTTP_SECRET_HEADER);
         if (!given || !util_secret_equal(given, srv->opts.secret)) {
             http_reply_error(resp, BZ_EAUTH, NULL);
-            return;
+            return true;
         }
     }
-    r->handler(srv->opts.svc, req, resp);
+    if (r->fast && r->fast(srv->opts.svc, req, resp))
+        return true;
+    if (!r->handler) {
+        http_reply_error(resp, BZ_EINTERNAL, "route has no handler");
+        return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- worker pool */
+
+/* Queues st for a worker. false when the queue is full (the caller answers 503). */
+static bool http__job_push(struct http_server *srv, struct http__req *st)
+{
+    pthread_mutex_lock(&srv->jobs_lock);
+    bool ok = srv->jobs_count < HTTP__JOBS_MAX && !srv->jobs_stopping;
+    if (ok) {
+        st->next_job = NULL;
+        *srv->jobs_tail = st;
+        srv->jobs_tail = &st->next_job;
+        srv->jobs_count++;
+        pthread_cond_signal(&srv->jobs_cond);
+    }
+    pthread_mutex_unlock(&srv->jobs_lock);
+    return ok;
+}
+
+static void *http__worker_main(void *arg)
+{
+    struct http_server *srv = arg;
+    pthread_mutex_lock(&srv->jobs_lock);
+    for (;;) {
+        while (!srv->jobs_head && !srv->jobs_stopping)
+            pthread_cond_wait(&srv->jobs_cond, &srv->jobs_lock);
+        if (!srv->jobs_head)
+            break; /* stopping and drained */
+        struct http__req *st = srv->jobs_head;
+        srv->jobs_head = st->next_job;
+        if (!srv->jobs_head)
+            srv->jobs_tail = &srv->jobs_head;
+        srv->jobs_count--;
+        pthread_mutex_unlock(&srv->jobs_lock);
+
+        /* The connection is suspended: libmicrohttpd does not touch it (or its headers)
+         * until it is resumed, so the handler may read them from this thread. */
+        st->route->handler(srv->opts.svc, &st->req, &st->resp);
+        struct MHD_Connection *conn = st->req.conn_;
+        st->done = true;
+        MHD_resume_connection(conn);
+
+        pthread_mutex_lock(&srv->jobs_lock);
+    }
+    pthread_mutex_unlock(&srv->jobs_lock);
+    return NULL;
 }
 
 /* Builds and queues the libmicrohttpd response; consumes resp->body. */
@@ -400,19 +478,40 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (st->too_big)
         return http__reply_error_now(conn, BZ_ETOOBIG, NULL);
 
+    if (st->queued) {
+        if (!st->done)
+            return MHD_YES; /* spurious call while suspended */
+        int status = st->resp.status;
+        enum MHD_Result ret = http__queue(conn, &st->resp);
+        http__observe(st->route, status, st->start_us);
+        return ret;
+    }
+
     http__conn_deadline(srv, conn, false); /* a running handler is not a slow client */
-    struct http_request req = {
+    st->req = (struct http_request){
         .method = method,
         .path = url,
         .body = st->body.data ? st->body.data : "",
         .body_len = st->body.len,
         .conn_ = conn,
     };
-    struct http_response resp = {.status = 200};
-    strbuf_init(&resp.body, HTTP__REPLY_MAX);
-    http__dispatch(srv, st, &req, &resp);
-    int status = resp.status;
-    enum MHD_Result ret = http__queue(conn, &resp);
+    st->resp = (struct http_response){.status = 200};
+    strbuf_init(&st->resp.body, HTTP__REPLY_MAX);
+    if (!http__dispatch_fast(srv, st, &st->req, &st->resp)) {
+        st->queued = true;
+        MHD_suspend_connection(conn);
+        if (http__job_push(srv, st))
+            return MHD_YES;
+        /* Overloaded: answer now rather than queue without bound. */
+        MHD_resume_connection(conn);
+        atomic_fetch_add_explicit(&srv->jobs_refused, 1, memory_order_relaxed);
+        st->resp.retry_after_s = 1;
+        http_reply_error(&st->resp, BZ_EUNAVAIL, "server busy");
+        st->done = true;
+        return MHD_YES;
+    }
+    int status = st->resp.status;
+    enum MHD_Result ret = http__queue(conn, &st->resp);
     if (st->route)
         http__observe(st->route, status, st->start_us);
     return ret;
@@ -426,6 +525,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     struct http__req *st = *con_cls;
     if (!st)
         return;
+    strbuf_free(&st->resp.body);
     strbuf_free(&st->body);
     free(st);
     *con_cls = NULL;
@@ -506,6 +606,9 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
     srv->metrics_route.method = "GET";
     srv->metrics_route.pattern = "/metrics";
     srv->conns.next = srv->conns.prev = &srv->conns;
+    srv->jobs_tail = &srv->jobs_head;
+    pthread_mutex_init(&srv->jobs_lock, NULL);
+    pthread_cond_init(&srv->jobs_cond, NULL);
     pthread_mutex_init(&srv->conns_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -513,7 +616,8 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
     pthread_cond_init(&srv->sweeper_cond, &ca);
     pthread_condattr_destroy(&ca);
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -531,6 +635,10 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         return BZ_EUNAVAIL;
     }
     pthread_create(&srv->sweeper, NULL, http__sweeper_main, srv);
+    srv->nworkers = opts->workers > 0 ? opts->workers : 1;
+    srv->workers = xcalloc((size_t)srv->nworkers, sizeof *srv->workers);
+    for (int i = 0; i < srv->nworkers; i++)
+        pthread_create(&srv->workers[i], NULL, http__worker_main, srv);
     *out = srv;
     return 0;
 }
@@ -544,7 +652,19 @@ void http_server_stop(struct http_server *srv)
     pthread_cond_signal(&srv->sweeper_cond);
     pthread_mutex_unlock(&srv->conns_lock);
     pthread_join(srv->sweeper, NULL);
+    /* Workers finish the queued requests and resume their connections, then the daemon
+     * stops. MHD_quiesce_daemon first, so no new request is accepted meanwhile. */
+    MHD_quiesce_daemon(srv->daemon);
+    pthread_mutex_lock(&srv->jobs_lock);
+    srv->jobs_stopping = true;
+    pthread_cond_broadcast(&srv->jobs_cond);
+    pthread_mutex_unlock(&srv->jobs_lock);
+    for (int i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i], NULL);
+    free(srv->workers);
     MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->jobs_lock);
+    pthread_cond_destroy(&srv->jobs_cond);
     pthread_mutex_destroy(&srv->conns_lock);
     pthread_cond_destroy(&srv->sweeper_cond);
     free(srv);

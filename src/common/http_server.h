@@ -9,8 +9,11 @@
  * and latency histograms, and GET /metrics. Handlers receive a parsed
  * request and fill a response; they never touch libmicrohttpd.
  *
- * Handlers run on the server's worker threads and may block (on SQLite or an
- * outbound call), which occupies that worker: size `threads` accordingly.
+ * Two kinds of handlers: a `fast` one runs on the event thread that read the
+ * request and must not block (a cache hit, /health); a blocking `handler` (SQLite,
+ * an outbound call) runs on a worker pool while the connection is suspended, so
+ * a slow request never holds up the other connections of its event thread, and
+ * idle keep-alive connections never hold a worker.
  */
 #ifndef BZ_HTTP_SERVER_H
 #define BZ_HTTP_SERVER_H
@@ -45,6 +48,10 @@ struct http_response {
 
 typedef void (*http_handler_fn)(void *svc, const struct http_request *req,
                                 struct http_response *resp);
+/* A handler that must not block; returns false to pass the request to the blocking one. */
+typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
+/* A handler that must not block; returns false to pass the request to the blocking one. */
+typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
 
 struct http_route_stats {
     atomic_uint_fast64_t by_class[6]; /* index = status / 100 */
@@ -52,11 +59,12 @@ struct http_route_stats {
 };
 
 struct http_route {
-    const char *method;  /* "GET", "POST" */
-    const char *pattern; /* literal path; a "{}" segment matches one non-empty segment */
-    http_handler_fn handler;
-    bool internal;                 /* requires the cluster secret */
-    size_t body_max;               /* request body ceiling; 0 means HTTP_BODY_MAX */
+    const char *method;      /* "GET", "POST" */
+    const char *pattern;     /* literal path; a "{}" segment matches one non-empty segment */
+    http_fast_fn fast;       /* runs on an event thread, must not block; may be NULL */
+    http_handler_fn handler; /* may block: runs on the worker pool; NULL if fast always answers */
+    bool internal;           /* requires the cluster secret */
+    size_t body_max;         /* request body ceiling; 0 means HTTP_BODY_MAX */
     struct http_route_stats stats; /* zero-initialised; updated by the server */
 };
 
@@ -65,7 +73,8 @@ typedef void (*http_metrics_fn)(void *svc, struct strbuf *out);
 
 struct http_server_opts {
     const char *listen;         /* "host:port" */
-    int threads;                /* worker threads, >= 1 */
+    int threads;                /* event threads (libmicrohttpd pool), >= 1 */
+    int workers;                /* threads running blocking handlers, >= 1 */
     int idle_timeout_s;         /* idle connections are closed after this */
     const char *secret;         /* for internal routes; must outlive the server */
     const char *metrics_prefix; /* e.g. "bazaar_frontend" */

@@ -32,7 +32,7 @@ static void frontend__unavailable(struct http_response *resp, const char *msg)
     http_reply_error(resp, BZ_EUNAVAIL, msg);
 }
 
-static void frontend__health(void *svc, const struct http_request *req, struct http_response *resp)
+static bool frontend__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct frontend *fe = svc;
     (void)req;
@@ -42,9 +42,10 @@ static void frontend__health(void *svc, const struct http_request *req, struct h
                               json_object_get(st, "leader"), "epoch",
                               json_object_get(st, "epoch")));
     json_decref(st);
+    return true;
 }
 
-static void frontend__status(void *svc, const struct http_request *req, struct http_response *resp)
+static bool frontend__status(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct frontend *fe = svc;
     (void)req;
@@ -68,21 +69,31 @@ static void frontend__status(void *svc, const struct http_request *req, struct h
     json_object_set_new(st, "config", json_loads(cfg.data, 0, NULL));
     strbuf_free(&cfg);
     http_reply_json(resp, 200, st);
+    return true;
 }
 
 /* ---------------------------------------------------------------- lookups */
 
-static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+/* Event thread: bad names and cache hits are answered without blocking. */
+static bool frontend__lookup_fast(void *svc, const struct http_request *req,
+                                  struct http_response *resp)
 {
     struct frontend *fe = svc;
     if (!stock_name_valid(req->param, req->param_len)) {
         http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
-        return;
+        return true;
     }
     if (fe->cache && cache_get(fe->cache, req->param, clock_now_ms(), &resp->body)) {
         resp->status = 200;
-        return;
+        return true;
     }
+    return false;
+}
+
+/* Worker: a miss (or cache off) asks the catalog, then fills the cache. */
+static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
     uint64_t token = fe->cache ? cache_fill_begin(fe->cache) : 0;
 
     char url[CONFIG_ADDR_MAX + 96], msg[160];
@@ -201,7 +212,7 @@ static void frontend__query(void *svc, const struct http_request *req, struct ht
 
 /* ---------------------------------------------------------------- internal */
 
-static void frontend__invalidate(void *svc, const struct http_request *req,
+static bool frontend__invalidate(void *svc, const struct http_request *req,
                                  struct http_response *resp)
 {
     struct frontend *fe = svc;
@@ -209,17 +220,18 @@ static void frontend__invalidate(void *svc, const struct http_request *req,
     char msg[160];
     json_t *body = http_request_json_object(req, resp);
     if (!body)
-        return;
+        return true;
     int rv = msg_inval_from_json(body, &m, msg, sizeof msg);
     json_decref(body);
     if (rv) {
         http_reply_error(resp, rv, msg);
-        return;
+        return true;
     }
     atomic_fetch_add(&fe->invalidations_received, 1);
     if (fe->cache)
         cache_invalidate(fe->cache, m.name, m.version);
     http_reply_data(resp, json_pack("{s:s}", "invalidated", m.name));
+    return true;
 }
 
 static void frontend__metrics(void *svc, struct strbuf *out)
@@ -252,12 +264,15 @@ static void frontend__metrics(void *svc, struct strbuf *out)
 }
 
 static struct http_route frontend__routes[] = {
-    {.method = "GET", .pattern = "/health", .handler = frontend__health},
-    {.method = "GET", .pattern = "/status", .handler = frontend__status},
-    {.method = "GET", .pattern = "/stocks/{}", .handler = frontend__lookup},
+    {.method = "GET", .pattern = "/health", .fast = frontend__health},
+    {.method = "GET", .pattern = "/status", .fast = frontend__status},
+    {.method = "GET",
+     .pattern = "/stocks/{}",
+     .fast = frontend__lookup_fast,
+     .handler = frontend__lookup},
     {.method = "POST", .pattern = "/orders", .handler = frontend__order},
     {.method = "GET", .pattern = "/orders/{}", .handler = frontend__query},
-    {.method = "POST", .pattern = "/invalidate", .handler = frontend__invalidate, .internal = true},
+    {.method = "POST", .pattern = "/invalidate", .fast = frontend__invalidate, .internal = true},
 };
 
 int main(int argc, char **argv)
@@ -277,6 +292,7 @@ int main(int argc, char **argv)
     struct http_server_opts opts = {
         .listen = fe.cfg.frontend_listen,
         .threads = fe.cfg.frontend_threads,
+        .workers = fe.cfg.frontend_workers,
         .idle_timeout_s = fe.cfg.idle_timeout_s,
         .secret = fe.cfg.secret,
         .metrics_prefix = "bazaar_frontend",

@@ -39,7 +39,7 @@ static int order__parse_number(const struct http_request *req, int64_t *out)
     return 0;
 }
 
-static void order__health(void *svc, const struct http_request *req, struct http_response *resp)
+static bool order__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     (void)req;
@@ -51,13 +51,15 @@ static void order__health(void *svc, const struct http_request *req, struct http
     if (!ready)
         resp->retry_after_s = 1;
     http_reply_json(resp, ready ? 200 : 503, state);
+    return true;
 }
 
-static void order__state(void *svc, const struct http_request *req, struct http_response *resp)
+static bool order__state(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     (void)req;
     http_reply_data(resp, replica_state_json(s->replica));
+    return true;
 }
 
 static void order__leader(void *svc, const struct http_request *req, struct http_response *resp)
@@ -182,8 +184,8 @@ static void order__metrics(void *svc, struct strbuf *out)
 /* The request body ceiling (4 KiB) does not fit an append of MSG_MAX_ENTRIES entries, so
  * replication uses the per-route limit below. */
 static struct http_route order__routes[] = {
-    {.method = "GET", .pattern = "/health", .handler = order__health},
-    {.method = "GET", .pattern = "/state", .handler = order__state},
+    {.method = "GET", .pattern = "/health", .fast = order__health},
+    {.method = "GET", .pattern = "/state", .fast = order__state},
     {.method = "POST", .pattern = "/leader", .handler = order__leader, .internal = true},
     {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
     {.method = "GET", .pattern = "/orders/{}", .handler = order__query, .internal = true},
@@ -225,6 +227,7 @@ int main(int argc, char **argv)
     struct http_server_opts opts = {
         .listen = config_replica_find(&s.cfg, s.id)->listen,
         .threads = s.cfg.order_threads,
+        .workers = s.cfg.order_workers,
         .idle_timeout_s = s.cfg.idle_timeout_s,
         .secret = s.cfg.secret,
         .metrics_prefix = "bazaar_order",

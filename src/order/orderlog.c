@@ -25,7 +25,8 @@ struct orderlog__waiter {
 
 struct orderlog {
     sqlite3 *sql;
-    pthread_mutex_t db_lock; /* serialises every use of `sql` and guards `state` writes */
+    pthread_mutex_t db_lock;    /* serialises every use of `sql`; held to change `state` */
+    pthread_mutex_t state_lock; /* also held to change `state`, and enough to read it */
     struct orderlog_state state;
 
     pthread_mutex_t queue_lock; /* guards the group-commit queue */
@@ -103,6 +104,7 @@ int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t 
         store_prepare(log->sql, "DELETE FROM orders WHERE number > ? AND epoch < ?");
     log->st_meta_put = store_prepare(log->sql, "UPDATE meta SET value = ? WHERE key = ?");
     pthread_mutex_init(&log->db_lock, NULL);
+    pthread_mutex_init(&log->state_lock, NULL);
     pthread_mutex_init(&log->queue_lock, NULL);
     pthread_cond_init(&log->queue_cond, NULL);
     log->queue_tail = &log->queue_head;
@@ -124,6 +126,7 @@ void orderlog_close(struct orderlog *log)
         sqlite3_finalize(sts[i]);
     sqlite3_close(log->sql);
     pthread_mutex_destroy(&log->db_lock);
+    pthread_mutex_destroy(&log->state_lock);
     pthread_mutex_destroy(&log->queue_lock);
     pthread_cond_destroy(&log->queue_cond);
     free(log);
@@ -131,9 +134,10 @@ void orderlog_close(struct orderlog *log)
 
 void orderlog_state(struct orderlog *log, struct orderlog_state *out)
 {
-    pthread_mutex_lock(&log->db_lock);
+    /* Not db_lock: reading the state must not wait for a commit's fsync. */
+    pthread_mutex_lock(&log->state_lock);
     *out = log->state;
-    pthread_mutex_unlock(&log->db_lock);
+    pthread_mutex_unlock(&log->state_lock);
 }
 
 /* ---------------------------------------------------------------- rows */
@@ -201,8 +205,11 @@ int orderlog_promise(struct orderlog *log, uint64_t epoch)
     int rv = 0;
     if (epoch > log->state.promised) {
         rv = orderlog__meta_put(log, "promised", epoch);
-        if (rv == 0)
+        if (rv == 0) {
+            pthread_mutex_lock(&log->state_lock);
             log->state.promised = epoch;
+            pthread_mutex_unlock(&log->state_lock);
+        }
     }
     pthread_mutex_unlock(&log->db_lock);
     return rv;
@@ -214,8 +221,11 @@ int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch)
     int rv = 0;
     if (epoch != log->state.log_epoch) {
         rv = orderlog__meta_put(log, "log_epoch", epoch);
-        if (rv == 0)
+        if (rv == 0) {
+            pthread_mutex_lock(&log->state_lock);
             log->state.log_epoch = epoch;
+            pthread_mutex_unlock(&log->state_lock);
+        }
     }
     pthread_mutex_unlock(&log->db_lock);
     return rv;
@@ -251,8 +261,10 @@ static void orderlog__commit_batch(struct orderlog *log, struct orderlog__waiter
         for (struct orderlog__waiter *w = batch; w; w = w->next)
             w->result = rv;
     } else {
+        pthread_mutex_lock(&log->state_lock);
         log->state.last = last;
         log->state.last_epoch = last_epoch;
+        pthread_mutex_unlock(&log->state_lock);
     }
     pthread_mutex_unlock(&log->db_lock);
 }
@@ -356,8 +368,11 @@ int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, 
         rv = store_commit(log->sql);
     if (rv)
         store_rollback(log->sql);
-    else
+    else {
+        pthread_mutex_lock(&log->state_lock);
         log->state = s;
+        pthread_mutex_unlock(&log->state_lock);
+    }
 out:
     pthread_mutex_unlock(&log->db_lock);
     return rv;
