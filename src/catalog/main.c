@@ -150,7 +150,7 @@ static struct http_route catalog__routes[] = {
 int main(int argc, char **argv)
 {
     struct catalog c = {0};
-    char err[512], path[CONFIG_PATH_MAX];
+    char err[512], path[CONFIG_PATH_MAX + 32];
     int id;
 
     if (service_init(argc, argv, "catalog", false, &c.cfg, &id) != 0)

@@ -192,29 +192,67 @@ int config_set(struct bz_config *cfg, const char *section, const char *key, cons
 
 struct config__ini_ctx {
     struct bz_config *cfg;
-    char *errmsg;
-    size_t errlen;
+    FILE *file;
+    int lineno;       /* line being parsed (counted by our reader) */
+    int long_line;    /* first line longer than inih accepts, 0 if none */
+    int bad_line;     /* first line the handler refused, 0 if none */
+    char detail[256]; /* why bad_line was refused */
 };
+
+/*
+ * inih's line reader, so that we know which line each handler call is about and can
+ * refuse lines longer than inih's buffer instead of letting them be split in two.
+ */
+static char *config__ini_reader(char *str, int num, void *stream)
+{
+    struct config__ini_ctx *ctx = stream;
+    if (!fgets(str, num, ctx->file))
+        return NULL;
+    ctx->lineno++;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(ctx->file)) {
+        if (!ctx->long_line)
+            ctx->long_line = ctx->lineno;
+        int c;
+        while ((c = fgetc(ctx->file)) != EOF && c != '\n')
+            ; /* skip the rest of the over-long line */
+        str[0] = '\0';
+    }
+    return str;
+}
 
 static int config__ini_handler(void *user, const char *section, const char *key, const char *value)
 {
     struct config__ini_ctx *ctx = user;
     if (!key) /* a bare [section] line with no keys yet */
         return 1;
-    return config_set(ctx->cfg, section, key, value, ctx->errmsg, ctx->errlen) == 0;
+    char detail[sizeof ctx->detail];
+    if (config_set(ctx->cfg, section, key, value, detail, sizeof detail) == 0)
+        return 1;
+    if (!ctx->bad_line) { /* keep the first refusal, as inih reports the first error */
+        ctx->bad_line = ctx->lineno;
+        memcpy(ctx->detail, detail, sizeof detail);
+    }
+    return 0;
 }
 
 int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen)
 {
-    char detail[256] = "syntax error";
-    struct config__ini_ctx ctx = {cfg, detail, sizeof detail};
-    int line = ini_parse(path, config__ini_handler, &ctx);
-    if (line == -1) {
+    struct config__ini_ctx ctx = {.cfg = cfg};
+    ctx.file = fopen(path, "r");
+    if (!ctx.file) {
         snprintf(errmsg, errlen, "%s: cannot open", path);
         return BZ_EINVAL;
     }
+    int line = ini_parse_stream(config__ini_reader, &ctx, config__ini_handler, &ctx);
+    fclose(ctx.file);
+    if (ctx.long_line && (line == 0 || ctx.long_line <= line)) {
+        snprintf(errmsg, errlen, "%s:%d: line too long", path, ctx.long_line);
+        return BZ_EINVAL;
+    }
     if (line != 0) {
-        snprintf(errmsg, errlen, "%s:%d: %s", path, line, detail);
+        snprintf(errmsg, errlen, "%s:%d: %s", path, line,
+                 line == ctx.bad_line ? ctx.detail : "syntax error");
         return BZ_EINVAL;
     }
     return 0;

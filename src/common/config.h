@@ -18,7 +18,7 @@
 
 #define CONFIG_MAX_REPLICAS 16
 #define CONFIG_ADDR_MAX     64
-#define CONFIG_PATH_MAX     256
+#define CONFIG_PATH_MAX     160 /* values must fit one inih line (200 bytes) */
 #define CONFIG_SECRET_MAX   128
 
 enum config_mode { CONFIG_MODE_PRIMARY_BACKUP = 0, CONFIG_MODE_RAFT };

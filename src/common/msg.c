@@ -145,6 +145,11 @@ int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg
     if (msg_entries_from_json(json_object_get(obj, "entries"), &out->entries, &out->n, errmsg,
                               errlen) != 0)
         return BZ_EINVAL;
+    if (prev == -1 && prev_epoch != 0) {
+        snprintf(errmsg, errlen, "prev_epoch must be 0 when prev is -1");
+        msg_append_free(out);
+        return BZ_EINVAL;
+    }
     if (out->n > 0 && out->entries[0].number != prev + 1) {
         snprintf(errmsg, errlen, "first entry must be number prev+1");
         msg_append_free(out);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,19 @@ static void service__usage(const char *prog, bool needs_id)
             "BAZAAR_SECRET in the environment overrides [cluster] secret.\n",
             prog, needs_id ? " --id N" : "",
             needs_id ? "  --id N              which [order.N] replica this process is\n" : "");
+}
+
+/* Thousands of client connections need more descriptors than the usual soft limit (1024). */
+static void service__raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int service_init(int argc, char **argv, const char *role, bool needs_id, struct bz_config *cfg,
@@ -117,6 +131,7 @@ int service_init(int argc, char **argv, const char *role, bool needs_id, struct 
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    service__raise_fd_limit();
     http_client_global_init();
     return 0;
 }
@@ -158,7 +173,7 @@ int service_make_data_dir(const struct bz_config *cfg)
 
 int service_lock_data(const char *db_path)
 {
-    char path[CONFIG_PATH_MAX + 8];
+    char path[CONFIG_PATH_MAX + 48];
     snprintf(path, sizeof path, "%s.lock", db_path);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)

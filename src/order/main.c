@@ -200,7 +200,7 @@ static struct http_route order__routes[] = {
 int main(int argc, char **argv)
 {
     struct order_service s = {0};
-    char err[512], path[CONFIG_PATH_MAX], name[64];
+    char err[512], path[CONFIG_PATH_MAX + 32], name[64];
 
     if (service_init(argc, argv, "order", true, &s.cfg, &s.id) != 0)
         return 2;

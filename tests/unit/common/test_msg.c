@@ -1,0 +1,409 @@
+/* Unit tests for src/common/msg.c: the strict decoders of the internal messages. */
+#include "unit.h"
+
+#include "error.h"
+#include "msg.h"
+
+struct json_case {
+    const char *json;
+    bool ok;
+};
+
+static json_t *load(const char *text)
+{
+    json_error_t jerr;
+    json_t *obj = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!obj)
+        fail_msg("test JSON does not parse: %s (%s)", text, jerr.text);
+    return obj;
+}
+
+/* ---------------------------------------------------------------- leader notice */
+
+static void test_notice_table(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"leader\":2,\"epoch\":7}", true},
+        {"{\"epoch\":1,\"leader\":1000000}", true},
+        {"{\"leader\":1,\"epoch\":4611686018427387904}", true}, /* 2^62 */
+        {"{\"leader\":1,\"epoch\":4611686018427387905}", false},
+        {"{\"leader\":0,\"epoch\":7}", false},
+        {"{\"leader\":-1,\"epoch\":7}", false},
+        {"{\"leader\":1000001,\"epoch\":7}", false},
+        {"{\"leader\":2,\"epoch\":0}", false},
+        {"{\"leader\":2,\"epoch\":-7}", false},
+        {"{\"leader\":2}", false},
+        {"{\"epoch\":7}", false},
+        {"{\"leader\":\"2\",\"epoch\":7}", false},
+        {"{\"leader\":2,\"epoch\":7.0}", false},
+        {"{\"leader\":2,\"epoch\":null}", false},
+        {"{\"leader\":2,\"epoch\":7,\"term\":7}", false},
+        {"[2,7]", false},
+        {"null", false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_notice m = {0};
+        char errmsg[128] = "";
+        int rv = msg_notice_from_json(obj, &m, errmsg, sizeof errmsg);
+        json_decref(obj);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("notice %s: rv %d (%s)", cases[i].json, rv, errmsg);
+        if (rv)
+            assert_int_equal(rv, BZ_EINVAL);
+    }
+}
+
+static void test_notice_round_trip(void **state)
+{
+    (void)state;
+    const struct msg_notice in = {.leader = 3, .epoch = 123456789012ull};
+    json_t *obj = msg_notice_to_json(&in);
+    struct msg_notice out;
+    char errmsg[128];
+    assert_int_equal(msg_notice_from_json(obj, &out, errmsg, sizeof errmsg), 0);
+    assert_int_equal(out.leader, 3);
+    assert_true(out.epoch == 123456789012ull);
+    json_decref(obj);
+}
+
+/* ---------------------------------------------------------------- invalidation */
+
+static void test_inval_table(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"name\":\"GameStart\",\"version\":12}", true},
+        {"{\"version\":0,\"name\":\"a\"}", true},
+        {"{\"name\":\"GameStart\"}", false},
+        {"{\"version\":12}", false},
+        {"{\"name\":\"\",\"version\":12}", false},
+        {"{\"name\":\"Game Start\",\"version\":12}", false},
+        {"{\"name\":\"G\\u0000\",\"version\":12}", false},
+        {"{\"name\":12,\"version\":12}", false},
+        {"{\"name\":\"G\",\"version\":-1}", false},
+        {"{\"name\":\"G\",\"version\":\"12\"}", false},
+        {"{\"name\":\"G\",\"version\":1.5}", false},
+        {"{\"name\":\"G\",\"version\":12,\"x\":0}", false},
+        {"[]", false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_inval m = {0};
+        char errmsg[128] = "";
+        int rv = msg_inval_from_json(obj, &m, errmsg, sizeof errmsg);
+        json_decref(obj);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("inval %s: rv %d (%s)", cases[i].json, rv, errmsg);
+    }
+}
+
+static void test_inval_round_trip(void **state)
+{
+    (void)state;
+    struct msg_inval in = {.name = "RottenFishCo", .version = 99};
+    json_t *obj = msg_inval_to_json(&in);
+    struct msg_inval out;
+    char errmsg[128];
+    assert_int_equal(msg_inval_from_json(obj, &out, errmsg, sizeof errmsg), 0);
+    assert_string_equal(out.name, "RottenFishCo");
+    assert_true(out.version == 99);
+    json_decref(obj);
+}
+
+/* ---------------------------------------------------------------- entries */
+
+static json_t *entry_json(int64_t number, uint64_t epoch)
+{
+    char rid[32];
+    snprintf(rid, sizeof rid, "r:%lld", (long long)number);
+    return json_pack("{s:I,s:I,s:s,s:s,s:s,s:i}", "number", (json_int_t)number, "epoch",
+                     (json_int_t)epoch, "request_id", rid, "name", "GameStart", "type", "buy",
+                     "quantity", 3);
+}
+
+static json_t *entries_json(int64_t first, size_t n, uint64_t epoch)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, entry_json(first + (int64_t)i, epoch));
+    return arr;
+}
+
+static void test_entry_table(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"number\":42,\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":3}",
+         true},
+        {"{\"number\":0,\"epoch\":1,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"sell\","
+         "\"quantity\":1000000}",
+         true},
+        {"{\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\",\"quantity\":3}",
+         false},
+        {"{\"number\":42,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\",\"quantity\":3}",
+         false},
+        {"{\"number\":-1,\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":3}",
+         false},
+        {"{\"number\":42,\"epoch\":0,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":3}",
+         false},
+        {"{\"number\":\"42\",\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":3}",
+         false},
+        {"{\"number\":42,\"epoch\":7,\"name\":\"G\",\"type\":\"buy\",\"quantity\":3}", false},
+        {"{\"number\":42,\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":0}",
+         false},
+        {"{\"number\":42,\"epoch\":7,\"request_id\":\"r:1\",\"name\":\"G\",\"type\":\"buy\","
+         "\"quantity\":3,\"extra\":true}",
+         false},
+        {"42", false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct order o;
+        char errmsg[128] = "";
+        int rv = msg_entry_from_json(obj, &o, errmsg, sizeof errmsg);
+        json_decref(obj);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("entry %s: rv %d (%s)", cases[i].json, rv, errmsg);
+    }
+}
+
+static void test_entry_round_trip(void **state)
+{
+    (void)state;
+    const struct order in = {
+        .number = 17,
+        .epoch = 4,
+        .trade = {.request_id = "k:abc", .name = "Boar", .type = TRADE_SELL, .quantity = 9}};
+    json_t *obj = msg_entry_to_json(&in);
+    struct order out;
+    char errmsg[128];
+    assert_int_equal(msg_entry_from_json(obj, &out, errmsg, sizeof errmsg), 0);
+    assert_int_equal(out.number, 17);
+    assert_true(out.epoch == 4);
+    assert_true(trade_same(&in.trade, &out.trade));
+    json_decref(obj);
+}
+
+static void test_entries_page(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t first;
+        size_t n;
+        bool ok;
+    } pages[] = {
+        {0, 0, true},
+        {0, 1, true},
+        {5, 10, true},
+        {0, MSG_MAX_ENTRIES, true},
+        {0, MSG_MAX_ENTRIES + 1, false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(pages); i++) {
+        json_t *arr = entries_json(pages[i].first, pages[i].n, 2);
+        struct order *e = NULL;
+        size_t n = 99;
+        char errmsg[128] = "";
+        int rv = msg_entries_from_json(arr, &e, &n, errmsg, sizeof errmsg);
+        json_decref(arr);
+        if ((rv == 0) != pages[i].ok)
+            fail_msg("page %zu (first %lld, n %zu): rv %d (%s)", i, (long long)pages[i].first,
+                     pages[i].n, rv, errmsg);
+        if (rv == 0) {
+            assert_non_null(e);
+            assert_int_equal(n, pages[i].n);
+            for (size_t k = 0; k < n; k++)
+                assert_int_equal(e[k].number, pages[i].first + (int64_t)k);
+            free(e);
+        }
+    }
+}
+
+static void test_entries_refused(void **state)
+{
+    (void)state;
+    json_t *bad[4];
+    bad[0] = json_object();         /* not an array */
+    bad[1] = entries_json(0, 3, 1); /* 0,1,2 then a gap */
+    json_array_append_new(bad[1], entry_json(4, 1));
+    bad[2] = entries_json(0, 3, 1); /* 0,1,2 then a repeat */
+    json_array_append_new(bad[2], entry_json(2, 1));
+    bad[3] = entries_json(0, 2, 1); /* a bad entry inside */
+    json_array_append_new(bad[3], json_string("x"));
+    for (size_t i = 0; i < UNIT_COUNT(bad); i++) {
+        struct order *e = NULL;
+        size_t n = 0;
+        char errmsg[128] = "";
+        if (msg_entries_from_json(bad[i], &e, &n, errmsg, sizeof errmsg) != BZ_EINVAL)
+            fail_msg("bad page %zu accepted", i);
+        assert_true(errmsg[0] != '\0');
+        json_decref(bad[i]);
+    }
+}
+
+/* ---------------------------------------------------------------- append */
+
+struct append_case {
+    const char *what;
+    json_int_t epoch, leader, prev, prev_epoch, start_last;
+    int64_t first; /* number of the first entry */
+    size_t n;
+    uint64_t entry_epoch;
+    bool ok;
+};
+
+static json_t *append_json(const struct append_case *c)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "epoch", c->epoch, "leader", c->leader, "prev",
+                     c->prev, "prev_epoch", c->prev_epoch, "start_last", c->start_last, "entries",
+                     entries_json(c->first, c->n, c->entry_epoch));
+}
+
+static void test_append_table(void **state)
+{
+    (void)state;
+    static const struct append_case cases[] = {
+        {"heartbeat at the start", 1, 1, -1, 0, -1, 0, 0, 1, true},
+        {"first entries", 7, 2, -1, 0, -1, 0, 3, 7, true},
+        {"entries after prev", 7, 2, 41, 6, 40, 42, 5, 6, true},
+        {"entries of the current epoch", 7, 2, 41, 7, 40, 42, 5, 7, true},
+        {"a full batch", 7, 2, 99, 7, 40, 100, MSG_MAX_ENTRIES, 7, true},
+        {"too many entries", 7, 2, 99, 7, 40, 100, MSG_MAX_ENTRIES + 1, 7, false},
+        {"first entry is not prev+1 (gap)", 7, 2, 41, 6, 40, 43, 2, 7, false},
+        {"first entry is not prev+1 (overlap)", 7, 2, 41, 6, 40, 41, 2, 7, false},
+        {"entries from a future epoch", 7, 2, 41, 6, 40, 42, 2, 8, false},
+        {"epoch 0", 0, 2, -1, 0, -1, 0, 0, 1, false},
+        {"leader 0", 7, 0, -1, 0, -1, 0, 0, 1, false},
+        {"prev -2", 7, 2, -2, 0, -1, 0, 0, 1, false},
+        {"start_last -2", 7, 2, -1, 0, -2, 0, 0, 1, false},
+        {"negative prev_epoch", 7, 2, -1, -1, -1, 0, 0, 1, false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        const struct append_case *c = &cases[i];
+        json_t *obj = append_json(c);
+        struct msg_append m;
+        char errmsg[128] = "";
+        int rv = msg_append_from_json(obj, &m, errmsg, sizeof errmsg);
+        json_decref(obj);
+        if ((rv == 0) != c->ok)
+            fail_msg("append '%s': rv %d (%s)", c->what, rv, errmsg);
+        if (rv != 0) {
+            assert_int_equal(rv, BZ_EINVAL);
+            assert_true(errmsg[0] != '\0');
+            continue;
+        }
+        assert_true(m.epoch == (uint64_t)c->epoch);
+        assert_int_equal(m.leader, c->leader);
+        assert_int_equal(m.prev, c->prev);
+        assert_true(m.prev_epoch == (uint64_t)c->prev_epoch);
+        assert_int_equal(m.start_last, c->start_last);
+        assert_int_equal(m.n, c->n);
+        assert_non_null(m.entries);
+        for (size_t k = 0; k < m.n; k++) {
+            assert_int_equal(m.entries[k].number, c->first + (int64_t)k);
+            assert_true(m.entries[k].epoch == c->entry_epoch);
+        }
+        msg_append_free(&m);
+        assert_null(m.entries);
+        assert_int_equal(m.n, 0);
+    }
+}
+
+static void test_append_non_consecutive_entries(void **state)
+{
+    (void)state;
+    const struct append_case c = {"", 7, 2, 41, 6, 40, 42, 2, 7, true};
+    json_t *obj = append_json(&c);
+    json_array_append_new(json_object_get(obj, "entries"), entry_json(45, 7));
+    struct msg_append m;
+    char errmsg[128] = "";
+    assert_int_equal(msg_append_from_json(obj, &m, errmsg, sizeof errmsg), BZ_EINVAL);
+    json_decref(obj);
+}
+
+static void test_append_shape_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"epoch\":7,\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1}",
+        "{\"epoch\":7,\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1,\"entries\":{}}",
+        "{\"epoch\":7,\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1,\"entries\":[],"
+        "\"commit\":3}",
+        "{\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1,\"entries\":[]}",
+        "{\"epoch\":7,\"leader\":2,\"prev_epoch\":0,\"start_last\":-1,\"entries\":[]}",
+        "{\"epoch\":7,\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1,\"entries\":[1]}",
+        "{\"epoch\":\"7\",\"leader\":2,\"prev\":-1,\"prev_epoch\":0,\"start_last\":-1,"
+        "\"entries\":[]}",
+        "[]",
+    };
+    for (size_t i = 0; i < UNIT_COUNT(bad); i++) {
+        json_t *obj = load(bad[i]);
+        struct msg_append m;
+        char errmsg[128] = "";
+        if (msg_append_from_json(obj, &m, errmsg, sizeof errmsg) != BZ_EINVAL)
+            fail_msg("append accepted: %s", bad[i]);
+        json_decref(obj);
+    }
+}
+
+static void test_append_round_trip(void **state)
+{
+    (void)state;
+    struct order entries[3];
+    for (int i = 0; i < 3; i++) {
+        entries[i] = (struct order){.number = 10 + i, .epoch = (uint64_t)(4 + i / 2)};
+        snprintf(entries[i].trade.request_id, sizeof entries[i].trade.request_id, "r:%d", i);
+        snprintf(entries[i].trade.name, sizeof entries[i].trade.name, "S%d", i);
+        entries[i].trade.type = i % 2 ? TRADE_SELL : TRADE_BUY;
+        entries[i].trade.quantity = i + 1;
+    }
+    const struct msg_append in = {.epoch = 5,
+                                  .leader = 3,
+                                  .prev = 9,
+                                  .prev_epoch = 4,
+                                  .start_last = 8,
+                                  .entries = entries,
+                                  .n = 3};
+    json_t *obj = msg_append_to_json(&in);
+    struct msg_append out;
+    char errmsg[128] = "";
+    assert_int_equal(msg_append_from_json(obj, &out, errmsg, sizeof errmsg), 0);
+    json_decref(obj);
+    assert_true(out.epoch == 5);
+    assert_int_equal(out.leader, 3);
+    assert_int_equal(out.prev, 9);
+    assert_true(out.prev_epoch == 4);
+    assert_int_equal(out.start_last, 8);
+    assert_int_equal(out.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(out.entries[i].number, entries[i].number);
+        assert_true(out.entries[i].epoch == entries[i].epoch);
+        assert_true(trade_same(&out.entries[i].trade, &entries[i].trade));
+    }
+    msg_append_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_notice_table),
+        cmocka_unit_test(test_notice_round_trip),
+        cmocka_unit_test(test_inval_table),
+        cmocka_unit_test(test_inval_round_trip),
+        cmocka_unit_test(test_entry_table),
+        cmocka_unit_test(test_entry_round_trip),
+        cmocka_unit_test(test_entries_page),
+        cmocka_unit_test(test_entries_refused),
+        cmocka_unit_test(test_append_table),
+        cmocka_unit_test(test_append_non_consecutive_entries),
+        cmocka_unit_test(test_append_shape_refused),
+        cmocka_unit_test(test_append_round_trip),
+    };
+    return cmocka_run_group_tests_name("unit.common.msg", tests, NULL, NULL);
+}

@@ -1,0 +1,627 @@
+/*
+ * Unit tests for src/frontend/cache.c: LRU order and bounds, and the fill
+ * protocol that keeps a fill begun before an invalidation from landing after
+ * it (SPEC §3, issue 3). Races are driven deterministically by calling
+ * fill_begin / invalidate / fill_end in a chosen order; time is passed in.
+ */
+#include "unit.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cache.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static bool fill(struct cache *c, const char *key, const char *bytes, uint64_t version,
+                 uint64_t now)
+{
+    uint64_t token = cache_fill_begin(c);
+    return cache_fill_end(c, key, token, bytes, strlen(bytes), version, now);
+}
+
+/* The cached bytes of key as a string in buf, or NULL on a miss. */
+static const char *get(struct cache *c, const char *key, uint64_t now, char *buf, size_t len)
+{
+    struct strbuf b;
+    strbuf_init(&b, 4096);
+    bool hit = cache_get(c, key, now, &b);
+    const char *rv = NULL;
+    if (hit) {
+        snprintf(buf, len, "%s", b.data ? b.data : "");
+        rv = buf;
+    }
+    strbuf_free(&b);
+    return rv;
+}
+
+/* The keys in LRU order (most recent first), comma-separated, into buf. */
+static const char *order(struct cache *c, char *buf, size_t len)
+{
+    json_t *arr = cache_entries_json(c, 0);
+    size_t off = 0, i;
+    json_t *e;
+    buf[0] = '\0';
+    json_array_foreach(arr, i, e)
+    {
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "",
+                                json_string_value(json_object_get(e, "name")));
+    }
+    json_decref(arr);
+    return buf;
+}
+
+static struct cache_stats stats(struct cache *c)
+{
+    struct cache_stats s;
+    cache_stats(c, &s);
+    return s;
+}
+
+/* ---------------------------------------------------------------- LRU */
+
+struct lru_step {
+    char op; /* 'f' fill, 'g' get, 'i' invalidate */
+    const char *key;
+    bool result;     /* fill stored / get hit */
+    const char *lru; /* the LRU order afterwards */
+};
+
+static void run_script(size_t capacity, const struct lru_step *steps, size_t n)
+{
+    struct cache *c = cache_new(capacity, 0);
+    char buf[256], val[64];
+    for (size_t i = 0; i < n; i++) {
+        const struct lru_step *s = &steps[i];
+        bool r = true;
+        switch (s->op) {
+        case 'f':
+            snprintf(val, sizeof val, "value-of-%s", s->key);
+            r = fill(c, s->key, val, 1, 0);
+            break;
+        case 'g':
+            r = get(c, s->key, 0, buf, sizeof buf) != NULL;
+            if (r) {
+                snprintf(val, sizeof val, "value-of-%s", s->key);
+                assert_string_equal(buf, val);
+            }
+            break;
+        case 'i':
+            cache_invalidate(c, s->key, 1);
+            break;
+        }
+        if (r != s->result)
+            fail_msg("step %zu (%c %s): result %d, want %d", i, s->op, s->key, r, s->result);
+        order(c, buf, sizeof buf);
+        if (strcmp(buf, s->lru) != 0)
+            fail_msg("step %zu (%c %s): LRU \"%s\", want \"%s\"", i, s->op, s->key, buf, s->lru);
+        assert_true(stats(c).entries <= capacity);
+    }
+    cache_free(c);
+}
+
+static void test_lru_order_and_eviction(void **state)
+{
+    (void)state;
+    static const struct lru_step steps[] = {
+        {'g', "A", false, ""},
+        {'f', "A", true, "A"},
+        {'f', "B", true, "B,A"},
+        {'f', "C", true, "C,B,A"},
+        {'g', "A", true, "A,C,B"}, /* a hit moves A to the front */
+        {'f', "D", true, "D,A,C"}, /* evicts B, the least recently used */
+        {'g', "B", false, "D,A,C"},
+        {'g', "C", true, "C,D,A"},
+        {'f', "E", true, "E,C,D"}, /* evicts A */
+        {'f', "D", true, "D,E,C"}, /* a refill counts as a use */
+        {'f', "F", true, "F,D,E"}, /* evicts C */
+        {'i', "D", true, "F,E"},   /* invalidate removes */
+        {'g', "D", false, "F,E"},
+        {'f', "G", true, "G,F,E"}, /* room again: no eviction */
+        {'g', "E", true, "E,G,F"},
+        {'g', "E", true, "E,G,F"}, /* a hit on the front changes nothing */
+        {'i', "Z", true, "E,G,F"}, /* invalidating an absent key is harmless */
+        {'f', "H", true, "H,E,G"}, /* evicts F */
+    };
+    run_script(3, steps, UNIT_COUNT(steps));
+}
+
+static void test_lru_capacity_one(void **state)
+{
+    (void)state;
+    static const struct lru_step steps[] = {
+        {'f', "A", true, "A"}, {'f', "B", true, "B"}, {'g', "A", false, "B"}, {'g', "B", true, "B"},
+        {'f', "B", true, "B"}, {'i', "B", true, ""},  {'f', "C", true, "C"},
+    };
+    run_script(1, steps, UNIT_COUNT(steps));
+}
+
+static void test_capacity_never_exceeded(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char key[32], buf[256];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_true(fill(c, key, key, 1, 0));
+        struct cache_stats s = stats(c);
+        if (s.entries > 8)
+            fail_msg("after %d fills: %llu entries", i + 1, (unsigned long long)s.entries);
+        json_t *arr = cache_entries_json(c, 0);
+        assert_true(json_array_size(arr) <= 8);
+        json_decref(arr);
+    }
+    struct cache_stats s = stats(c);
+    assert_int_equal(s.entries, 8);
+    assert_int_equal(s.evictions, 992);
+    /* Exactly the 8 most recent remain, newest first. */
+    assert_string_equal(order(c, buf, sizeof buf), "k999,k998,k997,k996,k995,k994,k993,k992");
+    assert_null(get(c, "k991", 0, buf, sizeof buf));
+    assert_non_null(get(c, "k992", 0, buf, sizeof buf));
+    assert_string_equal(buf, "k992");
+    cache_free(c);
+}
+
+static void test_update_in_place(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    char buf[256];
+    assert_true(fill(c, "A", "first", 1, 0));
+    assert_true(fill(c, "B", "b", 1, 0));
+    assert_true(fill(c, "A", "second, longer bytes", 2, 0));
+    struct cache_stats s = stats(c);
+    assert_int_equal(s.entries, 2);
+    assert_int_equal(s.evictions, 0);
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "second, longer bytes");
+    assert_true(fill(c, "A", "x", 2, 0)); /* same version: replaced */
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "x");
+    assert_int_equal(stats(c).entries, 2);
+    cache_free(c);
+}
+
+static void test_get_appends_to_out(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    assert_true(fill(c, "A", "{\"data\":1}", 1, 0));
+    struct strbuf b;
+    strbuf_init(&b, 64);
+    assert_int_equal(strbuf_append(&b, "pre:", 4), 0);
+    assert_true(cache_get(c, "A", 0, &b));
+    assert_string_equal(b.data, "pre:{\"data\":1}");
+    strbuf_free(&b);
+    /* A reply that does not fit the caller's buffer is not a hit. */
+    strbuf_init(&b, 4);
+    assert_false(cache_get(c, "A", 0, &b));
+    assert_int_equal(b.len, 0);
+    strbuf_free(&b);
+    cache_free(c);
+}
+
+static void test_binary_bytes(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(2, 0);
+    uint64_t token = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "A", token, "a\0b", 3, 1, 0));
+    struct strbuf b;
+    strbuf_init(&b, 64);
+    assert_true(cache_get(c, "A", 0, &b));
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.data, "a\0b", 3);
+    strbuf_free(&b);
+    cache_free(c);
+}
+
+static void test_entries_json_fields(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    assert_true(fill(c, "A", "a", 7, 1000));
+    assert_true(fill(c, "B", "b", 9, 1500));
+    json_t *arr = cache_entries_json(c, 2000);
+    assert_int_equal(json_array_size(arr), 2);
+    json_t *b = json_array_get(arr, 0), *a = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(b, "name")), "B");
+    assert_int_equal(json_integer_value(json_object_get(b, "version")), 9);
+    assert_int_equal(json_integer_value(json_object_get(b, "age_ms")), 500);
+    assert_string_equal(json_string_value(json_object_get(a, "name")), "A");
+    assert_int_equal(json_integer_value(json_object_get(a, "version")), 7);
+    assert_int_equal(json_integer_value(json_object_get(a, "age_ms")), 1000);
+    json_decref(arr);
+    cache_free(c);
+}
+
+/* ---------------------------------------------------------------- the fill/invalidate race */
+
+/* token; invalidate; fill_end: the fetched bytes may predate the change, so refuse them. */
+static void test_fill_overtaken_by_invalidation_is_refused(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    uint64_t token = cache_fill_begin(c);
+    cache_invalidate(c, "A", 5);
+    assert_false(cache_fill_end(c, "A", token, "old", 3, 5, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    assert_int_equal(stats(c).entries, 0);
+    assert_int_equal(stats(c).stale_fills, 1);
+
+    /* A fill begun after the invalidation succeeds. */
+    uint64_t later = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "A", later, "new", 3, 5, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "new");
+    /* The old token is still refused, even now that A has a value again. */
+    assert_false(cache_fill_end(c, "A", token, "old", 3, 6, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "new");
+    assert_int_equal(stats(c).stale_fills, 2);
+    cache_free(c);
+}
+
+/* The same race when the key was already cached: the invalidation wins. */
+static void test_fill_over_cached_value_after_invalidation(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    assert_true(fill(c, "A", "v1", 1, 0));
+    uint64_t token = cache_fill_begin(c); /* a second fetch of A starts */
+    cache_invalidate(c, "A", 2);          /* a trade changes A */
+    assert_false(cache_fill_end(c, "A", token, "v1-again", 8, 1, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    cache_free(c);
+}
+
+/* Two invalidations in a row, and fills interleaved between them. */
+static void test_fill_between_invalidations(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    uint64_t t0 = cache_fill_begin(c);
+    cache_invalidate(c, "A", 1);
+    uint64_t t1 = cache_fill_begin(c);
+    cache_invalidate(c, "A", 2);
+    uint64_t t2 = cache_fill_begin(c);
+    assert_false(cache_fill_end(c, "A", t0, "x", 1, 0, 0));
+    assert_false(cache_fill_end(c, "A", t1, "x", 1, 1, 0));
+    assert_true(cache_fill_end(c, "A", t2, "x", 1, 2, 0));
+    cache_free(c);
+}
+
+static void test_invalidating_another_key_does_not_block(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    assert_true(fill(c, "B", "b", 1, 0));
+    uint64_t token = cache_fill_begin(c);
+    cache_invalidate(c, "B", 3);
+    cache_invalidate(c, "C", 4);
+    assert_true(cache_fill_end(c, "A", token, "a", 1, 1, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "a");
+    assert_int_equal(stats(c).stale_fills, 0);
+    cache_free(c);
+}
+
+/* A reply older than an invalidation's catalog version is refused even with a fresh token. */
+static void test_fill_older_than_invalidation_version(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    cache_invalidate(c, "A", 10);
+    uint64_t token = cache_fill_begin(c);
+    assert_false(cache_fill_end(c, "A", token, "v9", 2, 9, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    assert_true(cache_fill_end(c, "A", token, "v10", 3, 10, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v10");
+    /* A later, lower-versioned invalidation does not lower the bar. */
+    cache_invalidate(c, "A", 4);
+    token = cache_fill_begin(c);
+    assert_false(cache_fill_end(c, "A", token, "v9", 2, 9, 0));
+    assert_true(cache_fill_end(c, "A", token, "v11", 3, 11, 0));
+    cache_free(c);
+}
+
+static void test_older_version_does_not_overwrite_newer(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    assert_true(fill(c, "A", "v5", 5, 0));
+    assert_false(fill(c, "A", "v3", 3, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v5");
+    assert_true(fill(c, "A", "v6", 6, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v6");
+    assert_int_equal(stats(c).entries, 1);
+    cache_free(c);
+}
+
+/* An invalidated key that was refilled and then evicted keeps its fence. */
+static void test_eviction_keeps_the_fence(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(2, 0);
+    char buf[64];
+    uint64_t old = cache_fill_begin(c);
+    cache_invalidate(c, "A", 1);
+    assert_true(fill(c, "A", "a", 1, 0));
+    assert_true(fill(c, "B", "b", 1, 0));
+    assert_true(fill(c, "C", "c", 1, 0)); /* evicts A */
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    assert_false(cache_fill_end(c, "A", old, "stale", 5, 1, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    cache_free(c);
+}
+
+/*
+ * Tombstones are bounded; the floor must stand in for every dropped one.
+ * 5000 invalidations is far beyond the bound, and a fill whose token
+ * predates them all is still refused for every one of those keys.
+ */
+static void test_tombstone_floor(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char key[32], buf[64];
+    uint64_t before = cache_fill_begin(c);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        cache_invalidate(c, key, (uint64_t)i + 1);
+    }
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        if (cache_fill_end(c, key, before, "stale", 5, (uint64_t)i + 1, 0))
+            fail_msg("stale fill of %s let in after the tombstones were bounded", key);
+    }
+    struct cache_stats s = stats(c);
+    assert_int_equal(s.entries, 0);
+    assert_int_equal(s.stale_fills, 5000);
+    assert_int_equal(s.invalidations, 5000);
+    /* Fresh fills go through, for old keys and for keys never seen. */
+    assert_true(fill(c, "k0", "fresh", 1, 0));
+    assert_true(fill(c, "k4999", "fresh", 5000, 0));
+    assert_true(fill(c, "never-seen", "fresh", 1, 0));
+    assert_string_equal(get(c, "k0", 0, buf, sizeof buf), "fresh");
+    /* A key refilled after its tombstone was dropped still refuses the old token. */
+    assert_false(cache_fill_end(c, "k0", before, "stale", 5, 1, 0));
+    assert_false(cache_fill_end(c, "never-seen", before, "stale", 5, 1, 0));
+    assert_string_equal(get(c, "k0", 0, buf, sizeof buf), "fresh");
+    cache_free(c);
+}
+
+/* A token taken midway: everything invalidated after it is refused. */
+static void test_tombstone_floor_midway_token(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char key[32];
+    uint64_t mid = 0;
+    for (int i = 0; i < 5000; i++) {
+        if (i == 2500)
+            mid = cache_fill_begin(c);
+        snprintf(key, sizeof key, "k%d", i);
+        cache_invalidate(c, key, 1);
+    }
+    for (int i = 2500; i < 5000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        if (cache_fill_end(c, key, mid, "stale", 5, 1, 0))
+            fail_msg("fill of %s with a token older than its invalidation accepted", key);
+    }
+    assert_int_equal(stats(c).entries, 0);
+    cache_free(c);
+}
+
+/* Repeated invalidation of one key never grows memory or loses the fence. */
+static void test_repeated_invalidation_of_one_key(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    uint64_t token = 0;
+    for (int i = 0; i < 3000; i++) {
+        token = cache_fill_begin(c);
+        cache_invalidate(c, "A", (uint64_t)i);
+        assert_false(cache_fill_end(c, "A", token, "x", 1, (uint64_t)i, 0));
+    }
+    token = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "A", token, "x", 1, 3000, 0));
+    cache_free(c);
+}
+
+/* ---------------------------------------------------------------- stats, ttl */
+
+static void test_stats_counters(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(2, 0);
+    char buf[64];
+    struct cache_stats s = stats(c);
+    assert_true(s.hits == 0 && s.misses == 0 && s.evictions == 0 && s.invalidations == 0 &&
+                s.stale_fills == 0 && s.entries == 0);
+    assert_null(get(c, "A", 0, buf, sizeof buf)); /* miss 1 */
+    assert_true(fill(c, "A", "a", 1, 0));
+    assert_non_null(get(c, "A", 0, buf, sizeof buf)); /* hit 1 */
+    assert_non_null(get(c, "A", 0, buf, sizeof buf)); /* hit 2 */
+    assert_true(fill(c, "B", "b", 1, 0));
+    assert_true(fill(c, "C", "c", 1, 0));         /* eviction 1 (A) */
+    assert_null(get(c, "A", 0, buf, sizeof buf)); /* miss 2 */
+    cache_invalidate(c, "B", 2);                  /* invalidation 1 */
+    cache_invalidate(c, "nope", 2);               /* invalidation 2 */
+    uint64_t t = cache_fill_begin(c);
+    cache_invalidate(c, "C", 2);                           /* invalidation 3 */
+    assert_false(cache_fill_end(c, "C", t, "c", 1, 2, 0)); /* stale fill 1 */
+    s = stats(c);
+    assert_int_equal(s.hits, 2);
+    assert_int_equal(s.misses, 2);
+    assert_int_equal(s.evictions, 1);
+    assert_int_equal(s.invalidations, 3);
+    assert_int_equal(s.stale_fills, 1);
+    assert_int_equal(s.entries, 0);
+    cache_free(c);
+}
+
+static void test_ttl_expiry(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t ttl, stored, now;
+        bool hit;
+    } cases[] = {
+        {100, 1000, 1000, true},  {100, 1000, 1099, true},     {100, 1000, 1100, false},
+        {100, 1000, 5000, false}, {0, 1000, UINT64_MAX, true}, {1, 7, 7, true},
+        {1, 7, 8, false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        struct cache *c = cache_new(4, cases[i].ttl);
+        char buf[64];
+        assert_true(fill(c, "A", "a", 1, cases[i].stored));
+        bool hit = get(c, "A", cases[i].now, buf, sizeof buf) != NULL;
+        if (hit != cases[i].hit)
+            fail_msg("ttl %llu, stored %llu, now %llu: hit %d", (unsigned long long)cases[i].ttl,
+                     (unsigned long long)cases[i].stored, (unsigned long long)cases[i].now, hit);
+        cache_free(c);
+    }
+}
+
+static void test_ttl_refill_restarts_the_clock(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 100);
+    char buf[64];
+    assert_true(fill(c, "A", "a", 1, 0));
+    assert_null(get(c, "A", 150, buf, sizeof buf));
+    assert_true(fill(c, "A", "a2", 2, 150));
+    assert_string_equal(get(c, "A", 200, buf, sizeof buf), "a2");
+    assert_null(get(c, "A", 250, buf, sizeof buf));
+    cache_free(c);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+#define SMOKE_THREADS 4
+#define SMOKE_OPS     20000
+#define SMOKE_KEYS    16
+#define SMOKE_CAP     8
+
+struct smoke {
+    struct cache *c;
+    atomic_uint_fast64_t version[SMOKE_KEYS]; /* the "catalog": current version per key */
+    atomic_uint_fast64_t over_capacity, gets, bad_bytes;
+};
+
+struct smoke_arg {
+    struct smoke *sm;
+    unsigned seed;
+};
+
+static void *smoke_thread(void *p)
+{
+    struct smoke_arg *a = p;
+    struct smoke *sm = a->sm;
+    char key[16], bytes[32];
+    struct strbuf b;
+    strbuf_init(&b, 256);
+    for (int i = 0; i < SMOKE_OPS; i++) {
+        int k = rand_r(&a->seed) % SMOKE_KEYS;
+        int op = rand_r(&a->seed) % 10;
+        snprintf(key, sizeof key, "stock%d", k);
+        if (op < 5) {
+            strbuf_reset(&b);
+            atomic_fetch_add(&sm->gets, 1);
+            if (cache_get(sm->c, key, 0, &b) &&
+                (strncmp(b.data, key, strlen(key)) != 0 || b.data[strlen(key)] != '@'))
+                atomic_fetch_add(&sm->bad_bytes, 1);
+        } else if (op < 8) {
+            /* fill: token, "fetch" the current version, store it */
+            uint64_t token = cache_fill_begin(sm->c);
+            uint64_t v = atomic_load(&sm->version[k]);
+            snprintf(bytes, sizeof bytes, "%s@%llu", key, (unsigned long long)v);
+            cache_fill_end(sm->c, key, token, bytes, strlen(bytes), v, 0);
+        } else {
+            /* a trade: change the catalog, then invalidate (as the catalog does) */
+            uint64_t v = atomic_fetch_add(&sm->version[k], 1) + 1;
+            cache_invalidate(sm->c, key, v);
+        }
+        if (i % 64 == 0) {
+            struct cache_stats s;
+            cache_stats(sm->c, &s);
+            if (s.entries > SMOKE_CAP)
+                atomic_fetch_add(&sm->over_capacity, 1);
+        }
+    }
+    strbuf_free(&b);
+    return NULL;
+}
+
+/*
+ * 4 threads x 20000 random get/fill/invalidate on 16 keys, capacity 8. Checks
+ * the capacity bound throughout, and at quiescence that no stale value
+ * survived: every change was followed by an invalidation, so whatever is
+ * cached must be the key's current version.
+ */
+static void test_threads_smoke(void **state)
+{
+    (void)state;
+    static struct smoke sm;
+    memset(&sm, 0, sizeof sm);
+    sm.c = cache_new(SMOKE_CAP, 0);
+    for (int k = 0; k < SMOKE_KEYS; k++)
+        atomic_init(&sm.version[k], 1);
+    pthread_t th[SMOKE_THREADS];
+    struct smoke_arg args[SMOKE_THREADS];
+    for (int t = 0; t < SMOKE_THREADS; t++) {
+        args[t] = (struct smoke_arg){&sm, 0x5eed0000u + (unsigned)t};
+        assert_int_equal(pthread_create(&th[t], NULL, smoke_thread, &args[t]), 0);
+    }
+    for (int t = 0; t < SMOKE_THREADS; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+
+    assert_int_equal(atomic_load(&sm.over_capacity), 0);
+    assert_int_equal(atomic_load(&sm.bad_bytes), 0);
+    struct cache_stats s;
+    cache_stats(sm.c, &s);
+    assert_true(s.entries <= SMOKE_CAP);
+    assert_true(s.hits + s.misses == atomic_load(&sm.gets));
+    json_t *arr = cache_entries_json(sm.c, 0);
+    assert_true(json_array_size(arr) == s.entries);
+    json_decref(arr);
+
+    char key[16], want[32], buf[64];
+    for (int k = 0; k < SMOKE_KEYS; k++) {
+        snprintf(key, sizeof key, "stock%d", k);
+        snprintf(want, sizeof want, "%s@%llu", key,
+                 (unsigned long long)atomic_load(&sm.version[k]));
+        if (get(sm.c, key, 0, buf, sizeof buf) && strcmp(buf, want) != 0)
+            fail_msg("stale value survived: cached \"%s\", current \"%s\"", buf, want);
+    }
+    cache_free(sm.c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lru_order_and_eviction),
+        cmocka_unit_test(test_lru_capacity_one),
+        cmocka_unit_test(test_capacity_never_exceeded),
+        cmocka_unit_test(test_update_in_place),
+        cmocka_unit_test(test_get_appends_to_out),
+        cmocka_unit_test(test_binary_bytes),
+        cmocka_unit_test(test_entries_json_fields),
+        cmocka_unit_test(test_fill_overtaken_by_invalidation_is_refused),
+        cmocka_unit_test(test_fill_over_cached_value_after_invalidation),
+        cmocka_unit_test(test_fill_between_invalidations),
+        cmocka_unit_test(test_invalidating_another_key_does_not_block),
+        cmocka_unit_test(test_fill_older_than_invalidation_version),
+        cmocka_unit_test(test_older_version_does_not_overwrite_newer),
+        cmocka_unit_test(test_eviction_keeps_the_fence),
+        cmocka_unit_test(test_tombstone_floor),
+        cmocka_unit_test(test_tombstone_floor_midway_token),
+        cmocka_unit_test(test_repeated_invalidation_of_one_key),
+        cmocka_unit_test(test_stats_counters),
+        cmocka_unit_test(test_ttl_expiry),
+        cmocka_unit_test(test_ttl_refill_restarts_the_clock),
+        cmocka_unit_test(test_threads_smoke),
+    };
+    return cmocka_run_group_tests_name("unit.frontend.cache", tests, NULL, NULL);
+}
