@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Hostile clients that are slow rather than malformed, and replayed internal messages.
+
+- slowloris: a client sending one byte per second is cut off within idle_timeout_s
+  (default 15 s, the bar is 30 s) while other clients keep being served;
+- thousands of idle connections do not stop a normal client;
+- replication replay: an append or a leader notice from an older epoch is refused
+  and changes nothing; a replayed append of the current epoch is a no-op.
+"""
+
+import os
+import resource
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import bazaar  # noqa: E402
+
+
+def _raise_fd_limit(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class TestSlowClients(bazaar.ClusterTestCase):
+    replicas = 1
+
+    def lookup_ok(self):
+        reply = bazaar.get(self.cluster.frontend_url("/stocks/GameStart"), timeout=5)
+        return reply.status == 200
+
+    def test_slowloris_is_cut_off_and_others_are_served(self):
+        host, port = self.cluster.address("frontend")
+        sock = socket.create_connection((host, port), timeout=5)
+        request = b"GET /stocks/GameStart HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        start = time.monotonic()
+        cut_after = None
+        served = 0
+        for byte in request:
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                cut_after = time.monotonic() - start
+                break
+            # Other clients are served while the slow one dribbles.
+            self.assertTrue(self.lookup_ok(), "a normal client was not served")
+            served += 1
+            time.sleep(1.0)
+            if time.monotonic() - start > bazaar.scaled(40):
+                break
+        if cut_after is None:
+            # The socket may be shut down without the next send failing yet: read it.
+            sock.settimeout(2)
+            try:
+                cut = sock.recv(100) == b""
+            except OSError:
+                cut = True
+            if cut:
+                cut_after = time.monotonic() - start
+        sock.close()
+        print(f"slowloris cut off after {cut_after} s ({served} normal lookups served meanwhile)",
+              file=sys.stderr)
+        self.assertIsNotNone(cut_after, "a one-byte-per-second client was never cut off")
+        self.assertLess(cut_after, bazaar.scaled(30))
+        self.assertGreaterEqual(
+            self.cluster.metric("bazaar_frontend_http_slow_connections_closed_total"), 1)
+
+    def test_thousands_of_idle_connections(self):
+        count = 2000
+        limit = _raise_fd_limit(count + 200)
+        if limit < count + 100:
+            self.skipTest(f"descriptor limit {limit} is too low for {count} connections")
+        host, port = self.cluster.address("frontend")
+        socks = []
+        try:
+            for _ in range(count):
+                socks.append(socket.create_connection((host, port), timeout=5))
+            start = time.monotonic()
+            for _ in range(20):
+                self.assertTrue(self.lookup_ok(), "a normal client was not served")
+            elapsed = time.monotonic() - start
+            print(f"{count} idle connections open: 20 lookups took {elapsed * 1000:.0f} ms",
+                  file=sys.stderr)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertTrue(self.lookup_ok())
+
+
+class TestReplicationReplay(bazaar.ClusterTestCase):
+    replicas = 3
+
+    def follower(self):
+        leader = bazaar.wait_for(lambda: bazaar.find_leader(self.cluster), 20, "a leader")
+        return leader, next(r for r in self.cluster.replica_ids() if r != leader)
+
+    def order_rows(self):
+        return {rid: bazaar.order_view(bazaar.db_orders(self.cluster, rid))
+                for rid in self.cluster.replica_ids()}
+
+    def test_old_epoch_and_replayed_appends(self):
+        for i in range(5):
+            reply = self.cluster.post_json(
+                "/orders", {"name": "GameStart", "type": "buy", "quantity": 1},
+                headers={"Idempotency-Key": f"replay-{i}"})
+            self.assertEqual(reply.status, 200, reply.body)
+        idle = bazaar.wait_replicas_idle(self.cluster)
+        leader, follower = self.follower()
+        epoch = idle["epoch"]
+        page = self.cluster.internal_get(self.cluster.order_url(leader, "/log/0"))
+        entries = page.json["data"]["entries"]
+        self.assertEqual(len(entries), 5)
+        before = self.order_rows()
+        url = self.cluster.order_url(follower, "/replicate")
+
+        # A replayed append of the current epoch (the whole log again) changes nothing.
+        replay = {"epoch": epoch, "leader": leader, "prev": -1, "prev_epoch": 0,
+                  "start_last": -1, "entries": entries}
+        reply = self.cluster.internal_post_json(url, replay)
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(self.order_rows(), before)
+
+        # Make sure there is an older epoch to replay: re-select by restarting the front-end.
+        self.cluster.restart_process("frontend")
+        newer = bazaar.wait_for(
+            lambda: (lambda st: st["epoch"] if st["epoch"] > epoch else None)(
+                bazaar.replica_state(self.cluster, follower)), 20, "a newer epoch")
+        leader = bazaar.wait_for(lambda: bazaar.find_leader(self.cluster), 20, "a leader")
+        before = self.order_rows()
+
+        # The earlier append, replayed after the epoch moved on, is refused.
+        self.assertError(self.cluster.internal_post_json(url, replay), 409)
+        # So is an append from the old epoch that would rewrite history.
+        forged = {"epoch": epoch, "leader": follower, "prev": -1, "prev_epoch": 0,
+                  "start_last": -1,
+                  "entries": [{"number": 0, "epoch": epoch, "request_id": "forged",
+                               "name": "GameStart", "type": "sell", "quantity": 999}]}
+        self.assertError(self.cluster.internal_post_json(url, forged), 409)
+        # And a leader notice from the old epoch.
+        reply = self.cluster.internal_post_json(self.cluster.order_url(follower, "/leader"),
+                                                {"leader": follower, "epoch": epoch})
+        self.assertError(reply, 409)
+        self.assertEqual(bazaar.find_leader(self.cluster), leader)
+        self.assertEqual(self.order_rows(), before)
+
+        # Wrong secret: refused before anything is decoded.
+        reply = bazaar.post_json(url, replay, headers={bazaar.SECRET_HEADER: "wrong"})
+        self.assertError(reply, 401)
+
+        # A restarted follower still refuses the old epoch (promised is durable).
+        self.cluster.restart_process(f"order{follower}")
+        state = bazaar.replica_state(self.cluster, follower)
+        self.assertGreaterEqual(state["promised"], newer)
+        self.assertError(self.cluster.internal_post_json(url, replay), 409)
+
+
+if __name__ == "__main__":
+    unittest.main()
