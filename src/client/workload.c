@@ -137,8 +137,8 @@ static bool workload__retryable(int rv, int status)
  * `reply`. *start_us and *latency_us receive the timing for workload__record.
  */
 static int workload__call(struct workload_session *s, const char *method, const char *path,
-                          const char *const *headers, const char *body,
-                          struct http_reply *reply, uint64_t *start_us, uint64_t *latency_us)
+                          const char *const *headers, const char *body, struct http_reply *reply,
+                          uint64_t *start_us, uint64_t *latency_us)
 {
     char url[WORKLOAD__URL_MAX];
     snprintf(url, sizeof url, "%s%s", s->cfg->url, path);
@@ -161,37 +161,46 @@ static void workload__record(struct workload_session *s, enum stats_type type, u
 
 /* ---------------------------------------------------------------- session */
 
+/* GET /stocks/{name}; a 503 or a timeout is retried like a trade (a lookup is idempotent). */
 static void workload__lookup(struct workload_session *s, uint32_t stock)
 {
     const char *name = s->cfg->stocks[stock];
     char path[STOCK_NAME_MAX + 16];
-    struct http_reply reply;
-    uint64_t start, lat;
-    bool ok = false;
+    char why[300];
 
     snprintf(path, sizeof path, "/stocks/%s", name);
-    int rv = workload__call(s, "GET", path, NULL, NULL, &reply, &start, &lat);
-    int status = rv ? 0 : reply.status;
-    if (status == 200) {
-        char msg[200];
-        int err;
-        const char *got = NULL;
-        json_t *data = http_reply_data_json(&reply, &err, msg, sizeof msg);
-        ok = data && json_unpack(data, "{s:s}", "name", &got) == 0 && strcmp(got, name) == 0;
-        json_decref(data);
-    }
-    workload__record(s, STATS_LOOKUP, start, lat, status, ok);
-    if (!ok) {
-        char why[300];
-        s->unexpected++;
-        if (status == 200)
+    for (unsigned attempt = 1;; attempt++) {
+        struct http_reply reply;
+        uint64_t start, lat;
+        bool ok = false;
+        int rv = workload__call(s, "GET", path, NULL, NULL, &reply, &start, &lat);
+        int status = rv ? 0 : reply.status;
+        if (status == 200) {
+            char msg[200];
+            int err;
+            const char *got = NULL;
+            json_t *data = http_reply_data_json(&reply, &err, msg, sizeof msg);
+            ok = data && json_unpack(data, "{s:s}", "name", &got) == 0 && strcmp(got, name) == 0;
+            json_decref(data);
+        }
+        workload__record(s, STATS_LOOKUP, start, lat, status, ok);
+        if (status == 200 && !ok)
             snprintf(why, sizeof why, "HTTP 200 without the stock's data");
-        else
+        else if (!ok)
             workload__describe(s, rv, &reply, why, sizeof why);
-        workload__report(s, LOG_LEVEL_WARN, "lookup %s: %s", name, why);
+        if (rv == 0)
+            http_reply_free(&reply);
+        if (ok)
+            return;
+        if (workload__retryable(rv, status) && attempt < s->cfg->max_tries) {
+            s->retries++;
+            workload__sleep_ms(workload__backoff_ms(attempt));
+            continue;
+        }
+        s->unexpected++;
+        workload__report(s, LOG_LEVEL_WARN, "lookup %s: %s (attempt %u)", name, why, attempt);
+        return;
     }
-    if (rv == 0)
-        http_reply_free(&reply);
 }
 
 static void workload__add_order(struct workload_session *s, int64_t number, uint32_t stock,
@@ -279,8 +288,8 @@ static void workload__trade(struct workload_session *s, uint64_t iteration, uint
                              key, attempt, why);
         } else {
             s->unexpected++;
-            workload__report(s, LOG_LEVEL_WARN, "trade %s %s %u %s: %s", key,
-                             trade_type_name(type), quantity, t.name, why);
+            workload__report(s, LOG_LEVEL_WARN, "trade %s %s %u %s: %s", key, trade_type_name(type),
+                             quantity, t.name, why);
         }
         break;
     }

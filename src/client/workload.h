@@ -4,10 +4,11 @@
  *
  * A session runs on its own thread and so uses its own keep-alive connection
  * (http_client keeps one curl handle per thread). It looks up random stocks,
- * trades some of them with an Idempotency-Key per order, retries a trade
- * whose outcome is unknown (503, timeout) with the same key until it is
- * known, and records every acknowledged order. Verification then reads each
- * recorded order back. Not for flag parsing or reporting: see main.c.
+ * trades some of them with an Idempotency-Key per order, retries a request
+ * whose outcome is unknown (502/503/504, timeout, refused) - a trade with
+ * the same key - until it is known, and records every acknowledged order.
+ * Verification then reads each recorded order back. Not for flag parsing or
+ * reporting: see main.c.
  */
 #ifndef BZ_CLIENT_WORKLOAD_H
 #define BZ_CLIENT_WORKLOAD_H
@@ -29,26 +30,26 @@ struct workload_config {
     uint64_t seed;             /* session i uses a PRNG seeded from seed + i */
     const char *run_id;        /* random per run; makes Idempotency-Keys unique across runs */
     int timeout_ms;            /* deadline of every request */
-    unsigned max_tries;        /* attempts for a trade or query whose outcome is unknown */
+    unsigned max_tries;        /* attempts for a request answered 502/503/504 or timed out */
     uint64_t start_us;         /* clock_now_us() at the start of the run */
     uint64_t deadline_us;      /* no new iteration starts after it; 0 = none */
 };
 
 /* What sessions share and may change while they run. */
 struct workload_shared {
-    atomic_bool stop;                  /* set to end every session after its current iteration */
-    atomic_int warnings_left;          /* unexpected outcomes still logged in detail */
-    atomic_uint_fast64_t requests;     /* requests made, for the progress line */
-    atomic_uint_fast64_t orders;       /* orders acknowledged, for the progress line */
-    atomic_uint_fast64_t failed;       /* requests that were not ok, for the progress line */
+    atomic_bool stop;              /* set to end every session after its current iteration */
+    atomic_int warnings_left;      /* unexpected outcomes still logged in detail */
+    atomic_uint_fast64_t requests; /* requests made, for the progress line */
+    atomic_uint_fast64_t orders;   /* orders acknowledged, for the progress line */
+    atomic_uint_fast64_t failed;   /* requests that were not ok, for the progress line */
 };
 
 /* An order the front-end acknowledged. */
 struct workload_order {
-    int64_t number;    /* transaction number */
-    uint32_t stock;    /* index into workload_config.stocks */
-    uint8_t type;      /* enum trade_type */
-    uint8_t quantity;  /* 1..10 */
+    int64_t number;   /* transaction number */
+    uint32_t stock;   /* index into workload_config.stocks */
+    uint8_t type;     /* enum trade_type */
+    uint8_t quantity; /* 1..10 */
 };
 
 /* One session. The caller sets cfg, shared and id and zeroes the rest (workload_session_init). */
@@ -58,13 +59,13 @@ struct workload_session {
     uint32_t id;
 
     /* Results, written only by the session's thread; read them after joining it. */
-    struct stats_log log;           /* every request */
-    struct workload_order *orders;  /* acknowledged orders, owned */
+    struct stats_log log;          /* every request */
+    struct workload_order *orders; /* acknowledged orders, owned */
     size_t norders;
     size_t orders_cap;
     uint64_t iterations_done;
     uint64_t conflicts;  /* trades answered 409 (not enough shares): a normal outcome */
-    uint64_t retries;    /* repeated attempts after a 503 or a timeout */
+    uint64_t retries;    /* repeated attempts (any type) after a 503 or a timeout */
     uint64_t unknown;    /* trades whose outcome stayed unknown after max_tries */
     uint64_t unexpected; /* final outcomes that are neither success nor a normal refusal */
     uint64_t verified;   /* recorded orders read back identical */
