@@ -31,7 +31,8 @@ struct leader {
     pthread_mutex_t select_lock; /* one selection at a time */
     pthread_mutex_t lock;        /* guards the fields below and replicas[].reachable/health */
     pthread_cond_t cond;
-    int current; /* index into replicas, -1 when none */
+    int current;        /* index into replicas, -1 when none */
+    bool ever_selected; /* a leader was named at least once */
     uint64_t epoch;
     bool stopping;
     pthread_t health_thread;
@@ -137,6 +138,7 @@ static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
         pthread_mutex_lock(&l->lock);
         l->current = chosen;
         l->epoch = epoch;
+        l->ever_selected = true;
         pthread_mutex_unlock(&l->lock);
         atomic_fetch_add(&l->leader_changes, 1);
         LOG_INFO("leader is replica %d, epoch %llu", id, (unsigned long long)epoch);
@@ -225,10 +227,12 @@ static void *leader__health_main(void *arg)
         pthread_mutex_lock(&l->lock);
         if (l->stopping)
             break;
+        /* Until a first leader is found (start-up), look again soon. */
+        int wait_ms = l->current < 0 ? 100 : l->cfg->health_interval_ms;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += l->cfg->health_interval_ms / 1000;
-        ts.tv_nsec += (long)(l->cfg->health_interval_ms % 1000) * 1000000L;
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -277,6 +281,14 @@ void leader_stop(struct leader *l)
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->cond);
     free(l);
+}
+
+bool leader_ever_selected(struct leader *l)
+{
+    pthread_mutex_lock(&l->lock);
+    bool ever = l->ever_selected;
+    pthread_mutex_unlock(&l->lock);
+    return ever;
 }
 
 json_t *leader_status_json(struct leader *l)

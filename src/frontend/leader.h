@@ -13,6 +13,8 @@
 #ifndef BZ_LEADER_H
 #define BZ_LEADER_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 #include "config.h"
@@ -32,6 +34,9 @@ void leader_stop(struct leader *l);
  */
 int leader_forward(struct leader *l, const char *method, const char *path, const char *body,
                    size_t body_len, struct http_reply *out);
+
+/* True once a leader has been selected (the front-end reports ready from then on). */
+bool leader_ever_selected(struct leader *l);
 
 /* {"leader": id|null, "epoch": n, "replicas": [...]}; new reference. */
 json_t *leader_status_json(struct leader *l);

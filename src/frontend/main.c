@@ -32,14 +32,18 @@ static void frontend__unavailable(struct http_response *resp, const char *msg)
     http_reply_error(resp, BZ_EUNAVAIL, msg);
 }
 
+/* Ready once a first order leader is known: before that no order could be taken. */
 static bool frontend__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct frontend *fe = svc;
     (void)req;
+    bool ready = leader_ever_selected(fe->leader);
     json_t *st = leader_status_json(fe->leader);
-    http_reply_json(resp, 200,
-                    json_pack("{s:s,s:s,s:O,s:O}", "status", "ok", "service", "frontend", "leader",
-                              json_object_get(st, "leader"), "epoch",
+    if (!ready)
+        resp->retry_after_s = 1;
+    http_reply_json(resp, ready ? 200 : 503,
+                    json_pack("{s:s,s:s,s:O,s:O}", "status", ready ? "ok" : "starting", "service",
+                              "frontend", "leader", json_object_get(st, "leader"), "epoch",
                               json_object_get(st, "epoch")));
     json_decref(st);
     return true;
