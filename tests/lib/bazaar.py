@@ -9,8 +9,13 @@ What it gives you:
   - raw_request()/raw_exchange() over a plain socket, for hostile input
   - db_quantities(), db_stocks(), db_orders(): read-only views of the databases
   - wait_for(): the only place a test may sleep (bounded polling)
+  - wait_stable(): bounded polling until a value stops changing (quiescence)
+  - parse_metrics(), Cluster.metrics()/metric(): Prometheus /metrics as numbers
   - test_seed(): reproducible randomness
   - ClusterTestCase: a unittest base class with one cluster per class
+  - Trader: threads of seeded client traffic with Idempotency-Key retries (replication, fault)
+  - replica_state(), find_leader(), wait_replicas_idle(): order replicas' /state
+  - check_invariants() / find_invariant_violations(): the SPEC §3 invariants after faults
 
 What it is not: a client library for production use, nor a launcher (`bazaar up`).
 
@@ -86,6 +91,32 @@ def wait_for(cond, timeout=10.0, what="condition", interval=0.05):
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {scaled(timeout):.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def wait_stable(value, still=0.5, timeout=10.0, what="value", interval=0.05):
+    """Poll value() until it returns the same thing for `still` seconds, and return it.
+
+    Both durations are scaled by BAZAAR_TEST_TIMEOUT_MULT. Exceptions from value
+    reset the stillness clock. Raises AssertionError when the value is still
+    moving (or failing) after timeout.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    last, since, last_error = object(), None, None
+    while True:
+        now = time.monotonic()
+        try:
+            current = value()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_error, since, last = exc, None, object()
+        else:
+            if since is None or current != last:
+                last, since = current, now
+            elif now - since >= scaled(still):
+                return current
+        if now >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else f" (last: {last!r})"
+            raise AssertionError(f"{what} still changing after {scaled(timeout):.1f}s{detail}")
         time.sleep(interval)
 
 
@@ -373,6 +404,24 @@ def _body_length(status, headers, rest):
         except ValueError:
             return None
     return None  # body runs until close
+
+
+def parse_metrics(text):
+    """Prometheus text format as {sample: float}; sample is the name plus any {labels} as written.
+
+    Comment lines are skipped, and so are lines that do not end in a number.
+    """
+    samples = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        try:
+            samples[key.strip()] = float(value)
+        except ValueError:
+            continue
+    return samples
 
 
 # ---------------------------------------------------------------------------
@@ -733,6 +782,20 @@ class Cluster:
             raise ClusterError(f"/status answered {reply.status}: {reply.body[:200]!r}")
         return reply.json
 
+    def metrics(self, name="frontend"):
+        """One process's /metrics parsed by parse_metrics()."""
+        reply = get(self.url(name, "/metrics"))
+        if reply.status != 200:
+            raise ClusterError(f"{name} /metrics answered {reply.status}: {reply.body[:200]!r}")
+        return parse_metrics(reply.body.decode("utf-8", "replace"))
+
+    def metric(self, sample, name="frontend"):
+        """One sample of a process's /metrics as a float; ClusterError when it is missing."""
+        samples = self.metrics(name)
+        if sample not in samples:
+            raise ClusterError(f"{name} /metrics has no sample {sample!r}")
+        return samples[sample]
+
     def leader(self):
         """The leader replica id the front-end reports in /status (an int, or a dict with "id")."""
         leader = self.status().get("leader")
@@ -745,9 +808,10 @@ class Cluster:
         env.pop("BAZAAR_SECRET", None)  # it would override the secret in our config
         return env
 
-    def start(self, attempts=3):
+    def start(self, attempts=3, skip=()):
         """Write the config and start every process: catalog and replicas first, then the front-end.
 
+        Processes named in skip are configured but not started (start_process() them later).
         A port taken by someone else between free_port() and the bind (the process
         exits and its log mentions the address) is retried with fresh ports.
         """
@@ -755,9 +819,10 @@ class Cluster:
         for attempt in range(1, attempts + 1):
             self._write_files()
             try:
-                backends = [n for n in self.processes if n != "frontend"]
+                backends = [n for n in self.processes if n != "frontend" and n not in skip]
                 self._start_and_wait(backends)
-                self._start_and_wait(["frontend"])
+                if "frontend" not in skip:
+                    self._start_and_wait(["frontend"])
                 return self
             except ClusterError as exc:
                 self.stop()
@@ -958,3 +1023,492 @@ class ClusterTestCase(unittest.TestCase):
         after = self.snapshot()
         self.assertEqual(after[0], before[0], f"catalog quantities changed {msg}")
         self.assertEqual(after[1], before[1], f"order logs changed {msg}")
+
+
+# ---------------------------------------------------------------------------
+# Replication: replica state, idleness, client traffic and the SPEC §3 invariants
+# ---------------------------------------------------------------------------
+
+
+def replica_state(cluster, replica_id, timeout=2.0):
+    """The "data" object of GET /state of one order replica; raises ClusterError otherwise."""
+    reply = get(cluster.order_url(replica_id, "/state"), timeout=scaled(timeout))
+    data = reply.json.get("data") if isinstance(reply.json, dict) else None
+    if reply.status != 200 or not isinstance(data, dict):
+        raise ClusterError(f"order{replica_id} /state answered {reply.status}: {reply.body[:200]!r}")
+    return data
+
+
+def find_leader(cluster, replica_ids=None):
+    """The id of the replica whose /state says role "leader" (the only one), else None.
+
+    Asks the replicas themselves, so it works while the front-end is down.
+    """
+    leaders = []
+    for rid in replica_ids or cluster.replica_ids():
+        if not cluster.processes[f"order{rid}"].running():
+            continue
+        try:
+            if replica_state(cluster, rid, timeout=1.0).get("role") == "leader":
+                leaders.append(rid)
+        except (OSError, http.client.HTTPException, ClusterError):
+            continue
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def wait_replicas_idle(cluster, replica_ids=None, timeout=30.0):
+    """Wait until the replicas (default: all) are ready, exactly one of them leads and every one
+    reports the same "last" in two consecutive polls. Returns {"leader", "epoch", "last"}."""
+    ids = list(replica_ids or cluster.replica_ids())
+    seen = {"key": None}
+
+    def idle():
+        if not all(cluster.is_ready(f"order{rid}") for rid in ids):
+            return None
+        states = {rid: replica_state(cluster, rid) for rid in ids}
+        leaders = [rid for rid, st in states.items() if st.get("role") == "leader"]
+        lasts = {st.get("last") for st in states.values()}
+        if len(leaders) != 1 or len(lasts) != 1:
+            seen["key"] = None
+            return None
+        key = (leaders[0], states[leaders[0]].get("epoch"), lasts.pop())
+        if seen["key"] != key:
+            seen["key"] = key  # equal once; equal again on the next poll means idle
+            return None
+        return {"leader": key[0], "epoch": key[1], "last": key[2]}
+
+    return wait_for(idle, timeout, f"replicas {ids} ready, one leader, equal and stable last",
+                    interval=0.1)
+
+
+AckedOrder = namedtuple("AckedOrder", "number key name type quantity latency at")
+AckedOrder.__doc__ = """An order the front-end acknowledged (200): its transaction number, the
+Idempotency-Key it was sent with, its fields, the seconds from first send to the answer and the
+time.monotonic() of the answer."""
+
+
+class Trader:
+    """Client traffic for replication and fault tests: `threads` threads, each with its own
+    keep-alive connection to the front-end, post seeded random trades (buy/sell, quantity 1-10,
+    a random stock) with a unique Idempotency-Key per order.
+
+    A 503, a timeout or a connection error leaves the outcome unknown (SPEC §3): the same key is
+    sent again until a definite answer or op_timeout (scaled). 200 is recorded in `acked`, 409 in
+    `rejected` (a definite "not applied"); anything else, or giving up, is a client-visible error
+    (`errors`), and a key whose outcome stayed unknown also goes to `unknown`. With query_p > 0 a
+    thread also, after a trade and with that probability, looks up a stock and reads back one of
+    its acknowledged orders (which must match). The random decisions of thread i depend only on
+    (seed, i); how many trades happen depends on timing.
+
+    Usage:
+        with Trader(cluster.frontend_url(), cluster.initial_stocks, seed) as t:
+            t.wait_acked(100)
+        assert not t.errors
+    """
+
+    KEY_PREFIX = "bzt"
+    _tags = iter(range(1, 1 << 62))
+    _tags_lock = threading.Lock()
+
+    def __init__(self, url, stocks, seed, threads=4, query_p=0.0, max_orders=None,
+                 attempt_timeout=20.0, op_timeout=90.0, pause=0.0):
+        host, port, _ = _split_url(url)
+        self.host, self.port = host, port
+        self.stocks = sorted(stocks)
+        self.seed = seed
+        self.nthreads = threads
+        self.query_p = query_p
+        self.max_orders = max_orders
+        self.attempt_timeout = scaled(attempt_timeout)
+        self.op_timeout = scaled(op_timeout)
+        self.pause = pause
+        with Trader._tags_lock:
+            self.tag = next(Trader._tags)
+        self.lock = threading.Lock()
+        self.acked = []         # AckedOrder, in acknowledgement order
+        self.rejected = []      # keys answered 409
+        self.errors = []        # dicts describing every client-visible error
+        self.unknown = []       # keys whose outcome stayed unknown
+        self.retries = {}       # cause -> count of re-sends (POST and GET)
+        self.posts = 0          # logical POSTs started
+        self.queries = 0        # logical GETs done
+        self.worst_post = (0.0, None)  # (seconds, key)
+        self._issued = 0
+        self._stop = threading.Event()
+        self._threads = []
+        self._started_at = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self):
+        self._started_at = time.monotonic()
+        for i in range(self.nthreads):
+            th = threading.Thread(target=self._run, args=(i,), name=f"trader{self.tag}.{i}", daemon=True)
+            th.start()
+            self._threads.append(th)
+        return self
+
+    def stop(self, timeout=None):
+        """Ask every thread to stop after its current order (which still gets its definite
+        answer, or op_timeout) and join them. Raises AssertionError if a thread hangs."""
+        self._stop.set()
+        limit = self.op_timeout + scaled(30) if timeout is None else scaled(timeout)
+        deadline = time.monotonic() + limit
+        for th in self._threads:
+            th.join(max(deadline - time.monotonic(), 0.01))
+        alive = [th.name for th in self._threads if th.is_alive()]
+        if alive:
+            raise AssertionError(f"trader threads still running after {limit:.0f}s: {alive}")
+        return self
+
+    def join(self, timeout=None):
+        """Wait for the threads to end by themselves (max_orders reached)."""
+        deadline = time.monotonic() + (scaled(600) if timeout is None else scaled(timeout))
+        for th in self._threads:
+            th.join(max(deadline - time.monotonic(), 0.01))
+        alive = [th.name for th in self._threads if th.is_alive()]
+        if alive:
+            raise AssertionError(f"trader threads still running: {alive}")
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def running(self):
+        return any(th.is_alive() for th in self._threads)
+
+    # -- progress ------------------------------------------------------------
+
+    def acked_count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_acked(self, count, timeout=60.0, stop_on_error=True):
+        """Wait (bounded polling, timeout scaled) until at least `count` orders in total have been
+        acknowledged. AssertionError on timeout, or at once when a client error happens unless
+        stop_on_error is False."""
+        deadline = time.monotonic() + scaled(timeout)
+        while self.acked_count() < count:
+            if stop_on_error and self.errors:
+                raise AssertionError(f"client errors while waiting for {count} acknowledged orders:"
+                                     f" {self.errors[:3]}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {scaled(timeout):.1f}s waiting for {count}"
+                                     f" acknowledged orders; have {self.acked_count()}")
+            time.sleep(0.02)
+
+    def wait_more(self, count, timeout=60.0, stop_on_error=True):
+        """Wait until `count` more orders than now have been acknowledged."""
+        self.wait_acked(self.acked_count() + count, timeout, stop_on_error)
+
+    def summary(self):
+        with self.lock:
+            elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
+            return {"posts": self.posts, "acked": len(self.acked), "rejected": len(self.rejected),
+                    "queries": self.queries, "errors": len(self.errors), "unknown": len(self.unknown),
+                    "retries": dict(self.retries), "worst_post_s": round(self.worst_post[0], 3),
+                    "worst_post_key": self.worst_post[1], "elapsed_s": round(elapsed, 2)}
+
+    # -- one thread ----------------------------------------------------------
+
+    def _run(self, index):
+        rng = random.Random(f"{self.seed}/trader/{index}")       # trade decisions
+        jitter = random.Random(f"{self.seed}/jitter/{index}")    # back-off only
+        conn = [None]
+        mine = []
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                with self.lock:
+                    if self.max_orders is not None and self._issued >= self.max_orders:
+                        break
+                    self._issued += 1
+                    self.posts += 1
+                name = rng.choice(self.stocks)
+                kind = rng.choice(("buy", "sell"))
+                qty = rng.randint(1, 10)
+                key = f"{self.KEY_PREFIX}-{self.tag}-{index}-{seq:08d}"
+                seq += 1
+                order = self._post(conn, jitter, key, name, kind, qty)
+                if order is not None:
+                    mine.append(order)
+                if self.query_p and rng.random() < self.query_p:
+                    self._query_stock(conn, jitter, rng.choice(self.stocks))
+                    if mine:
+                        self._query_order(conn, jitter, rng.choice(mine))
+                if self.pause:
+                    self._stop.wait(self.pause)
+        except Exception as exc:  # noqa: BLE001 - a harness bug must show up, not hang
+            self._error("thread", None, None, f"{type(exc).__name__}: {exc}")
+        finally:
+            if conn[0] is not None:
+                conn[0].close()
+
+    def _send(self, conn, method, path, body=None, headers=None):
+        """One attempt. (status, json, retry_after) or (None, cause, None) on a transport failure."""
+        if conn[0] is None:
+            conn[0] = http.client.HTTPConnection(self.host, self.port, timeout=self.attempt_timeout)
+        try:
+            conn[0].request(method, path, body=body, headers=headers or {})
+            resp = conn[0].getresponse()
+            data = resp.read()
+        except (socket.timeout, TimeoutError):
+            conn[0].close()
+            conn[0] = None
+            return None, "timeout", None
+        except (OSError, http.client.HTTPException) as exc:
+            conn[0].close()
+            conn[0] = None
+            return None, f"conn:{type(exc).__name__}", None
+        if resp.will_close:
+            conn[0].close()
+            conn[0] = None
+        return resp.status, _parse_json(data), resp.headers.get("Retry-After")
+
+    def _backoff(self, jitter, attempt):
+        time.sleep(min(0.05 * (2 ** min(attempt, 4)), 0.5) * (0.5 + jitter.random()))
+
+    def _retry(self, cause):
+        with self.lock:
+            self.retries[cause] = self.retries.get(cause, 0) + 1
+
+    def _error(self, what, key, status, detail):
+        with self.lock:
+            self.errors.append({"what": what, "key": key, "status": status,
+                                "detail": str(detail)[:300], "t": round(time.monotonic(), 3)})
+
+    def _post(self, conn, jitter, key, name, kind, qty):
+        body = json.dumps({"name": name, "type": kind, "quantity": qty}).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        start = time.monotonic()
+        deadline = start + self.op_timeout
+        attempt = 0
+        while True:
+            status, data, _ = self._send(conn, "POST", "/orders", body, headers)
+            now = time.monotonic()
+            if status == 200:
+                number = None
+                if isinstance(data, dict) and isinstance(data.get("data"), dict):
+                    number = data["data"].get("transaction_number")
+                if not isinstance(number, int) or isinstance(number, bool):
+                    self._error("post", key, status, f"bad 200 body: {data!r}")
+                    with self.lock:
+                        self.unknown.append(key)
+                    return None
+                order = AckedOrder(number, key, name, kind, qty, now - start, now)
+                with self.lock:
+                    self.acked.append(order)
+                    if order.latency > self.worst_post[0]:
+                        self.worst_post = (order.latency, key)
+                return order
+            if status == 409:
+                with self.lock:
+                    self.rejected.append(key)
+                return None
+            if status is None or status == 503:
+                cause = data if status is None else "503"
+                if now >= deadline:
+                    self._error("post", key, status, f"no definite answer after {now - start:.1f}s"
+                                f" ({attempt + 1} attempts, last: {cause})")
+                    with self.lock:
+                        self.unknown.append(key)
+                    return None
+                self._retry(f"post:{cause}")
+                attempt += 1
+                self._backoff(jitter, attempt)
+                continue
+            self._error("post", key, status, data)
+            with self.lock:
+                self.unknown.append(key)  # e.g. a 500: nobody knows whether it was applied
+            return None
+
+    def _get_until_definite(self, conn, jitter, path, what):
+        deadline = time.monotonic() + self.op_timeout
+        attempt = 0
+        while True:
+            status, data, _ = self._send(conn, "GET", path)
+            if status is not None and status != 503:
+                with self.lock:
+                    self.queries += 1
+                return status, data
+            cause = data if status is None else "503"
+            if time.monotonic() >= deadline:
+                self._error(what, path, status, f"no answer after {attempt + 1} attempts ({cause})")
+                return None, None
+            self._retry(f"get:{cause}")
+            attempt += 1
+            self._backoff(jitter, attempt)
+
+    def _query_stock(self, conn, jitter, name):
+        status, data = self._get_until_definite(conn, jitter, f"/stocks/{name}", "lookup")
+        if status is None:
+            return
+        ok = (status == 200 and isinstance(data, dict) and isinstance(data.get("data"), dict)
+              and data["data"].get("name") == name and isinstance(data["data"].get("quantity"), int))
+        if not ok:
+            self._error("lookup", name, status, data)
+
+    def _query_order(self, conn, jitter, order):
+        status, data = self._get_until_definite(conn, jitter, f"/orders/{order.number}", "query")
+        if status is None:
+            return
+        want = {"number": order.number, "name": order.name, "type": order.type,
+                "quantity": order.quantity}
+        got = data.get("data") if isinstance(data, dict) else None
+        if status != 200 or not isinstance(got, dict) or \
+                {k: got.get(k) for k in want} != want:
+            self._error("query", order.key, status, f"GET /orders/{order.number}: want {want}, got {data!r}")
+
+
+def _key_of_request_id(request_id):
+    """The Trader Idempotency-Key inside a stored request id (the front-end may prefix it), or None."""
+    if not isinstance(request_id, str):
+        return None
+    at = request_id.find(Trader.KEY_PREFIX + "-")
+    return request_id[at:] if at >= 0 else None
+
+
+def find_invariant_violations(cluster, acked_orders, initial_quantities, replica_ids=None,
+                              rejected_keys=(), unknown_keys=None, query=True, limit=10):
+    """SPEC §3 invariants, to be checked once the replicas are up and idle (wait_replicas_idle).
+    Returns a list of human-readable violations (empty when all hold):
+
+      - the orders tables of all replicas (default: all) are identical in
+        (number, request_id, name, type, quantity) and in epoch;
+      - numbers are dense from 0; no request_id appears twice;
+      - every acknowledged order is in the log with its fields and its key, no two acknowledged
+        orders share a number, and GET /orders/{n} on the front-end returns it (query=True);
+      - no order answered 409 is in the log; when unknown_keys is given (all traffic came from
+        Traders), every logged order is an acknowledged one or one in unknown_keys;
+      - catalog.db: for every stock, initial + sells - buys over the log == quantity; and the
+        catalog's applied trades (status 0/200) are exactly the logged request ids, plus at most
+        ones in unknown_keys.
+    initial_quantities is {name: quantity} (or {name: (price, quantity)} as in
+    Cluster.initial_stocks). acked_orders are AckedOrder (or anything with number, key, name,
+    type, quantity).
+    """
+    out = []
+
+    def bad(msg):
+        out.append(msg)
+
+    ids = list(replica_ids or cluster.replica_ids())
+    logs = {rid: db_orders(cluster, rid) for rid in ids}
+    fields = ("number", "request_id", "name", "type", "quantity")
+    ref_id = ids[0]
+    ref = logs[ref_id]
+    for rid in ids[1:]:
+        for cols in (fields, ("number", "epoch")):
+            mine = [tuple(r.get(c) for c in cols) for r in logs[rid]]
+            theirs = [tuple(r.get(c) for c in cols) for r in ref]
+            if mine != theirs:
+                first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b),
+                             min(len(mine), len(theirs)))
+                bad(f"order{rid} and order{ref_id} differ in {cols}: {len(mine)} vs {len(theirs)} rows,"
+                    f" first difference at row {first}: "
+                    f"{mine[first] if first < len(mine) else None} vs "
+                    f"{theirs[first] if first < len(theirs) else None}")
+                break
+
+    numbers = [r["number"] for r in ref]
+    if numbers != list(range(len(ref))):
+        first = next((i for i, n in enumerate(numbers) if n != i), None)
+        bad(f"order{ref_id}: numbers not dense from 0: row {first} has number {numbers[first]}")
+
+    by_rid = {}
+    for r in ref:
+        by_rid.setdefault(r.get("request_id"), []).append(r["number"])
+    dups = {k: v for k, v in by_rid.items() if len(v) > 1}
+    for k, v in list(dups.items())[:limit]:
+        bad(f"request_id {k!r} appears {len(v)} times, numbers {v}")
+
+    by_number = {r["number"]: r for r in ref}
+    acked_by_number = {}
+    missing = 0
+    for a in acked_orders:
+        if a.number in acked_by_number:
+            bad(f"two acknowledged orders got number {a.number}: keys {acked_by_number[a.number].key}"
+                f" and {a.key}")
+        acked_by_number[a.number] = a
+        row = by_number.get(a.number)
+        if row is None:
+            missing += 1
+            if missing <= limit:
+                bad(f"acknowledged order {a.number} (key {a.key}) is not in the log")
+            continue
+        want = (a.name, a.type, a.quantity, a.key)
+        got = (row["name"], row["type"], row["quantity"], _key_of_request_id(row.get("request_id")))
+        if want != got:
+            bad(f"acknowledged order {a.number}: sent {want}, log has {got} "
+                f"(request_id {row.get('request_id')!r})")
+    if missing > limit:
+        bad(f"... {missing} acknowledged orders missing in all")
+
+    logged_keys = {_key_of_request_id(r.get("request_id")): r["number"] for r in ref}
+    for key in rejected_keys:
+        if key in logged_keys:
+            bad(f"order with key {key} was answered 409 but is in the log as {logged_keys[key]}")
+    unknown = set(unknown_keys) if unknown_keys is not None else None
+    if unknown is not None:
+        acked_keys = {a.key for a in acked_orders}
+        phantoms = [(n, r.get("request_id")) for n, r in sorted(by_number.items())
+                    if _key_of_request_id(r.get("request_id")) not in acked_keys
+                    and _key_of_request_id(r.get("request_id")) not in unknown]
+        for n, rid in phantoms[:limit]:
+            bad(f"order {n} (request_id {rid!r}) is in the log but was never acknowledged")
+
+    expected = {name: (q[1] if isinstance(q, tuple) else q) for name, q in initial_quantities.items()}
+    for r in ref:
+        if r["name"] not in expected:
+            bad(f"order {r['number']} names unknown stock {r['name']!r}")
+            continue
+        expected[r["name"]] += r["quantity"] if r["type"] == "sell" else -r["quantity"]
+    actual = db_quantities(cluster)
+    for name in sorted(set(expected) | set(actual)):
+        if expected.get(name) != actual.get(name):
+            bad(f"stock {name}: initial + sells - buys over the log = {expected.get(name)},"
+                f" catalog.db has {actual.get(name)}")
+
+    try:
+        with _closing(_open_ro(cluster.catalog_db)) as conn:
+            applied = conn.execute("SELECT request_id, status FROM applied").fetchall()
+    except sqlite3.Error:
+        applied = None  # no applied table: the quantity check above stands alone
+    if applied is not None:
+        applied_ok = {row["request_id"] for row in applied if row["status"] in (0, 200)}
+        logged = set(by_rid)
+        not_applied = sorted(logged - applied_ok)
+        for rid in not_applied[:limit]:
+            bad(f"order {by_rid[rid]} (request_id {rid!r}) is in the log but not applied in the catalog")
+        extra = sorted(rid for rid in applied_ok - logged
+                       if unknown is None or _key_of_request_id(rid) not in unknown)
+        if unknown is not None:
+            for rid in extra[:limit]:
+                bad(f"catalog applied request_id {rid!r} but no order in the log has it")
+
+    if query:
+        failures = 0
+        for a in acked_orders:
+            reply = cluster.get(f"/orders/{a.number}")
+            got = reply.json.get("data") if reply.status == 200 and isinstance(reply.json, dict) else None
+            want = {"number": a.number, "name": a.name, "type": a.type, "quantity": a.quantity}
+            if not isinstance(got, dict) or {k: got.get(k) for k in want} != want:
+                failures += 1
+                if failures <= limit:
+                    bad(f"GET /orders/{a.number}: want {want}, got {reply.status} {reply.body[:200]!r}")
+        if failures > limit:
+            bad(f"... {failures} GET /orders mismatches in all")
+    return out
+
+
+def check_invariants(cluster, acked_orders, initial_quantities, **kwargs):
+    """find_invariant_violations(), raising AssertionError listing every violation.
+    Returns a short summary {"orders", "acked"} when everything holds."""
+    violations = find_invariant_violations(cluster, acked_orders, initial_quantities, **kwargs)
+    if violations:
+        raise AssertionError("SPEC §3 invariants violated:\n  " + "\n  ".join(violations))
+    ids = kwargs.get("replica_ids") or cluster.replica_ids()
+    return {"orders": len(db_orders(cluster, ids[0])), "acked": len(acked_orders)}
