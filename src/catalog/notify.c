@@ -24,7 +24,8 @@ struct notify__item {
 struct notify {
     const struct bz_config *cfg;
     struct stockdb *db;
-    char url[CONFIG_ADDR_MAX + 32]; /* the front-end's /invalidate */
+    char urls[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX + 32]; /* each front-end's /invalidate */
+    int nurls;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -53,8 +54,8 @@ void notify_stock_changed(struct notify *n, const char *name, uint64_t version)
     pthread_mutex_unlock(&n->lock);
 }
 
-/* One invalidation with brief retries. */
-static void notify__send(struct notify *n, const struct notify__item *it)
+/* One invalidation to one front-end, with brief retries. */
+static void notify__send_one(struct notify *n, const char *url, const struct notify__item *it)
 {
     struct msg_inval m;
     snprintf(m.name, sizeof m.name, "%s", it->name);
@@ -64,7 +65,7 @@ static void notify__send(struct notify *n, const struct notify__item *it)
     json_decref(obj);
     for (int attempt = 0; attempt < NOTIFY__ATTEMPTS; attempt++) {
         struct http_reply reply;
-        int rv = http_client_request("POST", n->url, n->cfg->secret, body, strlen(body),
+        int rv = http_client_request("POST", url, n->cfg->secret, body, strlen(body),
                                      NOTIFY__TIMEOUT_MS, &reply);
         int status = rv ? 0 : reply.status;
         if (rv == 0)
@@ -82,8 +83,14 @@ static void notify__send(struct notify *n, const struct notify__item *it)
         nanosleep(&ts, NULL);
     }
     atomic_fetch_add(&n->failed, 1);
-    LOG_WARN("could not invalidate %s at %s", it->name, n->url);
+    LOG_WARN("could not invalidate %s at %s", it->name, url);
     free(body);
+}
+
+static void notify__send(struct notify *n, const struct notify__item *it)
+{
+    for (int i = 0; i < n->nurls; i++)
+        notify__send_one(n, n->urls[i], it);
 }
 
 /* Takes up to `max` queued items, keeping only the newest version of each name. */
@@ -143,7 +150,11 @@ int notify_start(struct notify **out, const struct bz_config *cfg, struct stockd
     struct notify *n = xcalloc(1, sizeof *n);
     n->cfg = cfg;
     n->db = db;
-    snprintf(n->url, sizeof n->url, "http://%s/invalidate", cfg->frontend_listen);
+    char targets[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX];
+    n->nurls = config_notify_targets(cfg, targets, CONFIG_MAX_NOTIFY); /* validated at start */
+    for (int i = 0; i < n->nurls; i++)
+        snprintf(n->urls[i], sizeof n->urls[i], "http://%.*s/invalidate", CONFIG_ADDR_MAX - 1,
+                 targets[i]);
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
     pthread_create(&n->thread, NULL, notify__main, n);

@@ -5,7 +5,8 @@
  * safe to call from a request handler: a front-end worker waiting on the
  * catalog can never be what the catalog waits on. One dedicated thread
  * drains the queue, coalesces repeated names, and POSTs /invalidate to every
- * front-end with a deadline and a few quick retries. If the queue overflows,
+ * front-end ([catalog] notify, default [frontend] listen) with a deadline and
+ * a few quick retries. If the queue overflows,
  * the thread invalidates every stock instead of losing a change.
  */
 #ifndef BZ_NOTIFY_H

@@ -16,11 +16,17 @@ struct config__row {
     enum config__type type;
     size_t offset;
     size_t size;   /* for strings: the buffer size */
-    long min, max; /* for integers */
+    long min, max; /* for integers; for strings min is the minimum length */
     const char *def;
 };
 
 #define CFG_STR(sec, key, field, def)                                                              \
+    {                                                                                              \
+        sec, key, CONFIG_STR, offsetof(struct bz_config, field),                                   \
+            sizeof(((struct bz_config *)0)->field), 1, 0, def                                      \
+    }
+/* A string that may be empty (min is the minimum length for strings). */
+#define CFG_OPT_STR(sec, key, field, def)                                                          \
     {                                                                                              \
         sec, key, CONFIG_STR, offsetof(struct bz_config, field),                                   \
             sizeof(((struct bz_config *)0)->field), 0, 0, def                                      \
@@ -42,6 +48,7 @@ static const struct config__row config__rows[] = {
     CFG_INT("cluster", "idle_timeout_s", idle_timeout_s, 1, 3600, "15"),
     CFG_STR("catalog", "listen", catalog_listen, "127.0.0.1:9001"),
     CFG_STR("catalog", "stocks", stocks_csv, "config/stocks.csv"),
+    CFG_OPT_STR("catalog", "notify", notify, ""),
     CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),
     CFG_INT("catalog", "restock_to", restock_to, 0, 1000000000, "100"),
     CFG_INT("catalog", "threads", catalog_threads, 1, 64, "2"),
@@ -49,6 +56,7 @@ static const struct config__row config__rows[] = {
     CFG_STR("frontend", "listen", frontend_listen, "127.0.0.1:8080"),
     CFG_OF("frontend", "cache", CONFIG_BOOL, cache_on, "on"),
     CFG_INT("frontend", "cache_size", cache_size, 1, 10000000, "8"),
+    CFG_INT("frontend", "cache_ttl_s", cache_ttl_s, 0, 86400, "0"),
     CFG_INT("frontend", "threads", frontend_threads, 1, 64, "2"),
     CFG_INT("frontend", "workers", frontend_workers, 1, 256, "32"),
     CFG_INT("frontend", "health_interval_ms", health_interval_ms, 10, 60000, "500"),
@@ -70,9 +78,9 @@ static int config__assign(struct bz_config *cfg, const struct config__row *row, 
     char *field = (char *)cfg + row->offset;
     switch (row->type) {
     case CONFIG_STR:
-        if (strlen(value) >= row->size || value[0] == '\0') {
-            snprintf(errmsg, errlen, "%s.%s: must be 1..%zu bytes", row->section, row->key,
-                     row->size - 1);
+        if (strlen(value) >= row->size || strlen(value) < (size_t)row->min) {
+            snprintf(errmsg, errlen, "%s.%s: must be %ld..%zu bytes", row->section, row->key,
+                     row->min, row->size - 1);
             return BZ_EINVAL;
         }
         memcpy(field, value, strlen(value) + 1);
@@ -313,7 +321,42 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
         if (config__check_addr(what, cfg->replicas[i].listen, errmsg, errlen))
             return BZ_EINVAL;
     }
+    char targets[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX];
+    int n = config_notify_targets(cfg, targets, CONFIG_MAX_NOTIFY);
+    if (n < 0) {
+        snprintf(errmsg, errlen, "catalog.notify: expected up to %d host:port, comma-separated",
+                 CONFIG_MAX_NOTIFY);
+        return BZ_EINVAL;
+    }
+    for (int i = 0; i < n; i++)
+        if (config__check_addr("catalog.notify", targets[i], errmsg, errlen))
+            return BZ_EINVAL;
     return 0;
+}
+
+int config_notify_targets(const struct bz_config *cfg, char out[][CONFIG_ADDR_MAX], int max)
+{
+    if (cfg->notify[0] == '\0') {
+        snprintf(out[0], CONFIG_ADDR_MAX, "%s", cfg->frontend_listen);
+        return 1;
+    }
+    int n = 0;
+    for (const char *p = cfg->notify;;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (len == 0 || len >= CONFIG_ADDR_MAX || n == max)
+            return BZ_EINVAL;
+        memcpy(out[n], p, len);
+        out[n++][len] = '\0';
+        p += len;
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            return n;
+        if (*p++ != ',')
+            return BZ_EINVAL;
+    }
 }
 
 const struct config_replica *config_replica_find(const struct bz_config *cfg, int id)

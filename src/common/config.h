@@ -39,6 +39,7 @@ struct bz_config {
     /* [catalog] */
     char catalog_listen[CONFIG_ADDR_MAX];
     char stocks_csv[CONFIG_PATH_MAX];
+    char notify[CONFIG_PATH_MAX]; /* front-ends to invalidate, "a:1,b:2"; "" = [frontend] listen */
     int restock_interval_s;
     int restock_to;
     int catalog_threads; /* event threads */
@@ -47,6 +48,7 @@ struct bz_config {
     char frontend_listen[CONFIG_ADDR_MAX];
     bool cache_on;
     int cache_size;
+    int cache_ttl_s; /* 0 = entries live until evicted or invalidated */
     int frontend_threads;
     int frontend_workers;
     int health_interval_ms; /* period of the leader health check */
@@ -78,6 +80,15 @@ int config_set(struct bz_config *cfg, const char *section, const char *key, cons
 
 /* Checks cross-option rules (at least one replica, addresses parse). 0 or BZ_EINVAL. */
 int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen);
+
+#define CONFIG_MAX_NOTIFY 8
+
+/*
+ * The front-ends the catalog invalidates: the [catalog] notify list, or the
+ * [frontend] listen address when the list is empty. Returns how many were
+ * written to out, or BZ_EINVAL for a malformed list.
+ */
+int config_notify_targets(const struct bz_config *cfg, char out[][CONFIG_ADDR_MAX], int max);
 
 /* The replica with this id, or NULL. */
 const struct config_replica *config_replica_find(const struct bz_config *cfg, int id);

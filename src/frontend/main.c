@@ -289,7 +289,7 @@ int main(int argc, char **argv)
         return 2;
     snprintf(fe.catalog_url, sizeof fe.catalog_url, "http://%s", fe.cfg.catalog_listen);
     if (fe.cfg.cache_on)
-        fe.cache = cache_new((size_t)fe.cfg.cache_size, 0);
+        fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
     leader_start(&fe.leader, &fe.cfg);
 
     struct http_server *http = NULL;
