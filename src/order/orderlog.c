@@ -101,7 +101,8 @@ int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t 
                                 " FROM orders WHERE number >= ? ORDER BY number LIMIT ?");
     log->st_truncate = store_prepare(log->sql, "DELETE FROM orders WHERE number >= ?");
     log->st_delete_stale =
-        store_prepare(log->sql, "DELETE FROM orders WHERE number > ? AND epoch < ?");
+        store_prepare(log->sql, "DELETE FROM orders WHERE number >= (SELECT min(number) FROM"
+                                " orders WHERE number > ?1 AND epoch < ?2)");
     log->st_meta_put = store_prepare(log->sql, "UPDATE meta SET value = ? WHERE key = ?");
     pthread_mutex_init(&log->db_lock, NULL);
     pthread_mutex_init(&log->state_lock, NULL);
@@ -346,13 +347,14 @@ int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, 
             s.last_epoch = e->epoch;
         }
     }
-    /* Entries past stale_after from an older epoch are leftovers of a deposed leader. */
+    /* Entries past stale_after from an older epoch are leftovers of a deposed leader. The
+     * log is cut from the first of them, so it stays dense whatever follows. */
     if (rv == 0 && s.last > stale_after) {
         rv = orderlog__exec_int(log, log->st_delete_stale, stale_after, (int64_t)leader_epoch);
         if (rv == 0 && sqlite3_changes(log->sql) > 0) {
             LOG_WARN("dropped %d stale entries after %lld", sqlite3_changes(log->sql),
                      (long long)stale_after);
-            /* The log now ends at stale_after or at the last newer-epoch entry after it. */
+            /* The log now ends just before the first leftover. */
             sqlite3_stmt *st = store_prepare(
                 log->sql, "SELECT number, epoch FROM orders ORDER BY number DESC LIMIT 1");
             s.last = -1;

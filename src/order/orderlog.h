@@ -51,9 +51,10 @@ int orderlog_append_next(struct orderlog *log, struct order *o);
  * an entry already present with the same epoch is kept, an entry whose
  * number is present with another epoch truncates the log from there, then
  * the rest is appended. Entries must be consecutive and start at most at
- * last+1. Afterwards, entries numbered above `stale_after` whose epoch is
- * older than `leader_epoch` are deleted (the caller knows they cannot be in
- * the leader's log). Returns 0, BZ_EINVAL for a batch that leaves a gap, or
+ * last+1. Afterwards, the log is cut from the first entry numbered above
+ * `stale_after` whose epoch is older than `leader_epoch` (the caller knows
+ * such entries cannot be in the leader's log); cutting a suffix keeps the
+ * numbers dense. Returns 0, BZ_EINVAL for a batch that leaves a gap, or
  * BZ_EIO.
  */
 int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t stale_after,

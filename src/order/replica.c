@@ -203,9 +203,10 @@ static int replica__pull(struct replica *r, const struct replica__peer *p, int64
         atomic_fetch_add(&r->entries_applied, n);
         free(page);
     }
-    /* Drop any stale suffix beyond what p has. */
+    /* Drop our own leftovers past what we copied. Not past p_last: the pages may reach
+     * beyond it (p's log grew meanwhile), and those copied entries are p's. */
     if (rv == 0)
-        rv = orderlog_apply(r->log, NULL, 0, p_last, stale_before);
+        rv = orderlog_apply(r->log, NULL, 0, next - 1, stale_before);
     pthread_mutex_unlock(&r->apply_lock);
     if (rv == 0)
         LOG_INFO("pulled log from replica %d: matched at %lld, now at %lld", p->id,

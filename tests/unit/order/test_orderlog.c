@@ -421,6 +421,33 @@ static void test_apply_keeps_newer_tail(void **state)
     assert_log(f, e, 7);
 }
 
+/*
+ * Regression (fault runner, seed 42): a catch-up copied entries past the peer's old
+ * last number that spanned an epoch change (5, 6 in epoch 1; 7, 8 in epoch 2), then
+ * cleaned up "older than epoch 2 past 4", which removed 5 and 6 but kept 7 and 8: a
+ * gap. The clean-up now cuts the log from the first such entry, so it stays dense.
+ */
+static void test_apply_stale_cleanup_never_leaves_a_gap(void **state)
+{
+    struct fixture *f = *state;
+    struct order e[9];
+    mk_range(e, 0, 7, 1, "r");
+    mk_range(e + 7, 7, 2, 2, "n");
+    assert_int_equal(orderlog_apply(f->log, e, 9, 8, 2), 0);
+    assert_int_equal(st(f).last, 8);
+    assert_int_equal(orderlog_apply(f->log, NULL, 0, 4, 2), 0);
+    assert_log(f, e, 5); /* 0..4 remain, nothing after: dense */
+    struct order got;
+    assert_int_equal(orderlog_get(f->log, 7, &got), BZ_ENOTFOUND);
+    assert_int_equal(st(f).last, 4);
+    assert_int_equal(st(f).last_epoch, 1);
+    /* And it reopens (the open check refuses a log that is not dense). */
+    orderlog_close(f->log);
+    char err[256];
+    assert_int_equal(orderlog_open(&f->log, f->path, err, sizeof err), 0);
+    assert_int_equal(st(f).last, 4);
+}
+
 static void test_apply_empty_batch_noop(void **state)
 {
     struct fixture *f = *state;
@@ -523,6 +550,7 @@ int main(void)
         T(test_apply_non_consecutive_batch_changes_nothing),
         T(test_apply_duplicate_request_id_changes_nothing),
         T(test_apply_deletes_stale_tail),
+        T(test_apply_stale_cleanup_never_leaves_a_gap),
         T(test_apply_keeps_newer_tail),
         T(test_apply_empty_batch_noop),
         T(test_promise_and_log_epoch_persist),
