@@ -113,8 +113,7 @@ static void *catalog__restock_main(void *arg)
     pthread_mutex_lock(&c->restock_lock);
     while (!c->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += c->cfg.restock_interval_s;
+        clock_deadline(&ts, (uint64_t)c->cfg.restock_interval_s * 1000u);
         if (pthread_cond_timedwait(&c->restock_cond, &c->restock_lock, &ts) == 0)
             continue; /* woken: re-check stopping */
         pthread_mutex_unlock(&c->restock_lock);
@@ -183,11 +182,7 @@ int main(int argc, char **argv)
     notify_start(&c.notify, &c.cfg, c.db);
     pthread_t restock;
     pthread_mutex_init(&c.restock_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c.restock_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&c.restock_cond);
 
     if (http_server_start(&http, &opts, catalog__routes,
                           sizeof catalog__routes / sizeof catalog__routes[0], err,

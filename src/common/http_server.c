@@ -139,8 +139,7 @@ static void *http__sweeper_main(void *arg)
             }
         }
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
+        clock_deadline(&ts, 1000);
         pthread_cond_timedwait(&srv->sweeper_cond, &srv->conns_lock, &ts);
     }
     pthread_mutex_unlock(&srv->conns_lock);
@@ -610,11 +609,7 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
     pthread_mutex_init(&srv->jobs_lock, NULL);
     pthread_cond_init(&srv->jobs_cond, NULL);
     pthread_mutex_init(&srv->conns_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->sweeper_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&srv->sweeper_cond);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;

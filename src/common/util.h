@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
+#include <time.h>
 
 #define xmalloc(n)     util__xmalloc((n), __FILE__, __LINE__)
 #define xcalloc(n, sz) util__xcalloc((n), (sz), __FILE__, __LINE__)
@@ -67,6 +69,11 @@ int parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port);
 /* Monotonic clock, for durations and deadlines. */
 uint64_t clock_now_us(void);
 uint64_t clock_now_ms(void);
+
+/* A condition variable whose timed waits use the monotonic clock (see clock_deadline). */
+void clock_cond_init(pthread_cond_t *cond);
+/* The absolute CLOCK_MONOTONIC time `ms` from now, for pthread_cond_timedwait. */
+void clock_deadline(struct timespec *ts, uint64_t ms);
 
 /* Fills buf with 2*nbytes lowercase hex characters of random data and a NUL. */
 void util_random_hex(char *buf, size_t nbytes);

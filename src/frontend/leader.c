@@ -230,13 +230,7 @@ static void *leader__health_main(void *arg)
         /* Until a first leader is found (start-up), look again soon. */
         int wait_ms = l->current < 0 ? 100 : l->cfg->health_interval_ms;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        clock_deadline(&ts, (uint64_t)wait_ms);
         pthread_cond_timedwait(&l->cond, &l->lock, &ts);
     }
     pthread_mutex_unlock(&l->lock);
@@ -256,11 +250,7 @@ int leader_start(struct leader **out, const struct bz_config *cfg)
     }
     pthread_mutex_init(&l->select_lock, NULL);
     pthread_mutex_init(&l->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&l->cond);
     pthread_create(&l->health_thread, NULL, leader__health_main, l);
     *out = l;
     return 0;

@@ -86,17 +86,6 @@ static void replica__set_role(struct replica *r, enum replica_role role)
     pthread_cond_broadcast(&r->cond);
 }
 
-static void replica__deadline(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* ---------------------------------------------------------------- peer calls */
 
 /* POST or GET to a peer with the secret; returns the "data" member or NULL (*err set). */
@@ -349,7 +338,7 @@ static void *replica__control_main(void *arg)
             replica__set_role(r, REPLICA_FOLLOWER);
         } else if (rv != 0 && !r->stopping) {
             struct timespec ts;
-            replica__deadline(&ts, 100);
+            clock_deadline(&ts, (uint64_t)100);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
     }
@@ -440,13 +429,13 @@ static void *replica__pipeline_main(void *arg)
         bool due = now - last_sent_ms >= (p->reachable ? REPLICA__HEARTBEAT_MS : 100);
         if (st.last < p->next && !due) {
             struct timespec ts;
-            replica__deadline(&ts, p->reachable ? REPLICA__HEARTBEAT_MS : 100);
+            clock_deadline(&ts, (uint64_t)p->reachable ? REPLICA__HEARTBEAT_MS : 100);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
             continue;
         }
         if (!p->reachable && !due) {
             struct timespec ts;
-            replica__deadline(&ts, 50);
+            clock_deadline(&ts, (uint64_t)50);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
             continue;
         }
@@ -479,11 +468,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->apply_lock, NULL);
     pthread_rwlock_init(&r->term_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&r->cond);
 
     for (int i = 0; i < cfg->replica_count; i++) {
         if (cfg->replicas[i].id == id)
@@ -568,7 +553,7 @@ int replica_notice(struct replica *r, const struct msg_notice *m)
 static int replica__await_quorum(struct replica *r, uint64_t epoch, int64_t number)
 {
     struct timespec ts;
-    replica__deadline(&ts, r->cfg->call_timeout_ms);
+    clock_deadline(&ts, (uint64_t)r->cfg->call_timeout_ms);
     int rv = 0; /* the front-end waits 2 x call_timeout for the whole order */
     pthread_mutex_lock(&r->lock);
     pthread_cond_broadcast(&r->cond); /* wake the pipelines: there is something to send */
