@@ -249,6 +249,18 @@ static void replica__catch_up(struct replica *r)
         LOG_INFO("my log is the newest reachable (last %lld)", (long long)mine.last);
         return;
     }
+    /* Promise the newest epoch the peer knows before copying its log, so no append from
+     * a deposed leader can land in (or after) the copy. */
+    pthread_rwlock_wrlock(&r->term_lock);
+    pthread_mutex_lock(&r->lock);
+    uint64_t promised = states[best].promised;
+    if (promised > r->epoch && orderlog_promise(r->log, promised) == 0) {
+        r->epoch = promised;
+        r->leader_id = 0; /* learnt from the first notice or append of that epoch */
+    }
+    pthread_mutex_unlock(&r->lock);
+    pthread_rwlock_unlock(&r->term_lock);
+
     uint64_t t0 = clock_now_ms();
     if (replica__pull(r, &r->peers[best], best_last, best_epoch + 1) == 0) {
         orderlog_set_log_epoch(r->log, best_epoch);

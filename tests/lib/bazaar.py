@@ -524,7 +524,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent():
-    """preexec_fn: SIGKILL the child if the test runner dies (e.g. killed by a ctest timeout)."""
+    """preexec_fn: SIGKILL the child if the test runner dies (e.g. killed by a ctest timeout).
+
+    Linux ties PR_SET_PDEATHSIG to the *thread* that forked, not the process: a service
+    started (or restarted) from a helper thread is killed when that thread ends. Start and
+    restart processes from the main thread (or a thread that outlives the cluster).
+    """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
