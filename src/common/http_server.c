@@ -14,7 +14,10 @@
 #include "error.h"
 #include "log.h"
 
-#define HTTP__CONN_MEMORY (32 * 1024) /* per-connection pool: caps request line + headers */
+/* Per-connection pool: caps request line + headers. libmicrohttpd clears the whole pool for
+ * every request on a keep-alive connection, so it is kept small (measured: 32 KiB spent
+ * about 3 % of the front-end's CPU in memset on cache hits). */
+#define HTTP__CONN_MEMORY (16 * 1024)
 #define HTTP__CONN_LIMIT  4096
 #define HTTP__REPLY_MAX   (4 * 1024 * 1024) /* replies: /metrics, log pages */
 #define HTTP__PARAM_MAX   256
@@ -29,7 +32,7 @@
  */
 struct http__conn {
     int fd;
-    uint64_t deadline_ms; /* next request must be complete by then; 0 while a handler runs */
+    atomic_uint_fast64_t deadline_ms; /* next request complete by then; 0 while handled */
     struct http__conn *prev, *next;
 };
 
@@ -90,9 +93,10 @@ static void http__conn_deadline(struct http_server *srv, struct MHD_Connection *
     struct http__conn *c = http__conn_of(conn);
     if (!c)
         return;
-    pthread_mutex_lock(&srv->conns_lock);
-    c->deadline_ms = arm ? clock_now_ms() + (uint64_t)srv->opts.idle_timeout_s * 1000u : 0;
-    pthread_mutex_unlock(&srv->conns_lock);
+    /* An atomic store, not the list lock: this runs twice per request on the hot path. */
+    atomic_store_explicit(&c->deadline_ms,
+                          arm ? clock_now_ms() + (uint64_t)srv->opts.idle_timeout_s * 1000u : 0,
+                          memory_order_relaxed);
 }
 
 static void http__notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
