@@ -287,15 +287,7 @@ def loadavg():
 
 
 def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = bazaar.cpu_model()
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
     return {"load": loadavg(), "nproc": os.cpu_count(), "model": model, "kernel": platform.release(),

@@ -42,15 +42,6 @@ class ApiTestCase(bazaar.ClusterTestCase):
 
     stocks_csv = TEST_STOCKS_CSV
 
-    def lookup(self, name):
-        """The data object of a successful lookup."""
-        reply = self.cluster.get(f"/stocks/{name}")
-        self.assertJsonReply(reply, 200)
-        return reply.json["data"]
-
-    def quantity(self, name):
-        return self.lookup(name)["quantity"]
-
     def trade(self, name, kind, quantity, key=None):
         headers = {"Idempotency-Key": key} if key is not None else None
         return self.cluster.post_json("/orders", {"name": name, "type": kind, "quantity": quantity},

@@ -42,15 +42,6 @@ class CacheTestCase(bazaar.ClusterTestCase):
 
     stocks_csv = TEN_STOCKS_CSV
 
-    def lookup(self, name):
-        """The data object of a successful lookup through the front-end."""
-        reply = self.cluster.get(f"/stocks/{name}")
-        self.assertJsonReply(reply, 200)
-        return reply.json["data"]
-
-    def quantity(self, name):
-        return self.lookup(name)["quantity"]
-
     def trade_ok(self, name, kind, quantity):
         reply = self.cluster.post_json("/orders", {"name": name, "type": kind, "quantity": quantity})
         self.assertJsonReply(reply, 200)

@@ -429,6 +429,18 @@ def parse_metrics(text):
 # ---------------------------------------------------------------------------
 
 
+def cpu_model():
+    """The CPU model from /proc/cpuinfo ("unknown" when not available), for reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def _open_ro(path):
     if not os.path.exists(path):
         raise FileNotFoundError(path)
@@ -997,6 +1009,17 @@ class ClusterTestCase(unittest.TestCase):
                 print(f"\n=== log tails after {self.id()} ===", file=sys.stderr)
                 self.cluster.print_log_tails()
         return out
+
+    # -- front-end helpers shared by the integration tests -----------------
+
+    def lookup(self, name):
+        """The data object of a successful lookup through the front-end."""
+        reply = self.cluster.get(f"/stocks/{name}")
+        self.assertJsonReply(reply, 200)
+        return reply.json["data"]
+
+    def quantity(self, name):
+        return self.lookup(name)["quantity"]
 
     # -- assertions shared by integration and fault tests -------------------
 
