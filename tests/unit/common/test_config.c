@@ -136,6 +136,10 @@ static void test_full_file(void **state)
     }
     assert_null(config_replica_find(&cfg, 4));
     assert_null(config_replica_find(&cfg, 0));
+    /* raft parses, but validation refuses it until it is implemented. */
+    assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "raft"));
+    cfg.mode = CONFIG_MODE_PRIMARY_BACKUP;
     assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), 0);
 }
 
