@@ -242,14 +242,51 @@ def run_wrk(url, duration, threads=WRK_THREADS, connections=WRK_CONNECTIONS):
     return parse_wrk(out)
 
 
-def measure(label, url, duration, warmup=True):
+def process_tree(pid):
+    """pid and every descendant (an nginx master's workers), from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def cpu_seconds(pids):
+    """User + system CPU time used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(label, url, duration, pids, warmup=True):
+    """One wrk measurement; `pids` are the server-side processes whose CPU time per request
+    is recorded (a figure much less sensitive to other load on the machine than req/s)."""
     warm = run_wrk(url, WARMUP_S)["requests"] if warmup else 0
+    cpu0 = cpu_seconds(pids)
     res = run_wrk(url, duration)
+    res["cpu_us"] = (cpu_seconds(pids) - cpu0) * 1e6 / max(res["requests"], 1)
     one = run_wrk(url, max(3, duration // 3), threads=1, connections=1)
     res["all_requests"] = warm + res["requests"] + one["requests"]  # what the server answered
     res["c1_p50_ms"], res["c1_p99_ms"], res["c1_max_ms"] = one["p50_ms"], one["p99_ms"], one["max_ms"]
     res["c1_rps"] = one["rps"]
-    print(f"  {label:<34} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
+    print(f"  {label:<34} {res['rps']:>10.0f} req/s  {res['cpu_us']:5.2f} us CPU/req  "
+          f"p50 {res['p50_ms']:.3f} ms  "
           f"p99 {res['p99_ms']:.3f} ms  max {res['max_ms']:.1f} ms  "
           f"errors {res['errors']} non-2xx {res['non2xx']} | c=1: {one['rps']:.0f} req/s "
           f"p50 {one['p50_ms']:.3f} ms p99 {one['p99_ms']:.3f} ms", flush=True)
@@ -301,17 +338,19 @@ def median_of(runs):
     ranked = sorted(runs, key=lambda r: r["rps"])
     res = dict(ranked[len(ranked) // 2])
     res["all_rps"] = [r["rps"] for r in runs]
+    res["cpu_us"] = sorted(r["cpu_us"] for r in runs)[len(runs) // 2]
+    res["all_cpu_us"] = [r["cpu_us"] for r in runs]
     res["all_requests"] = sum(r["all_requests"] for r in runs)
     return res
 
 
-def compare(args, label, ours_url, nginx_url, ours_label, nginx_label):
+def compare(args, label, ours_url, nginx_url, ours_label, nginx_label, ours_pids, nginx_pids):
     """Alternate ours and nginx for args.rounds rounds; medians of each."""
     ours, ref = [], []
     for rnd in range(1, args.rounds + 1):
         print(f"{label} round {rnd}/{args.rounds}", flush=True)
-        ours.append(measure(ours_label, ours_url, args.duration))
-        ref.append(measure(nginx_label, nginx_url, args.duration))
+        ours.append(measure(ours_label, ours_url, args.duration, ours_pids))
+        ref.append(measure(nginx_label, nginx_url, args.duration, nginx_pids))
     return median_of(ours), median_of(ref)
 
 
@@ -343,7 +382,8 @@ def run(args):
         before = cluster.status()["cache"]
         results["hit_ours"], results["hit_nginx"] = compare(
             args, "hits", ours_url, nginx_url, "ours  (cache hit, 2 threads)",
-            "nginx (return 200, 2 workers)")
+            "nginx (return 200, 2 workers)", [cluster.processes["frontend"].pid],
+            process_tree(ngx.proc.pid))
         after = cluster.status()["cache"]
         results["hit_check"] = (after["hits"] - before["hits"], after["misses"] - before["misses"])
         ngx.stop()
@@ -376,7 +416,9 @@ def run(args):
         catalog_before = lookups()
         results["miss_ours"], results["miss_nginx"] = compare(
             args, "misses", ours_url, nginx_url, "ours  (cache off -> catalog)",
-            "nginx (proxy_pass + keepalive)")
+            "nginx (proxy_pass + keepalive)",
+            [cluster.processes["frontend"].pid, cluster.processes["catalog"].pid],
+            process_tree(proxy.proc.pid) + process_tree(upstream.proc.pid))
         results["miss_check"] = lookups() - catalog_before
         proxy.stop()
         upstream.stop()
@@ -408,6 +450,7 @@ def header_bytes(headers):
 def row(label, ours, ref):
     ratio = ours["rps"] / ref["rps"]
     return (f"| {label} | {ours['rps']:,.0f} | {ref['rps']:,.0f} | **{ratio:.2f}** | "
+            f"{ours['cpu_us']:.2f} / {ref['cpu_us']:.2f} | **{ref['cpu_us'] / ours['cpu_us']:.2f}** | "
             f"{ours['p50_ms']:.3f} / {ours['p99_ms']:.3f} | {ref['p50_ms']:.3f} / {ref['p99_ms']:.3f} | "
             f"{ours['c1_p50_ms']:.3f} / {ours['c1_p99_ms']:.3f} | "
             f"{ref['c1_p50_ms']:.3f} / {ref['c1_p99_ms']:.3f} |")
@@ -450,15 +493,20 @@ def report(results, mach, args, command):
           f"req/s, ratio {hit:.2f}")
     print(f"MISS: ours {results['miss_ours']['rps']:,.0f} req/s, nginx {results['miss_nginx']['rps']:,.0f} "
           f"req/s, ratio {miss:.2f}")
+    for case in ("hit", "miss"):
+        o, n = results[f"{case}_ours"]["cpu_us"], results[f"{case}_nginx"]["cpu_us"]
+        print(f"{case.upper():<4}: server CPU per request: ours {o:.2f} us, nginx {n:.2f} us, "
+              f"nginx / ours {n / o:.2f}")
     warns = warnings_of(results)
     for w in warns:
         print(f"WARNING: {w}")
     if args.no_readme:
         return
     table = "\n".join([
-        "| path | ours req/s | nginx req/s | ours / nginx | ours p50 / p99 ms | nginx p50 / p99 ms "
+        "| path | ours req/s | nginx req/s | ours / nginx | server CPU us/req ours / nginx "
+        "| CPU nginx / ours | ours p50 / p99 ms | nginx p50 / p99 ms "
         "| ours c=1 p50 / p99 ms | nginx c=1 p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("cache hit (vs `return 200`)", results["hit_ours"], results["hit_nginx"]),
         row("cache miss (vs `proxy_pass`)", results["miss_ours"], results["miss_nginx"]),
     ])
@@ -501,7 +549,11 @@ warm-up, then `{wrk_cmd}` (the throughput and p50/p99 below), then a one-connect
 (`wrk -t1 -c1 --latency`) whose p50/p99 is the latency floor; a ~40 ms value there is the
 Nagle/delayed-ACK stall of a reply written in two sends. Ours and nginx alternate for {rounds}
 rounds per case and the table shows the median round (by req/s) of each; only one of them is
-under load at a time.
+under load at a time. Alongside req/s the bench records the server side's CPU time per request
+(user + system time of the front-end, plus the catalog for misses; of the nginx master and
+workers, plus the upstream for misses), read from /proc around the main wrk run: wrk competes
+with the servers for the same CPUs, so req/s moves with other load, while CPU per request mostly
+does not. "CPU nginx / ours" above 1 means we spend less CPU per request than nginx.
 The bench checks that both sides serve identical bytes, that the hit run counted no cache misses,
 and that every miss-run request reached the catalog. Everything runs on the same machine as wrk,
 so the absolute numbers are CPU-shared; the ratios are the point.
