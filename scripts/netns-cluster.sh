@@ -36,24 +36,31 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ "$(id -u)" -ne 0 ] || ! ip link add "$bridge" type bridge 2>/dev/null; then
-  echo "netns-cluster: needs root and network-namespace support (ip netns); skipping" >&2
+addr_of() { echo "$subnet.$((11 + $1))"; }
+
+# Builds the bridge and the five hosts; any failure here means this machine (or container)
+# cannot do network namespaces, which is a skip, not a test failure.
+setup_hosts() {
+  ip link add "$bridge" type bridge || return 1
+  ip addr add "$subnet.1/24" dev "$bridge" || return 1
+  ip link set "$bridge" up || return 1
+  for i in "${!hosts[@]}"; do
+    ns="${tag}h$i"
+    ip netns add "$ns" || return 1
+    ip link add "${tag}v$i" type veth peer name eth0 netns "$ns" || return 1
+    ip link set "${tag}v$i" master "$bridge" up || return 1
+    ip -n "$ns" addr add "$(addr_of "$i")/24" dev eth0 || return 1
+    ip -n "$ns" link set eth0 up || return 1
+    ip -n "$ns" link set lo up || return 1
+    ip -n "$ns" route add default via "$subnet.1" || return 1
+  done
+}
+
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! setup_hosts 2>"$work/setup.log"; then
+  echo "netns-cluster: needs root and network-namespace support (ip netns, veth, bridge);" \
+       "skipping: $(tail -1 "$work/setup.log" 2>/dev/null)" >&2
   exit 2
 fi
-ip addr add "$subnet.1/24" dev "$bridge"
-ip link set "$bridge" up
-
-addr_of() { echo "$subnet.$((11 + $1))"; }
-for i in "${!hosts[@]}"; do
-  ns="${tag}h$i"
-  ip netns add "$ns"
-  ip link add "${tag}v$i" type veth peer name eth0 netns "$ns"
-  ip link set "${tag}v$i" master "$bridge" up
-  ip -n "$ns" addr add "$(addr_of "$i")/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" route add default via "$subnet.1"
-done
 
 cat >"$work/cluster.conf" <<CONF
 [cluster]
