@@ -31,45 +31,13 @@ static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_
     return 0;
 }
 
-/* Refuses members other than the listed ones. */
-static int msg__only(const json_t *obj, const char *const *keys, size_t nkeys, char *errmsg,
-                     size_t errlen)
-{
-    const char *key;
-    json_t *value;
-    if (!json_is_object(obj)) {
-        snprintf(errmsg, errlen, "expected a JSON object");
-        return BZ_EINVAL;
-    }
-    json_object_foreach((json_t *)obj, key, value)
-    {
-        size_t i = 0;
-        while (i < nkeys && strcmp(key, keys[i]) != 0)
-            i++;
-        if (i == nkeys) {
-            snprintf(errmsg, errlen, "unknown field '%.40s'", key);
-            return BZ_EINVAL;
-        }
-    }
-    return 0;
-}
-
 int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen)
 {
+    static const char *const keys[] = {"number", "epoch", "request_id", "name", "type", "quantity"};
     json_int_t number, epoch;
-    if (!json_is_object(obj)) {
-        snprintf(errmsg, errlen, "entry must be a JSON object");
-        return BZ_EINVAL;
-    }
-    /* The trade part (with its own strict field check) minus our two extra members. */
-    json_t *copy = json_copy((json_t *)obj);
-    json_object_del(copy, "number");
-    json_object_del(copy, "epoch");
-    int rv = trade_from_json(copy, true, &out->trade, errmsg, errlen);
-    json_decref(copy);
-    if (rv)
-        return rv;
-    if (msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen) ||
+    if (trade_check_fields(obj, keys, 6, errmsg, errlen) ||
+        trade_from_members(obj, true, &out->trade, errmsg, errlen) ||
+        msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen) ||
         msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen))
         return BZ_EINVAL;
     out->number = number;
@@ -86,7 +54,7 @@ int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg
 {
     static const char *const keys[] = {"leader", "epoch"};
     json_int_t leader, epoch;
-    if (msg__only(obj, keys, 2, errmsg, errlen) ||
+    if (trade_check_fields(obj, keys, 2, errmsg, errlen) ||
         msg__int(obj, "leader", 1, 1000000, &leader, errmsg, errlen) ||
         msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen))
         return BZ_EINVAL;
@@ -135,7 +103,7 @@ int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg
                                        "prev_epoch", "start_last", "entries"};
     json_int_t epoch, leader, prev, prev_epoch, start_last;
     memset(out, 0, sizeof *out);
-    if (msg__only(obj, keys, 6, errmsg, errlen) ||
+    if (trade_check_fields(obj, keys, 6, errmsg, errlen) ||
         msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen) ||
         msg__int(obj, "leader", 1, 1000000, &leader, errmsg, errlen) ||
         msg__int(obj, "prev", -1, MSG__NUMBER_MAX, &prev, errmsg, errlen) ||
@@ -186,7 +154,7 @@ int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, 
 {
     static const char *const keys[] = {"name", "version"};
     json_int_t version;
-    if (msg__only(obj, keys, 2, errmsg, errlen) ||
+    if (trade_check_fields(obj, keys, 2, errmsg, errlen) ||
         msg__int(obj, "version", 0, MSG__EPOCH_MAX, &version, errmsg, errlen))
         return BZ_EINVAL;
     const json_t *name = json_object_get(obj, "name");

@@ -44,29 +44,42 @@ bool request_id_valid(const char *id)
     return trade__printable(id, 1, TRADE_REQUEST_ID_MAX);
 }
 
-int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
-                    size_t errlen)
+int trade_check_fields(const json_t *obj, const char *const *keys, size_t nkeys, char *errmsg,
+                       size_t errlen)
 {
-    static const char *const fields[] = {"name", "type", "quantity", "request_id"};
     const char *key;
     json_t *value;
-
-    memset(out, 0, sizeof *out);
     if (!json_is_object(obj)) {
-        snprintf(errmsg, errlen, "body must be a JSON object");
+        snprintf(errmsg, errlen, "expected a JSON object");
         return BZ_EINVAL;
     }
     json_object_foreach((json_t *)obj, key, value)
     {
-        int known = 0;
-        for (int i = 0; i < (with_request_id ? 4 : 3); i++)
-            known |= strcmp(key, fields[i]) == 0;
-        if (!known) {
+        size_t i = 0;
+        while (i < nkeys && strcmp(key, keys[i]) != 0)
+            i++;
+        if (i == nkeys) {
             snprintf(errmsg, errlen, "unknown field '%.40s'", key);
             return BZ_EINVAL;
         }
     }
+    return 0;
+}
 
+int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
+                    size_t errlen)
+{
+    static const char *const fields[] = {"name", "type", "quantity", "request_id"};
+    memset(out, 0, sizeof *out);
+    if (trade_check_fields(obj, fields, with_request_id ? 4 : 3, errmsg, errlen) != 0)
+        return BZ_EINVAL;
+    return trade_from_members(obj, with_request_id, out, errmsg, errlen);
+}
+
+int trade_from_members(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
+                       size_t errlen)
+{
+    memset(out, 0, sizeof *out);
     const json_t *name = json_object_get(obj, "name");
     const json_t *type = json_object_get(obj, "type");
     const json_t *qty = json_object_get(obj, "quantity");

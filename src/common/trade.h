@@ -46,6 +46,21 @@ struct order {
 int trade_from_json(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
                     size_t errlen);
 
+/*
+ * The strict-shape check shared by every decoder: obj must be a JSON object with
+ * no members other than keys[0..nkeys-1]. 0, or BZ_EINVAL with errmsg set.
+ */
+int trade_check_fields(const json_t *obj, const char *const *keys, size_t nkeys, char *errmsg,
+                       size_t errlen);
+
+/*
+ * trade_from_json without the check for unknown members, for messages that carry
+ * a trade among members of their own (a replication entry). The caller checks
+ * the members.
+ */
+int trade_from_members(const json_t *obj, bool with_request_id, struct trade *out, char *errmsg,
+                       size_t errlen);
+
 /* The trade as JSON (with request_id when it is non-empty). New reference. */
 json_t *trade_to_json(const struct trade *t);
 
