@@ -11,6 +11,7 @@
 #include "error.h"
 #include "http_server.h"
 #include "log.h"
+#include "msg.h"
 #include "notify.h"
 #include "service.h"
 #include "stockdb.h"
@@ -59,12 +60,101 @@ static bool catalog__lookup(void *svc, const struct http_request *req, struct ht
     return true;
 }
 
+/* The message of a refused trade, as the order leader relays it to the client. */
+static const char *catalog__refusal(const struct trade *t, int status)
+{
+    switch (status) {
+    case BZ_ENOTFOUND:
+        return "stock not found";
+    case BZ_ECONFLICT:
+        return t->type == TRADE_BUY ? "not enough shares" : "quantity would overflow";
+    case BZ_EMISMATCH:
+        return "Idempotency-Key reused with a different request";
+    default:
+        return bz_strerror(status);
+    }
+}
+
+/* Counts and announces the outcomes of an executed batch. */
+static void catalog__executed(struct catalog *c, const struct trade *trades,
+                              const struct stockdb_outcome *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].status == BZ_ECONFLICT)
+            atomic_fetch_add(&c->trades_refused, 1);
+        if (out[i].status != 0)
+            continue;
+        atomic_fetch_add(&c->trades, 1);
+        /* Repeats announce again; an invalidation is idempotent. */
+        notify_stock_changed(c->notify, out[i].stock.name, out[i].stock.version);
+        LOG_DEBUG("trade #%lld %s %s %lld %s -> %lld", (long long)out[i].number,
+                  trades[i].request_id, trade_type_name(trades[i].type),
+                  (long long)trades[i].quantity, trades[i].name, (long long)out[i].stock.quantity);
+    }
+}
+
+/*
+ * POST /execute: the order leader's batch. The trades run in order in one
+ * transaction; the reply carries each outcome and the journal from the
+ * leader's cursor, so whatever this catalog executed for a leader that died
+ * (or for a call whose reply was lost) reaches the order log with the next
+ * batch (docs/design.md, "Ledger order").
+ */
+static void catalog__execute(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    char msg[240];
+    struct msg_exec m;
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    int rv = msg_exec_from_json(body, &m, msg, sizeof msg);
+    json_decref(body);
+    if (rv) {
+        http_reply_error(resp, rv, msg);
+        return;
+    }
+    struct stockdb_outcome *out = xcalloc(m.n ? m.n : 1, sizeof *out);
+    struct msg_exec_reply reply = {0};
+    if ((rv = stockdb_execute(c->db, m.trades, m.n, out, m.committed)) != 0)
+        goto out;
+    catalog__executed(c, m.trades, out, m.n);
+    reply.results = xcalloc(m.n ? m.n : 1, sizeof *reply.results);
+    reply.nresults = m.n;
+    for (size_t i = 0; i < m.n; i++) {
+        reply.results[i].code = bz_error_status(out[i].status);
+        reply.results[i].number = out[i].number;
+        snprintf(reply.results[i].message, sizeof reply.results[i].message, "%s",
+                 catalog__refusal(&m.trades[i], out[i].status));
+    }
+    reply.journal = xcalloc(MSG_MAX_ENTRIES, sizeof *reply.journal);
+    rv = stockdb_journal(c->db, m.from, MSG_MAX_ENTRIES, reply.journal, &reply.njournal, &reply.end,
+                         msg, sizeof msg);
+    if (rv) {
+        LOG_ERROR("journal from %lld: %s", (long long)m.from, msg);
+        http_reply_error(resp, rv, msg);
+        goto out_reply;
+    }
+    http_reply_data(resp, msg_exec_reply_to_json(&reply));
+out_reply:
+    msg_exec_reply_free(&reply);
+out:
+    if (rv && !resp->status)
+        http_reply_error(resp, rv, NULL);
+    free(out);
+    msg_exec_free(&m);
+}
+
+/*
+ * POST /trade: one trade outside any batch (operators and tests). It takes
+ * its number in the journal like any other, so the order leader logs it.
+ */
 static void catalog__trade(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct catalog *c = svc;
     char msg[160];
     struct trade t;
-    struct stock s;
+    struct stockdb_outcome o;
 
     json_t *body = http_request_json_object(req, resp);
     if (!body)
@@ -75,27 +165,18 @@ static void catalog__trade(void *svc, const struct http_request *req, struct htt
         http_reply_error(resp, rv, msg);
         return;
     }
-    rv = stockdb_trade(c->db, &t, &s);
-    switch (rv) {
-    case 0:
-        atomic_fetch_add(&c->trades, 1);
-        notify_stock_changed(c->notify, s.name, s.version);
-        LOG_DEBUG("trade %s %s %lld %s -> %lld", t.request_id, trade_type_name(t.type),
-                  (long long)t.quantity, t.name, (long long)s.quantity);
-        http_reply_data(resp, catalog__stock_json(&s));
-        return;
-    case BZ_ENOTFOUND:
-        http_reply_error(resp, rv, "stock not found");
-        return;
-    case BZ_ECONFLICT:
-        atomic_fetch_add(&c->trades_refused, 1);
-        http_reply_error(resp, rv,
-                         t.type == TRADE_BUY ? "not enough shares" : "quantity would overflow");
-        return;
-    default:
+    if ((rv = stockdb_execute(c->db, &t, 1, &o, 0)) != 0) {
         http_reply_error(resp, rv, NULL);
         return;
     }
+    catalog__executed(c, &t, &o, 1);
+    if (o.status) {
+        http_reply_error(resp, o.status, catalog__refusal(&t, o.status));
+        return;
+    }
+    json_t *data = catalog__stock_json(&o.stock);
+    json_object_set_new(data, "number", json_integer(o.number));
+    http_reply_data(resp, data);
 }
 
 static void catalog__restocked(void *arg, const struct stock *s)
@@ -137,6 +218,10 @@ static void catalog__metrics(void *svc, struct strbuf *out)
                           "Stocks refilled by the restock timer.", atomic_load(&c->restocked));
     metrics_render_simple(out, "bazaar_catalog_version", "gauge",
                           "Catalog version (grows with every change).", stockdb_version(c->db));
+    int64_t rows = stockdb_applied_rows(c->db);
+    metrics_render_simple(out, "bazaar_catalog_request_ids", "gauge",
+                          "Request ids remembered (trades within the idempotency window).",
+                          rows > 0 ? (uint64_t)rows : 0);
     notify_metrics(c->notify, out);
 }
 
@@ -144,6 +229,11 @@ static struct http_route catalog__routes[] = {
     {.method = "GET", .pattern = "/health", .fast = catalog__health},
     {.method = "GET", .pattern = "/stocks/{}", .fast = catalog__lookup},
     {.method = "POST", .pattern = "/trade", .handler = catalog__trade, .internal = true},
+    {.method = "POST",
+     .pattern = "/execute",
+     .handler = catalog__execute,
+     .internal = true,
+     .body_max = 1024 * 1024},
 };
 
 int main(int argc, char **argv)
@@ -167,6 +257,7 @@ int main(int argc, char **argv)
         LOG_ERROR("%s", err);
         return 1;
     }
+    stockdb_set_window(c.db, (int64_t)c.cfg.idempotency_window_s * 1000);
 
     struct http_server *http = NULL;
     struct http_server_opts opts = {

@@ -51,6 +51,7 @@ static const struct config__row config__rows[] = {
     CFG_OPT_STR("catalog", "notify", notify, ""),
     CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),
     CFG_INT("catalog", "restock_to", restock_to, 0, 1000000000, "100"),
+    CFG_INT("catalog", "idempotency_window_s", idempotency_window_s, 1, 365 * 86400, "86400"),
     CFG_INT("catalog", "threads", catalog_threads, 1, 64, "2"),
     CFG_INT("catalog", "workers", catalog_workers, 1, 256, "8"),
     CFG_STR("frontend", "listen", frontend_listen, "127.0.0.1:8080"),

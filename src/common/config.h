@@ -42,8 +42,9 @@ struct bz_config {
     char notify[CONFIG_PATH_MAX]; /* front-ends to invalidate, "a:1,b:2"; "" = [frontend] listen */
     int restock_interval_s;
     int restock_to;
-    int catalog_threads; /* event threads */
-    int catalog_workers; /* threads for blocking handlers */
+    int idempotency_window_s; /* request ids are remembered (retries answered) this long */
+    int catalog_threads;      /* event threads */
+    int catalog_workers;      /* threads for blocking handlers */
     /* [frontend] */
     char frontend_listen[CONFIG_ADDR_MAX];
     bool cache_on;

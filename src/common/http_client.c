@@ -154,3 +154,22 @@ json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg
     json_decref(root);
     return data;
 }
+
+json_t *http_client_call_json(const char *url, const char *secret, const json_t *body,
+                              int timeout_ms, int *err, char *msg, size_t msglen)
+{
+    char *payload = NULL;
+    if (body && !(payload = json_dumps(body, JSON_COMPACT)))
+        util__oom(0, __FILE__, __LINE__); /* jansson fails only when out of memory */
+    struct http_reply reply;
+    *err = http_client_request(payload ? "POST" : "GET", url, secret, payload,
+                               payload ? strlen(payload) : 0, timeout_ms, &reply);
+    free(payload);
+    if (*err) {
+        snprintf(msg, msglen, "%s", bz_strerror(*err));
+        return NULL;
+    }
+    json_t *data = http_reply_data_json(&reply, err, msg, msglen);
+    http_reply_free(&reply);
+    return data;
+}

@@ -54,4 +54,15 @@ void http_reply_free(struct http_reply *reply);
  */
 json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen);
 
+/*
+ * The one way services call each other with JSON: encodes `body` (NULL makes
+ * it a GET, otherwise a POST), calls url with the secret and a deadline, and
+ * decodes the reply. Returns the "data" member (a new reference) of a 2xx
+ * reply. Otherwise NULL, with *err the transport error of
+ * http_client_request or the BZ_E* code of the reply's status, and msg the
+ * reason (the peer's message when it sent one).
+ */
+json_t *http_client_call_json(const char *url, const char *secret, const json_t *body,
+                              int timeout_ms, int *err, char *msg, size_t msglen);
+
 #endif

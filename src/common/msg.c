@@ -31,18 +31,25 @@ static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_
     return 0;
 }
 
-int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen)
+/* An entry with an epoch (a replica's log) or without (the catalog's journal: epoch 0). */
+static int msg__entry_from_json(const json_t *obj, bool with_epoch, struct order *out, char *errmsg,
+                                size_t errlen)
 {
-    static const char *const keys[] = {"number", "epoch", "request_id", "name", "type", "quantity"};
-    json_int_t number, epoch;
-    if (trade_check_fields(obj, keys, 6, errmsg, errlen) ||
+    static const char *const keys[] = {"number", "request_id", "name", "type", "quantity", "epoch"};
+    json_int_t number, epoch = 0;
+    if (trade_check_fields(obj, keys, with_epoch ? 6 : 5, errmsg, errlen) ||
         trade_from_members(obj, true, &out->trade, errmsg, errlen) ||
         msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen) ||
-        msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen))
+        (with_epoch && msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen)))
         return BZ_EINVAL;
     out->number = number;
     out->epoch = (uint64_t)epoch;
     return 0;
+}
+
+int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen)
+{
+    return msg__entry_from_json(obj, true, out, errmsg, errlen);
 }
 
 json_t *msg_notice_to_json(const struct msg_notice *m)
@@ -166,4 +173,149 @@ int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, 
     memcpy(out->name, json_string_value(name), json_string_length(name) + 1);
     out->version = (uint64_t)version;
     return 0;
+}
+
+/* ---------------------------------------------------------------- execute */
+
+json_t *msg_exec_to_json(const struct msg_exec *m)
+{
+    json_t *trades = json_array();
+    for (size_t i = 0; i < m->n; i++)
+        json_array_append_new(trades, trade_to_json(&m->trades[i]));
+    return json_pack("{s:I,s:I,s:o}", "from", (json_int_t)m->from, "committed",
+                     (json_int_t)m->committed, "trades", trades);
+}
+
+int msg_exec_from_json(const json_t *obj, struct msg_exec *out, char *errmsg, size_t errlen)
+{
+    static const char *const keys[] = {"from", "committed", "trades"};
+    json_int_t from, committed;
+    memset(out, 0, sizeof *out);
+    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
+        msg__int(obj, "from", 0, MSG__NUMBER_MAX, &from, errmsg, errlen) ||
+        msg__int(obj, "committed", 0, MSG__NUMBER_MAX, &committed, errmsg, errlen))
+        return BZ_EINVAL;
+    const json_t *arr = json_object_get(obj, "trades");
+    if (!json_is_array(arr) || json_array_size(arr) > MSG_MAX_ENTRIES) {
+        snprintf(errmsg, errlen, "trades must be an array of at most %d", MSG_MAX_ENTRIES);
+        return BZ_EINVAL;
+    }
+    size_t n = json_array_size(arr);
+    out->trades = xcalloc(n ? n : 1, sizeof *out->trades);
+    for (size_t i = 0; i < n; i++) {
+        if (trade_from_json(json_array_get(arr, i), true, &out->trades[i], errmsg, errlen) != 0) {
+            msg_exec_free(out);
+            return BZ_EINVAL;
+        }
+    }
+    out->n = n;
+    out->from = from;
+    out->committed = committed;
+    return 0;
+}
+
+void msg_exec_free(struct msg_exec *m)
+{
+    free(m->trades);
+    m->trades = NULL;
+    m->n = 0;
+}
+
+json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m)
+{
+    json_t *results = json_array(), *journal = json_array();
+    for (size_t i = 0; i < m->nresults; i++) {
+        const struct msg_exec_result *r = &m->results[i];
+        json_array_append_new(
+            results, r->code == 200
+                         ? json_pack("{s:i,s:I}", "code", 200, "number", (json_int_t)r->number)
+                         : json_pack("{s:i,s:s}", "code", r->code, "message", r->message));
+    }
+    for (size_t i = 0; i < m->njournal; i++) {
+        json_t *e = trade_to_json(&m->journal[i].trade);
+        json_object_set_new(e, "number", json_integer(m->journal[i].number));
+        json_array_append_new(journal, e);
+    }
+    return json_pack("{s:o,s:o,s:I}", "results", results, "journal", journal, "end",
+                     (json_int_t)m->end);
+}
+
+static int msg__exec_result(const json_t *obj, struct msg_exec_result *out, char *errmsg,
+                            size_t errlen)
+{
+    static const char *const ok_keys[] = {"code", "number"}, *const err_keys[] = {"code",
+                                                                                  "message"};
+    json_int_t code, number;
+    if (msg__int(obj, "code", 200, 599, &code, errmsg, errlen))
+        return BZ_EINVAL;
+    out->code = (int)code;
+    out->number = -1;
+    out->message[0] = '\0';
+    if (code == 200) {
+        if (trade_check_fields(obj, ok_keys, 2, errmsg, errlen) ||
+            msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen))
+            return BZ_EINVAL;
+        out->number = number;
+        return 0;
+    }
+    const json_t *message = json_object_get(obj, "message");
+    if (trade_check_fields(obj, err_keys, 2, errmsg, errlen) || !json_is_string(message)) {
+        snprintf(errmsg, errlen, "a refused trade needs a message");
+        return BZ_EINVAL;
+    }
+    snprintf(out->message, sizeof out->message, "%s", json_string_value(message));
+    return 0;
+}
+
+int msg_exec_reply_from_json(const json_t *obj, size_t ntrades, int64_t from,
+                             struct msg_exec_reply *out, char *errmsg, size_t errlen)
+{
+    static const char *const keys[] = {"results", "journal", "end"};
+    json_int_t end;
+    memset(out, 0, sizeof *out);
+    const json_t *results = json_object_get(obj, "results"),
+                 *journal = json_object_get(obj, "journal");
+    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
+        msg__int(obj, "end", 0, MSG__NUMBER_MAX, &end, errmsg, errlen))
+        return BZ_EINVAL;
+    if (!json_is_array(results) || json_array_size(results) != ntrades || !json_is_array(journal) ||
+        json_array_size(journal) > MSG_MAX_ENTRIES) {
+        snprintf(errmsg, errlen, "results must match the trades; journal at most %d entries",
+                 MSG_MAX_ENTRIES);
+        return BZ_EINVAL;
+    }
+    size_t nj = json_array_size(journal);
+    out->results = xcalloc(ntrades ? ntrades : 1, sizeof *out->results);
+    out->journal = xcalloc(nj ? nj : 1, sizeof *out->journal);
+    for (size_t i = 0; i < ntrades; i++)
+        if (msg__exec_result(json_array_get(results, i), &out->results[i], errmsg, errlen))
+            goto err;
+    for (size_t i = 0; i < nj; i++) {
+        if (msg__entry_from_json(json_array_get(journal, i), false, &out->journal[i], errmsg,
+                                 errlen))
+            goto err;
+        if (out->journal[i].number != from + (json_int_t)i) {
+            snprintf(errmsg, errlen, "journal entries must be numbered from %lld on",
+                     (long long)from);
+            goto err;
+        }
+    }
+    if (end < from + (json_int_t)nj) {
+        snprintf(errmsg, errlen, "journal end before its last entry");
+        goto err;
+    }
+    out->nresults = ntrades;
+    out->njournal = nj;
+    out->end = end;
+    return 0;
+err:
+    msg_exec_reply_free(out);
+    return BZ_EINVAL;
+}
+
+void msg_exec_reply_free(struct msg_exec_reply *m)
+{
+    free(m->results);
+    free(m->journal);
+    memset(m, 0, sizeof *m);
 }

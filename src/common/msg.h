@@ -8,6 +8,11 @@
  *                                    "start_last":40,"entries":[<entry>...]}
  *   entry                           {"number":42,"epoch":7,"request_id":"r:..",
  *                                    "name":"GameStart","type":"buy","quantity":3}
+ *   execute        POST /execute    {"from":40,"committed":38,"trades":[<trade>...]}
+ *                                                                       order leader -> catalog
+ *     reply                         {"results":[{"code":200,"number":41},
+ *                                               {"code":409,"message":"not enough shares"}],
+ *                                    "journal":[<entry without epoch>...],"end":42}
  *
  * Decoders accept exactly these shapes and reject anything else with a
  * message, so a malformed or hostile peer cannot corrupt a log. Pure
@@ -59,6 +64,54 @@ json_t *msg_append_to_json(const struct msg_append *m);
 /* On 0, out->entries is allocated (even when n is 0); free with msg_append_free. */
 int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg, size_t errlen);
 void msg_append_free(struct msg_append *m);
+
+/*
+ * A batch of trades for the catalog to execute in order, with the leader's
+ * journal cursor: `from` is the next number its log lacks, `committed` the
+ * first number not yet on a majority (the catalog may forget entries below).
+ */
+struct msg_exec {
+    int64_t from;
+    int64_t committed;
+    struct trade *trades; /* caller frees with msg_exec_free */
+    size_t n;
+};
+
+/* The outcome of one trade of a batch: an HTTP status code, and the number when 200. */
+struct msg_exec_result {
+    int code;
+    int64_t number;
+    char message[96];
+};
+
+/*
+ * The catalog's answer: one result per trade, in order, and the journal from
+ * the request's `from` (at most MSG_MAX_ENTRIES entries, epoch 0), with `end`
+ * the number the journal will give next (end > from + njournal: more pages).
+ */
+struct msg_exec_reply {
+    struct msg_exec_result *results;
+    size_t nresults;
+    struct order *journal;
+    size_t njournal;
+    int64_t end;
+};
+
+json_t *msg_exec_to_json(const struct msg_exec *m);
+/* On 0, out->trades is allocated (even when n is 0); free with msg_exec_free. */
+int msg_exec_from_json(const json_t *obj, struct msg_exec *out, char *errmsg, size_t errlen);
+void msg_exec_free(struct msg_exec *m);
+
+json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m);
+/*
+ * Decodes a reply to a batch of `ntrades` trades sent with cursor `from`:
+ * exactly ntrades results, journal entries numbered consecutively from `from`,
+ * and end >= from + njournal. On 0 the arrays are allocated; free with
+ * msg_exec_reply_free.
+ */
+int msg_exec_reply_from_json(const json_t *obj, size_t ntrades, int64_t from,
+                             struct msg_exec_reply *out, char *errmsg, size_t errlen);
+void msg_exec_reply_free(struct msg_exec_reply *m);
 
 /* A page of log entries {"entries":[...]}; *entries is allocated on 0. */
 int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,

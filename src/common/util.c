@@ -10,7 +10,7 @@
 
 /* ---------------------------------------------------------------- memory */
 
-static void util__oom(size_t n, const char *file, int line)
+_Noreturn void util__oom(size_t n, const char *file, int line)
 {
     fprintf(stderr, "out of memory allocating %zu bytes at %s:%d\n", n, file, line);
     abort();

@@ -26,6 +26,8 @@
 #define xstrdup(s)     util__xstrdup((s), __FILE__, __LINE__)
 #define xmemdup(p, n)  util__xmemdup((p), (n), __FILE__, __LINE__)
 
+/* Logs the failed allocation of n bytes at file:line and aborts (the OOM policy, design.md). */
+_Noreturn void util__oom(size_t n, const char *file, int line);
 void *util__xmalloc(size_t n, const char *file, int line);
 void *util__xcalloc(size_t n, size_t size, const char *file, int line);
 void *util__xrealloc(void *p, size_t n, const char *file, int line);

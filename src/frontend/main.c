@@ -185,12 +185,15 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     struct http_reply reply;
     rv = leader_forward(fe->leader, "POST", "/orders", payload, strlen(payload), &reply);
     free(payload);
+    /* Read-your-writes without waiting for the push: a success changed the stock, a 409
+     * showed the client a quantity newer than our entry may hold, and an unknown outcome
+     * may have applied. Either way this client's next lookup must not be older. */
+    if (fe->cache && (rv || reply.status == 200 || reply.status == 409 || reply.status >= 500))
+        cache_invalidate(fe->cache, t.name, 0);
     if (rv) {
         frontend__unavailable(resp, "no order replica can take the order now");
         return;
     }
-    if (reply.status == 200 && fe->cache)
-        cache_invalidate(fe->cache, t.name, 0); /* read-your-writes without waiting for the push */
     frontend__relay(resp, &reply);
     http_reply_free(&reply);
 }

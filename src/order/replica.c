@@ -60,8 +60,32 @@ struct replica {
     pthread_rwlock_t term_lock;
     pthread_t control;
 
+    /*
+     * The sequencer (leader only, one thread): trades wait in `queue` until it
+     * sends them to the catalog as one batch with the journal cursor, appends
+     * the journal it gets back to the log (one transaction) and hands each
+     * trade its number. Guarded by r->lock; it sleeps on seq_cond.
+     */
+    pthread_t sequencer;
+    pthread_cond_t seq_cond;
+    struct replica__pending *queue_head, **queue_tail;
+    bool sync_needed; /* a catalog call failed, or the epoch just began: sync the journal */
+    int64_t commit;   /* leader: highest number on a write quorum in this epoch (-1 none) */
+    bool catalog_ok;  /* the last catalog call succeeded */
+
     atomic_uint_fast64_t promotions, orders_acked, quorum_timeouts, appends_received,
-        entries_applied;
+        entries_applied, batches, journal_synced;
+};
+
+/* One trade waiting for the sequencer; lives on the submitting thread's stack. */
+struct replica__pending {
+    const struct trade *trade;
+    bool taken; /* in a batch at the catalog: the submitter must wait for `done` */
+    bool done;
+    int status;        /* 0, or BZ_E*: the catalog's refusal or why the batch failed */
+    int64_t number;    /* status 0: the trade's transaction number */
+    char message[200]; /* status != 0: for the client */
+    struct replica__pending *next;
 };
 
 /* A peer's replication state, as reported by GET /state or a notice reply. */
@@ -70,6 +94,9 @@ struct replica__peer_state {
     uint64_t promised, log_epoch;
     int64_t last;
 };
+
+static void replica__advance_commit(struct replica *r);
+static void *replica__sequencer_main(void *arg);
 
 const char *replica_role_name(enum replica_role role)
 {
@@ -88,23 +115,16 @@ static void replica__set_role(struct replica *r, enum replica_role role)
 
 /* ---------------------------------------------------------------- peer calls */
 
-/* POST or GET to a peer with the secret; returns the "data" member or NULL (*err set). */
+/* POST (body) or GET to a peer with the secret; returns the "data" member or NULL (*err set). */
 static json_t *replica__call(struct replica *r, const char *url, const char *path, json_t *body,
                              int timeout_ms, int *err)
 {
     char full[256], msg[160];
-    struct http_reply reply;
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     snprintf(full, sizeof full, "%s%s", url, path);
-    *err = http_client_request(payload ? "POST" : "GET", full, r->cfg->secret, payload,
-                               payload ? strlen(payload) : 0, timeout_ms, &reply);
-    free(payload);
-    if (*err)
-        return NULL;
-    json_t *data = http_reply_data_json(&reply, err, msg, sizeof msg);
+    json_t *data =
+        http_client_call_json(full, r->cfg->secret, body, timeout_ms, err, msg, sizeof msg);
     if (!data)
-        LOG_DEBUG("%s%s: %d %s", url, path, reply.status, msg);
-    http_reply_free(&reply);
+        LOG_DEBUG("%s%s: %s", url, path, msg);
     return data;
 }
 
@@ -320,8 +340,12 @@ static int replica__promote(struct replica *r, uint64_t epoch)
     pthread_mutex_lock(&r->lock);
     if (r->epoch == epoch && r->role == REPLICA_PROMOTING) {
         r->start_last = mine.last;
+        r->commit = -1;
+        r->sync_needed = true; /* complete the log from the catalog's journal first */
         atomic_fetch_add(&r->promotions, 1);
         replica__set_role(r, REPLICA_LEADER);
+        replica__advance_commit(r);
+        pthread_cond_signal(&r->seq_cond);
         LOG_INFO("leader of epoch %llu with %lld orders (%d replicas reachable)",
                  (unsigned long long)epoch, (long long)(mine.last + 1), voters);
     }
@@ -356,6 +380,42 @@ static void *replica__control_main(void *arg)
     }
     pthread_mutex_unlock(&r->lock);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- commit index */
+
+static int replica__cmp_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * Leader, with r->lock held: moves the commit index to the highest number a
+ * write quorum holds in this epoch. A follower counts only once it holds the
+ * epoch's whole start log (match >= start_last), so an entry inherited from
+ * an older epoch is committed only with that start log (docs/design.md).
+ */
+static void replica__advance_commit(struct replica *r)
+{
+    if (r->role != REPLICA_LEADER)
+        return;
+    struct orderlog_state st;
+    orderlog_state(r->log, &st);
+    int64_t held[CONFIG_MAX_REPLICAS];
+    int n = 0;
+    held[n++] = st.last;
+    for (int i = 0; i < r->npeers; i++)
+        if (r->peers[i].epoch_seen == r->epoch)
+            held[n++] = r->peers[i].match;
+    if (n < r->write_quorum)
+        return;
+    qsort(held, (size_t)n, sizeof held[0], replica__cmp_desc);
+    int64_t candidate = held[r->write_quorum - 1];
+    if (candidate >= r->start_last && candidate > r->commit) {
+        r->commit = candidate;
+        pthread_cond_broadcast(&r->cond);
+    }
 }
 
 /* ---------------------------------------------------------------- leader pipelines */
@@ -394,6 +454,7 @@ static void replica__send(struct replica *r, struct replica__peer *p, uint64_t e
                 if (match > p->match)
                     p->match = match;
                 p->next = match + 1;
+                replica__advance_commit(r);
             } else {
                 /* Step back past the mismatch; re-sending entries it has is harmless. */
                 int64_t back = m.prev - REPLICA__BACKOFF + 1;
@@ -477,10 +538,14 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     orderlog_state(log, &st);
     r->epoch = st.promised;
 
+    r->commit = -1;
+    r->queue_tail = &r->queue_head;
+    r->catalog_ok = true;
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->apply_lock, NULL);
     pthread_rwlock_init(&r->term_lock, NULL);
     clock_cond_init(&r->cond);
+    clock_cond_init(&r->seq_cond);
 
     for (int i = 0; i < cfg->replica_count; i++) {
         if (cfg->replicas[i].id == id)
@@ -495,6 +560,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     for (int i = 0; i < r->npeers; i++)
         pthread_create(&r->peers[i].thread, NULL, replica__pipeline_main, &r->peers[i]);
     pthread_create(&r->control, NULL, replica__control_main, r);
+    pthread_create(&r->sequencer, NULL, replica__sequencer_main, r);
     *out = r;
     return 0;
 }
@@ -506,14 +572,17 @@ void replica_stop(struct replica *r)
     pthread_mutex_lock(&r->lock);
     r->stopping = true;
     pthread_cond_broadcast(&r->cond);
+    pthread_cond_broadcast(&r->seq_cond);
     pthread_mutex_unlock(&r->lock);
     pthread_join(r->control, NULL);
+    pthread_join(r->sequencer, NULL);
     for (int i = 0; i < r->npeers; i++)
         pthread_join(r->peers[i].thread, NULL);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->apply_lock);
     pthread_rwlock_destroy(&r->term_lock);
     pthread_cond_destroy(&r->cond);
+    pthread_cond_destroy(&r->seq_cond);
     free(r);
 }
 
@@ -561,27 +630,23 @@ int replica_notice(struct replica *r, const struct msg_notice *m)
     return rv;
 }
 
-/* Waits until a write quorum holds `number` in `epoch`. 0 or BZ_EUNAVAIL. */
-static int replica__await_quorum(struct replica *r, uint64_t epoch, int64_t number)
+/*
+ * Waits until `number` is committed in `epoch` (on a write quorum), at most
+ * `timeout_ms`. 0, or BZ_EUNAVAIL: not yet, or leadership moved; the outcome
+ * is then unknown to the caller, and a retry with the same request id learns it.
+ */
+static int replica__await_commit(struct replica *r, uint64_t epoch, int64_t number, int timeout_ms)
 {
     struct timespec ts;
-    clock_deadline(&ts, (uint64_t)r->cfg->call_timeout_ms);
-    int rv = 0; /* the front-end waits 2 x call_timeout for the whole order */
+    clock_deadline(&ts, (uint64_t)timeout_ms);
+    int rv = 0;
     pthread_mutex_lock(&r->lock);
     pthread_cond_broadcast(&r->cond); /* wake the pipelines: there is something to send */
-    /* An entry from before the epoch counts only once the follower has installed the
-     * epoch's whole start log (see docs/design.md). */
-    int64_t need = number > r->start_last ? number : r->start_last;
-    for (;;) {
+    while (r->commit < number || r->role != REPLICA_LEADER || r->epoch != epoch) {
         if (r->role != REPLICA_LEADER || r->epoch != epoch) {
             rv = BZ_EUNAVAIL;
             break;
         }
-        int have = 1;
-        for (int i = 0; i < r->npeers; i++)
-            have += r->peers[i].epoch_seen == epoch && r->peers[i].match >= need;
-        if (have >= r->write_quorum)
-            break;
         if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) != 0) {
             atomic_fetch_add(&r->quorum_timeouts, 1);
             rv = BZ_EUNAVAIL;
@@ -592,29 +657,227 @@ static int replica__await_quorum(struct replica *r, uint64_t epoch, int64_t numb
     return rv;
 }
 
-/* Applies the trade at the catalog under its request id (exactly once there). */
-static int replica__catalog_trade(struct replica *r, const struct trade *t, char *errmsg,
-                                  size_t errlen)
+/* ---------------------------------------------------------------- the sequencer */
+
+#define REPLICA__IDLE_SYNC_MS 500 /* an idle leader still reads the journal this often */
+#define REPLICA__RETRY_MS     100 /* after a failed catalog call */
+
+/* The code of a refused trade from its HTTP status in the catalog's reply. */
+static int replica__refusal(int code)
 {
-    char url[CONFIG_ADDR_MAX + 32];
-    struct http_reply reply;
-    json_t *body = trade_to_json(t);
-    char *payload = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    snprintf(url, sizeof url, "%s/trade", r->catalog_url);
-    int rv = http_client_request("POST", url, r->cfg->secret, payload, strlen(payload),
-                                 r->cfg->call_timeout_ms, &reply);
-    free(payload);
-    if (rv) {
-        snprintf(errmsg, errlen, "catalog unreachable: %s", bz_strerror(rv));
-        return rv == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM;
+    switch (code) {
+    case 404:
+        return BZ_ENOTFOUND;
+    case 409:
+        return BZ_ECONFLICT;
+    case 422:
+        return BZ_EMISMATCH;
+    default:
+        return BZ_EUPSTREAM;
     }
-    json_t *data = http_reply_data_json(&reply, &rv, errmsg, errlen);
-    http_reply_free(&reply);
-    json_decref(data);
-    if (rv == BZ_EUNAVAIL || rv == BZ_EINTERNAL || rv == BZ_EIO)
-        rv = BZ_EUPSTREAM;
+}
+
+/* Fails every trade of a batch (with r->lock held by the caller or not: fields only). */
+static void replica__fail_batch(struct replica__pending **batch, size_t n, int status,
+                                const char *message)
+{
+    for (size_t i = 0; i < n; i++) {
+        batch[i]->status = status;
+        snprintf(batch[i]->message, sizeof batch[i]->message, "%s", message);
+    }
+}
+
+/*
+ * Appends journal entries to the leader's log in one transaction, stamped
+ * with `epoch`, if this replica still leads in it. 0, BZ_ENOTLEADER, BZ_EIO.
+ */
+static int replica__append_journal(struct replica *r, uint64_t epoch, struct order *entries,
+                                   size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        entries[i].epoch = epoch;
+    pthread_rwlock_rdlock(&r->term_lock);
+    pthread_mutex_lock(&r->lock);
+    bool still = r->role == REPLICA_LEADER && r->epoch == epoch;
+    pthread_mutex_unlock(&r->lock);
+    int rv = still ? orderlog_apply(r->log, entries, n, INT64_MAX, epoch) : BZ_ENOTLEADER;
+    pthread_rwlock_unlock(&r->term_lock);
+    if (rv == 0) {
+        pthread_mutex_lock(&r->lock);
+        replica__advance_commit(r); /* with write_quorum = 1 our own fsync commits */
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+    }
     return rv;
+}
+
+/*
+ * One exchange with the catalog: the batch (possibly empty) with the journal
+ * cursor, then the journal page it returns appended to the log. Fills the
+ * batch's outcomes. 0, or a BZ_E* code when the call or the append failed
+ * (every trade of the batch then has that status: its outcome is unknown).
+ * *more is set when the journal has entries past the page.
+ */
+static int replica__exchange(struct replica *r, uint64_t epoch, int64_t committed,
+                             struct replica__pending **batch, size_t n, bool *more)
+{
+    char url[CONFIG_ADDR_MAX + 32], msg[160];
+    struct orderlog_state st;
+    orderlog_state(r->log, &st);
+    struct msg_exec m = {.from = st.last + 1, .committed = committed > 0 ? committed : 0, .n = n};
+    m.trades = xcalloc(n ? n : 1, sizeof *m.trades);
+    for (size_t i = 0; i < n; i++)
+        m.trades[i] = *batch[i]->trade;
+    json_t *body = msg_exec_to_json(&m);
+    free(m.trades);
+    snprintf(url, sizeof url, "%s/execute", r->catalog_url);
+    int rv;
+    json_t *data = http_client_call_json(url, r->cfg->secret, body, r->cfg->call_timeout_ms, &rv,
+                                         msg, sizeof msg);
+    json_decref(body);
+    atomic_fetch_add(&r->batches, 1);
+    if (rv == BZ_EUNAVAIL || rv == BZ_ETIMEDOUT) {
+        snprintf(msg, sizeof msg,
+                 "catalog unreachable (%s): outcome unknown, retry with the "
+                 "same Idempotency-Key",
+                 bz_strerror(rv));
+        replica__fail_batch(batch, n, rv == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, msg);
+        return rv;
+    }
+    struct msg_exec_reply out = {0};
+    if (data)
+        rv = msg_exec_reply_from_json(data, n, m.from, &out, msg, sizeof msg);
+    json_decref(data);
+    if (rv) {
+        LOG_WARN("catalog batch of %zu from %lld: %s", n, (long long)m.from, msg);
+        replica__fail_batch(batch, n, BZ_EUPSTREAM, "catalog refused the batch");
+        return BZ_EUPSTREAM;
+    }
+    if (out.njournal > 0 && (rv = replica__append_journal(r, epoch, out.journal, out.njournal))) {
+        LOG_ERROR("appending journal %lld..%lld: %s", (long long)m.from,
+                  (long long)(m.from + (int64_t)out.njournal - 1), bz_strerror(rv));
+        replica__fail_batch(batch, n, rv == BZ_ENOTLEADER ? BZ_EUNAVAIL : BZ_EIO,
+                            "order log write failed: outcome unknown, retry");
+        msg_exec_reply_free(&out);
+        return rv;
+    }
+    if (out.njournal > 0 && n == 0)
+        LOG_INFO("completed the order log from the catalog's journal: %lld..%lld",
+                 (long long)m.from, (long long)(m.from + (int64_t)out.njournal - 1));
+    atomic_fetch_add(&r->journal_synced, out.njournal);
+    for (size_t i = 0; i < n; i++) {
+        const struct msg_exec_result *res = &out.results[i];
+        batch[i]->status = res->code == 200 ? 0 : replica__refusal(res->code);
+        batch[i]->number = res->number;
+        snprintf(batch[i]->message, sizeof batch[i]->message, "%s", res->message);
+    }
+    *more = out.end > m.from + (int64_t)out.njournal;
+    msg_exec_reply_free(&out);
+    return 0;
+}
+
+static void *replica__sequencer_main(void *arg)
+{
+    struct replica *r = arg;
+    struct replica__pending **batch = xcalloc(MSG_MAX_ENTRIES, sizeof *batch);
+    uint64_t last_call_ms = 0;
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stopping) {
+        if (r->role != REPLICA_LEADER) {
+            /* Queued trades cannot be sequenced here any more: their submitters see
+             * the role change and answer. */
+            pthread_cond_wait(&r->seq_cond, &r->lock);
+            continue;
+        }
+        uint64_t now = clock_now_ms();
+        if (!r->queue_head && !r->sync_needed && now - last_call_ms < REPLICA__IDLE_SYNC_MS) {
+            struct timespec ts;
+            clock_deadline(&ts, REPLICA__IDLE_SYNC_MS - (now - last_call_ms));
+            pthread_cond_timedwait(&r->seq_cond, &r->lock, &ts);
+            continue;
+        }
+        size_t n = 0;
+        while (r->queue_head && n < MSG_MAX_ENTRIES) {
+            batch[n] = r->queue_head;
+            batch[n]->taken = true;
+            r->queue_head = batch[n]->next;
+            n++;
+        }
+        if (!r->queue_head)
+            r->queue_tail = &r->queue_head;
+        uint64_t epoch = r->epoch;
+        int64_t committed = r->commit + 1;
+        pthread_mutex_unlock(&r->lock);
+
+        bool more = false;
+        int rv = replica__exchange(r, epoch, committed, batch, n, &more);
+        last_call_ms = clock_now_ms();
+
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < n; i++)
+            batch[i]->done = true;
+        pthread_cond_broadcast(&r->cond);
+        if (rv && r->catalog_ok)
+            LOG_WARN("catalog exchange failed (%s): retrying every %d ms", bz_strerror(rv),
+                     REPLICA__RETRY_MS);
+        r->catalog_ok = rv == 0;
+        r->sync_needed = rv != 0 || more;
+        if (rv && !r->stopping) {
+            struct timespec ts;
+            clock_deadline(&ts, REPLICA__RETRY_MS);
+            pthread_cond_timedwait(&r->seq_cond, &r->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    free(batch);
+    return NULL;
+}
+
+/*
+ * Hands one trade to the sequencer and waits for its outcome. A trade still
+ * queued when leadership moves or the wait runs out is withdrawn (never sent);
+ * one already at the catalog is waited for (the call has its own deadline).
+ */
+static int replica__sequence(struct replica *r, const struct trade *t, uint64_t epoch,
+                             int64_t *number, char *errmsg, size_t errlen)
+{
+    struct replica__pending me = {.trade = t};
+    struct timespec ts;
+    clock_deadline(&ts, (uint64_t)r->cfg->call_timeout_ms);
+
+    pthread_mutex_lock(&r->lock);
+    *r->queue_tail = &me;
+    r->queue_tail = &me.next;
+    pthread_cond_signal(&r->seq_cond);
+    while (!me.done) {
+        bool moved = r->role != REPLICA_LEADER || r->epoch != epoch;
+        bool late = !moved && pthread_cond_timedwait(&r->cond, &r->lock, &ts) != 0;
+        if (me.done || me.taken || !(moved || late)) {
+            if (me.taken && !me.done && (moved || late))
+                pthread_cond_wait(&r->cond, &r->lock);
+            continue;
+        }
+        /* Still queued: withdraw it. */
+        struct replica__pending **pp = &r->queue_head;
+        while (*pp != &me)
+            pp = &(*pp)->next;
+        *pp = me.next;
+        if (r->queue_tail == &me.next)
+            r->queue_tail = pp;
+        pthread_mutex_unlock(&r->lock);
+        snprintf(errmsg, errlen,
+                 moved ? "leadership moved while ordering"
+                       : "the catalog did not take the order in time");
+        return BZ_EUNAVAIL;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (me.status) {
+        snprintf(errmsg, errlen, "%s", me.message);
+        return me.status;
+    }
+    *number = me.number;
+    return 0;
 }
 
 int replica_submit(struct replica *r, const struct trade *t, int64_t *number, char *errmsg,
@@ -633,39 +896,23 @@ int replica_submit(struct replica *r, const struct trade *t, int64_t *number, ch
         return BZ_ENOTLEADER;
     }
 
-    /* A retry of an order we already hold: answer it (once it is safe), never re-apply. */
+    /* A retry of an order we already hold: answer it once committed, never re-apply. */
     struct order o;
     int rv = orderlog_find_request(r->log, t->request_id, &o);
     if (rv == 0 && !trade_same(&o.trade, t)) {
         snprintf(errmsg, errlen, "Idempotency-Key reused with a different request");
         return BZ_EMISMATCH;
     }
-    if (rv == BZ_ENOTFOUND) {
-        if ((rv = replica__catalog_trade(r, t, errmsg, errlen)) != 0)
+    if (rv == 0) {
+        o.number = o.number;
+    } else if (rv == BZ_ENOTFOUND) {
+        if ((rv = replica__sequence(r, t, epoch, &o.number, errmsg, errlen)) != 0)
             return rv;
-        memset(&o, 0, sizeof o);
-        o.trade = *t;
-        o.epoch = epoch;
-        pthread_rwlock_rdlock(&r->term_lock);
-        pthread_mutex_lock(&r->lock);
-        bool still = r->role == REPLICA_LEADER && r->epoch == epoch;
-        pthread_mutex_unlock(&r->lock);
-        rv = still ? orderlog_append_next(r->log, &o) : BZ_ENOTLEADER;
-        pthread_rwlock_unlock(&r->term_lock);
-        if (rv == BZ_ENOTLEADER) {
-            /* The catalog applied it under the request id; the retry at the new
-             * leader gets that outcome and numbers the order there. */
-            snprintf(errmsg, errlen, "leadership moved while ordering");
-            return rv;
-        }
-        if (rv == BZ_ECONFLICT) /* the same request id raced in from another thread */
-            rv = orderlog_find_request(r->log, t->request_id, &o);
-    }
-    if (rv) {
+    } else {
         snprintf(errmsg, errlen, "order log: %s", bz_strerror(rv));
-        return rv == BZ_ENOTFOUND ? BZ_EIO : rv;
+        return rv;
     }
-    if ((rv = replica__await_quorum(r, epoch, o.number)) != 0) {
+    if ((rv = replica__await_commit(r, epoch, o.number, r->cfg->call_timeout_ms)) != 0) {
         snprintf(errmsg, errlen, "order %lld not yet on a write quorum", (long long)o.number);
         return rv;
     }
@@ -678,12 +925,20 @@ int replica_query(struct replica *r, int64_t number, struct order *out)
 {
     pthread_mutex_lock(&r->lock);
     enum replica_role role = r->role;
+    uint64_t epoch = r->epoch;
     pthread_mutex_unlock(&r->lock);
     if (role == REPLICA_PROMOTING)
         return BZ_EUNAVAIL;
     if (role != REPLICA_LEADER)
         return BZ_ENOTLEADER;
-    return orderlog_get(r->log, number, out);
+    struct orderlog_state st;
+    orderlog_state(r->log, &st);
+    if (number > st.last)
+        return BZ_ENOTFOUND;
+    /* Only committed entries are served: an entry still on a minority may be the
+     * query's answer only once a quorum holds it (docs/design.md, committed reads). */
+    int rv = replica__await_commit(r, epoch, number, r->cfg->call_timeout_ms / 2);
+    return rv ? rv : orderlog_get(r->log, number, out);
 }
 
 int replica_append(struct replica *r, const struct msg_append *m, json_t **reply)
