@@ -211,7 +211,7 @@ int stockdb_open(struct stockdb **out, const char *path, const char *seed_csv, c
                                             " FROM applied WHERE number >= ? ORDER BY number"
                                             " LIMIT ?");
     db->st_gc = store_prepare(db->sql, "DELETE FROM applied WHERE rowid IN (SELECT rowid FROM"
-                                       " applied WHERE created_ms < ?1 AND (number IS NULL OR"
+                                       " applied WHERE created_ms <= ?1 AND (number IS NULL OR"
                                        " number < ?2) ORDER BY created_ms LIMIT ?3)");
     db->window_ms = STOCKDB__WINDOW_MS;
     sqlite3_stmt *rows = store_prepare(db->sql, "SELECT count(*) FROM applied");

@@ -10,29 +10,11 @@
 #include "log.h"
 #include "store.h"
 
-/*
- * Group commit: concurrent orderlog_append_next callers queue their entries;
- * whichever finds no commit in progress becomes the committer and writes the
- * whole queue in one transaction (one fsync), while the others wait. Under
- * load this turns N fsyncs into one without adding latency when idle.
- */
-struct orderlog__waiter {
-    struct order *order;
-    int result;
-    bool done;
-    struct orderlog__waiter *next;
-};
-
 struct orderlog {
     sqlite3 *sql;
     pthread_mutex_t db_lock;    /* serialises every use of `sql`; held to change `state` */
     pthread_mutex_t state_lock; /* also held to change `state`, and enough to read it */
     struct orderlog_state state;
-
-    pthread_mutex_t queue_lock; /* guards the group-commit queue */
-    pthread_cond_t queue_cond;
-    struct orderlog__waiter *queue_head, **queue_tail;
-    bool committing;
 
     sqlite3_stmt *st_insert, *st_get, *st_find, *st_range, *st_truncate, *st_meta_put,
         *st_delete_stale;
@@ -106,9 +88,6 @@ int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t 
     log->st_meta_put = store_prepare(log->sql, "UPDATE meta SET value = ? WHERE key = ?");
     pthread_mutex_init(&log->db_lock, NULL);
     pthread_mutex_init(&log->state_lock, NULL);
-    pthread_mutex_init(&log->queue_lock, NULL);
-    pthread_cond_init(&log->queue_cond, NULL);
-    log->queue_tail = &log->queue_head;
     *out = log;
     return 0;
 err:
@@ -128,8 +107,6 @@ void orderlog_close(struct orderlog *log)
     sqlite3_close(log->sql);
     pthread_mutex_destroy(&log->db_lock);
     pthread_mutex_destroy(&log->state_lock);
-    pthread_mutex_destroy(&log->queue_lock);
-    pthread_cond_destroy(&log->queue_cond);
     free(log);
 }
 
@@ -233,75 +210,6 @@ int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch)
 }
 
 /* ---------------------------------------------------------------- appends */
-
-/* Writes the queued batch in one transaction. Called by the committer without queue_lock. */
-static void orderlog__commit_batch(struct orderlog *log, struct orderlog__waiter *batch)
-{
-    pthread_mutex_lock(&log->db_lock);
-    int64_t last = log->state.last;
-    uint64_t last_epoch = log->state.last_epoch;
-    int rv = store_begin(log->sql);
-    for (struct orderlog__waiter *w = batch; w; w = w->next) {
-        if (rv) {
-            w->result = rv;
-            continue;
-        }
-        w->order->number = last + 1;
-        w->result = orderlog__insert(log, w->order);
-        if (w->result == 0) {
-            last++;
-            last_epoch = w->order->epoch;
-        } else if (w->result != BZ_ECONFLICT) {
-            rv = w->result;
-        }
-    }
-    if (rv == 0)
-        rv = store_commit(log->sql);
-    if (rv) {
-        store_rollback(log->sql);
-        for (struct orderlog__waiter *w = batch; w; w = w->next)
-            w->result = rv;
-    } else {
-        pthread_mutex_lock(&log->state_lock);
-        log->state.last = last;
-        log->state.last_epoch = last_epoch;
-        pthread_mutex_unlock(&log->state_lock);
-    }
-    pthread_mutex_unlock(&log->db_lock);
-}
-
-int orderlog_append_next(struct orderlog *log, struct order *o)
-{
-    struct orderlog__waiter me = {.order = o};
-
-    pthread_mutex_lock(&log->queue_lock);
-    *log->queue_tail = &me;
-    log->queue_tail = &me.next;
-    while (!me.done) {
-        if (log->committing) {
-            pthread_cond_wait(&log->queue_cond, &log->queue_lock);
-            continue;
-        }
-        /* Become the committer for everything queued so far (including me). */
-        struct orderlog__waiter *batch = log->queue_head;
-        log->queue_head = NULL;
-        log->queue_tail = &log->queue_head;
-        log->committing = true;
-        pthread_mutex_unlock(&log->queue_lock);
-
-        orderlog__commit_batch(log, batch);
-
-        pthread_mutex_lock(&log->queue_lock);
-        for (struct orderlog__waiter *w = batch, *next; w; w = next) {
-            next = w->next; /* w may vanish as soon as done is set and it wakes */
-            w->done = true;
-        }
-        log->committing = false;
-        pthread_cond_broadcast(&log->queue_cond);
-    }
-    pthread_mutex_unlock(&log->queue_lock);
-    return me.result;
-}
 
 int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t stale_after,
                    uint64_t leader_epoch)

@@ -9,7 +9,9 @@
  * which is what leader promotion compares (see docs/design.md).
  *
  * This module knows nothing about leaders or the network: it offers ordered
- * append, conflict truncation, lookup and range reads, each one transaction.
+ * append with conflict truncation (orderlog_apply: the leader appends the
+ * catalog's journal with it, followers what the leader sends), lookup and
+ * range reads, each one transaction.
  * Thread-safe: one internal mutex serialises every call.
  */
 #ifndef BZ_ORDERLOG_H
@@ -39,12 +41,6 @@ void orderlog_state(struct orderlog *log, struct orderlog_state *out);
 int orderlog_promise(struct orderlog *log, uint64_t epoch);
 /* Sets the log epoch (durably). 0 or BZ_EIO. */
 int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch);
-
-/*
- * Appends one new entry with number last+1 (set in o->number on success).
- * BZ_ECONFLICT if the request id is already in the log. 0 or BZ_EIO.
- */
-int orderlog_append_next(struct orderlog *log, struct order *o);
 
 /*
  * Applies entries received from a leader, Raft-style, in one transaction:

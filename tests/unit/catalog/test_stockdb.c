@@ -463,6 +463,120 @@ static void test_concurrent_trades(void **state)
     assert_true(stockdb_version(f->db) == TRADE_THREADS * TRADE_EACH);
 }
 
+/* ---------------------------------------------------------------- batches and the journal */
+
+static void test_batch_numbers_follow_execution(void **state)
+{
+    struct fixture *f = *state;
+    /* BoarCo starts at 5. */
+    struct trade batch[] = {
+        mk("r:1", "BoarCo", TRADE_BUY, 3),  mk("r:2", "BoarCo", TRADE_BUY, 3),
+        mk("r:3", "BoarCo", TRADE_SELL, 1), mk("r:4", "Nope", TRADE_BUY, 1),
+        mk("r:5", "BoarCo", TRADE_BUY, 3),  mk("r:1", "BoarCo", TRADE_BUY, 3),
+    };
+    static const struct {
+        int status;
+        int64_t number, quantity;
+    } want[] = {{0, 0, 2}, {BZ_ECONFLICT, -1, 0}, {0, 1, 3},
+                {BZ_ENOTFOUND, -1, 0}, {0, 2, 0}, {0, 0, 2}};
+    struct stockdb_outcome out[UNIT_COUNT(batch)];
+    assert_int_equal(stockdb_execute(f->db, batch, UNIT_COUNT(batch), out, 0), 0);
+    for (size_t i = 0; i < UNIT_COUNT(batch); i++) {
+        if (out[i].status != want[i].status || out[i].number != want[i].number)
+            fail_msg("trade %zu: status %d number %lld, want %d %lld", i, out[i].status,
+                     (long long)out[i].number, want[i].status, (long long)want[i].number);
+        if (want[i].status == 0)
+            assert_int_equal(out[i].stock.quantity, want[i].quantity);
+    }
+    assert_int_equal(qty(f, "BoarCo"), 0);
+
+    /* The journal holds the applied trades in execution order, gap-free from 0. */
+    struct order j[8];
+    size_t n;
+    int64_t end;
+    char errmsg[200];
+    assert_int_equal(stockdb_journal(f->db, 0, 8, j, &n, &end, errmsg, sizeof errmsg), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(end, 3);
+    static const char *const rids[] = {"r:1", "r:3", "r:5"};
+    int64_t replay = 5;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(j[i].number, (int64_t)i);
+        assert_string_equal(j[i].trade.request_id, rids[i]);
+        replay += j[i].trade.type == TRADE_BUY ? -j[i].trade.quantity : j[i].trade.quantity;
+        assert_true(replay >= 0);
+    }
+    assert_int_equal(replay, 0);
+
+    /* A cursor at the end reads nothing; past it is refused (foreign data). */
+    assert_int_equal(stockdb_journal(f->db, 3, 8, j, &n, &end, errmsg, sizeof errmsg), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(stockdb_journal(f->db, 4, 8, j, &n, &end, errmsg, sizeof errmsg),
+                     BZ_ESTALE);
+    /* A page starts anywhere and is bounded. */
+    assert_int_equal(stockdb_journal(f->db, 1, 1, j, &n, &end, errmsg, sizeof errmsg), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(j[0].trade.request_id, "r:3");
+
+    /* Numbers survive a restart and continue. */
+    reopen(f);
+    struct trade more = mk("r:6", "GameStart", TRADE_SELL, 1);
+    struct stockdb_outcome o;
+    assert_int_equal(stockdb_execute(f->db, &more, 1, &o, 0), 0);
+    assert_int_equal(o.status, 0);
+    assert_int_equal(o.number, 3);
+}
+
+static void test_request_ids_forgotten_after_window(void **state)
+{
+    struct fixture *f = *state;
+    /* 200 refused orders with fresh ids and 10 applied ones. */
+    for (int i = 0; i < 200; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "k:refused-%d", i);
+        struct trade t = mk(rid, "BoarCo", TRADE_BUY, 1000);
+        struct stockdb_outcome o;
+        assert_int_equal(stockdb_execute(f->db, &t, 1, &o, 0), 0);
+        assert_int_equal(o.status, BZ_ECONFLICT);
+    }
+    for (int i = 0; i < 10; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "k:applied-%d", i);
+        struct trade t = mk(rid, "GameStart", TRADE_BUY, 1);
+        struct stockdb_outcome o;
+        assert_int_equal(stockdb_execute(f->db, &t, 1, &o, 0), 0);
+        assert_int_equal(o.number, i);
+    }
+    assert_int_equal(stockdb_applied_rows(f->db), 210);
+
+    /* Within the window a retry is still answered from the record. */
+    struct trade retry = mk("k:refused-7", "BoarCo", TRADE_BUY, 1000);
+    struct stockdb_outcome o;
+    assert_int_equal(stockdb_execute(f->db, &retry, 1, &o, 0), 0);
+    assert_int_equal(o.status, BZ_ECONFLICT);
+    assert_int_equal(stockdb_applied_rows(f->db), 210);
+
+    /* Past it, refusals are forgotten; journal entries only once committed (below 6). */
+    stockdb_set_window(f->db, 0);
+    assert_int_equal(stockdb_execute(f->db, NULL, 0, &o, 6), 0);
+    assert_int_equal(stockdb_applied_rows(f->db), 4);
+    struct order j[8];
+    size_t n;
+    int64_t end;
+    char errmsg[200];
+    assert_int_equal(stockdb_journal(f->db, 6, 8, j, &n, &end, errmsg, sizeof errmsg), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(end, 10);
+    assert_int_equal(stockdb_journal(f->db, 5, 8, j, &n, &end, errmsg, sizeof errmsg),
+                     BZ_ESTALE);
+    /* Numbering goes on after the clean-up, and across a restart. */
+    reopen(f);
+    assert_int_equal(stockdb_applied_rows(f->db), 4);
+    struct trade next = mk("k:after", "GameStart", TRADE_SELL, 1);
+    assert_int_equal(stockdb_execute(f->db, &next, 1, &o, 0), 0);
+    assert_int_equal(o.number, 10);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -481,6 +595,8 @@ int main(void)
         T(test_reopen_keeps_quantities_and_records),
         T(test_restock),
         T(test_concurrent_trades),
+        T(test_batch_numbers_follow_execution),
+        T(test_request_ids_forgotten_after_window),
     };
     return cmocka_run_group_tests_name("unit.catalog.stockdb", tests, NULL, NULL);
 }

@@ -389,6 +389,92 @@ static void test_append_round_trip(void **state)
     msg_append_free(&out);
 }
 
+/* ---------------------------------------------------------------- execute */
+
+static void test_exec_table(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"from\":0,\"committed\":0,\"trades\":[]}", true},
+        {"{\"from\":5,\"committed\":3,\"trades\":[{\"request_id\":\"r:1\",\"name\":\"A\","
+         "\"type\":\"buy\",\"quantity\":1}]}",
+         true},
+        {"{\"from\":-1,\"committed\":0,\"trades\":[]}", false},
+        {"{\"from\":0,\"trades\":[]}", false},
+        {"{\"from\":0,\"committed\":0,\"trades\":{}}", false},
+        {"{\"from\":0,\"committed\":0,\"trades\":[],\"x\":1}", false},
+        {"{\"from\":0,\"committed\":0,\"trades\":[{\"name\":\"A\",\"type\":\"buy\","
+         "\"quantity\":1}]}",
+         false}, /* a trade without its request id */
+        {"{\"from\":0,\"committed\":0,\"trades\":[{\"request_id\":\"r:1\",\"name\":\"A\","
+         "\"type\":\"buy\",\"quantity\":0}]}",
+         false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_exec m;
+        char errmsg[160] = "";
+        int rv = msg_exec_from_json(obj, &m, errmsg, sizeof errmsg);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
+        if (rv == 0) {
+            json_t *again = msg_exec_to_json(&m);
+            assert_true(json_equal(obj, again));
+            json_decref(again);
+            msg_exec_free(&m);
+        } else {
+            assert_true(errmsg[0] != '\0');
+        }
+        json_decref(obj);
+    }
+}
+
+static void test_exec_reply(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        size_t ntrades;
+        int64_t from;
+        bool ok;
+    } cases[] = {
+        {"{\"results\":[{\"code\":200,\"number\":7},{\"code\":409,\"message\":\"no\"}],"
+         "\"journal\":[{\"number\":7,\"request_id\":\"r:1\",\"name\":\"A\",\"type\":\"buy\","
+         "\"quantity\":1}],\"end\":8}",
+         2, 7, true},
+        {"{\"results\":[],\"journal\":[],\"end\":3}", 0, 3, true},
+        {"{\"results\":[],\"journal\":[],\"end\":9}", 0, 3, true}, /* more pages */
+        {"{\"results\":[],\"journal\":[],\"end\":2}", 0, 3, false}, /* end before cursor */
+        {"{\"results\":[{\"code\":200,\"number\":7}],\"journal\":[],\"end\":8}", 2, 7, false},
+        {"{\"results\":[],\"journal\":[{\"number\":8,\"request_id\":\"r:1\",\"name\":\"A\","
+         "\"type\":\"buy\",\"quantity\":1}],\"end\":9}",
+         0, 7, false}, /* journal not from the cursor */
+        {"{\"results\":[],\"journal\":[{\"number\":7,\"epoch\":1,\"request_id\":\"r:1\","
+         "\"name\":\"A\",\"type\":\"buy\",\"quantity\":1}],\"end\":9}",
+         0, 7, false}, /* journal entries carry no epoch */
+        {"{\"results\":[{\"code\":200}],\"journal\":[],\"end\":8}", 1, 7, false},
+        {"{\"results\":[{\"code\":409}],\"journal\":[],\"end\":8}", 1, 7, false},
+        {"{\"results\":[{\"code\":99,\"message\":\"x\"}],\"journal\":[],\"end\":8}", 1, 7, false},
+        {"{\"results\":[],\"journal\":[]}", 0, 7, false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_exec_reply r;
+        char errmsg[160] = "";
+        int rv =
+            msg_exec_reply_from_json(obj, cases[i].ntrades, cases[i].from, &r, errmsg, sizeof errmsg);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
+        if (rv == 0) {
+            json_t *again = msg_exec_reply_to_json(&r);
+            assert_true(json_equal(obj, again));
+            json_decref(again);
+            msg_exec_reply_free(&r);
+        }
+        json_decref(obj);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +490,8 @@ int main(void)
         cmocka_unit_test(test_append_non_consecutive_entries),
         cmocka_unit_test(test_append_shape_refused),
         cmocka_unit_test(test_append_round_trip),
+        cmocka_unit_test(test_exec_table),
+        cmocka_unit_test(test_exec_reply),
     };
     return cmocka_run_group_tests_name("unit.common.msg", tests, NULL, NULL);
 }

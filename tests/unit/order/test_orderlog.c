@@ -99,7 +99,7 @@ static void assert_log(struct fixture *f, const struct order *want, size_t n)
     assert_true(s.last_epoch == (n ? want[n - 1].epoch : 0));
 }
 
-/* Appends n entries with append_next; returns them as stored. */
+/* Appends n entries one transaction each, as the leader appends journal pages. */
 static void append_n(struct fixture *f, struct order *out, size_t n, uint64_t epoch,
                      const char *tag)
 {
@@ -108,10 +108,8 @@ static void append_n(struct fixture *f, struct order *out, size_t n, uint64_t ep
     for (size_t i = 0; i < n; i++) {
         snprintf(rid, sizeof rid, "%s:%zu", tag, i);
         out[i] = mk(s.last + 1 + (int64_t)i, epoch, rid);
-        struct order o = out[i];
-        o.number = -7;
-        assert_int_equal(orderlog_append_next(f->log, &o), 0);
-        assert_int_equal(o.number, out[i].number);
+        assert_int_equal(orderlog_apply(f->log, &out[i], 1, INT64_MAX, epoch), 0);
+        assert_int_equal(st(f).last, out[i].number);
     }
 }
 
@@ -131,19 +129,11 @@ static void test_empty_log(void **state)
     assert_int_equal(n, 0);
 }
 
-static void test_append_next_consecutive(void **state)
+static void test_append_lookups(void **state)
 {
     struct fixture *f = *state;
     struct order want[3];
-    for (int i = 0; i < 3; i++) {
-        char rid[16];
-        snprintf(rid, sizeof rid, "r:%d", i);
-        struct order o = mk(1000, 2, rid); /* the number passed in is ignored */
-        assert_int_equal(orderlog_append_next(f->log, &o), 0);
-        assert_int_equal(o.number, i);
-        want[i] = o;
-        assert_int_equal(st(f).last, i);
-    }
+    append_n(f, want, 3, 2, "r");
     assert_log(f, want, 3);
     struct order got;
     assert_int_equal(orderlog_get(f->log, 1, &got), 0);
@@ -152,24 +142,6 @@ static void test_append_next_consecutive(void **state)
     assert_same_order(&got, &want[2]);
     assert_int_equal(orderlog_get(f->log, 3, &got), BZ_ENOTFOUND);
     assert_int_equal(orderlog_get(f->log, -1, &got), BZ_ENOTFOUND);
-}
-
-static void test_append_duplicate_request_id(void **state)
-{
-    struct fixture *f = *state;
-    struct order a = mk(0, 1, "r:a"), b = mk(0, 1, "r:b"), again = mk(0, 1, "r:a");
-    assert_int_equal(orderlog_append_next(f->log, &a), 0);
-    assert_int_equal(orderlog_append_next(f->log, &b), 0);
-    again.trade.quantity = 99; /* even a different trade: the id is what counts */
-    assert_int_equal(orderlog_append_next(f->log, &again), BZ_ECONFLICT);
-    assert_int_equal(st(f).last, 1);
-    struct order c = mk(0, 1, "r:c");
-    assert_int_equal(orderlog_append_next(f->log, &c), 0);
-    assert_int_equal(c.number, 2); /* no number consumed by the refused one */
-    struct order got;
-    assert_int_equal(orderlog_find_request(f->log, "r:a", &got), 0);
-    assert_int_equal(got.number, 0);
-    assert_int_equal(got.trade.quantity, a.trade.quantity);
 }
 
 static void test_read_ranges(void **state)
@@ -197,88 +169,6 @@ static void test_read_ranges(void **state)
     }
 }
 
-/* ---------------------------------------------------------------- group commit */
-
-#define APPEND_THREADS 8
-#define APPEND_EACH    200
-
-struct appender {
-    struct orderlog *log;
-    int id;
-    int64_t numbers[APPEND_EACH];
-    int failures, dup_refusals;
-};
-
-static void *append_thread(void *p)
-{
-    struct appender *a = p;
-    char rid[32];
-    for (int i = 0; i < APPEND_EACH; i++) {
-        snprintf(rid, sizeof rid, "t%d:%d", a->id, i);
-        struct order o = mk(0, 3, rid);
-        a->numbers[i] = -1;
-        if (orderlog_append_next(a->log, &o) == 0)
-            a->numbers[i] = o.number;
-        else
-            a->failures++;
-        if (i % 10 == 9) {
-            /* A retry of an earlier order, racing with everyone's appends. */
-            snprintf(rid, sizeof rid, "t%d:%d", a->id, i - 5);
-            struct order dup = mk(0, 3, rid);
-            if (orderlog_append_next(a->log, &dup) == BZ_ECONFLICT)
-                a->dup_refusals++;
-        }
-    }
-    return NULL;
-}
-
-static void test_concurrent_append_dense(void **state)
-{
-    struct fixture *f = *state;
-    static struct appender ap[APPEND_THREADS];
-    pthread_t th[APPEND_THREADS];
-    for (int t = 0; t < APPEND_THREADS; t++) {
-        memset(&ap[t], 0, sizeof ap[t]);
-        ap[t].log = f->log;
-        ap[t].id = t;
-        assert_int_equal(pthread_create(&th[t], NULL, append_thread, &ap[t]), 0);
-    }
-    for (int t = 0; t < APPEND_THREADS; t++)
-        assert_int_equal(pthread_join(th[t], NULL), 0);
-
-    const int total = APPEND_THREADS * APPEND_EACH;
-    static bool seen[APPEND_THREADS * APPEND_EACH];
-    memset(seen, 0, sizeof seen);
-    for (int t = 0; t < APPEND_THREADS; t++) {
-        assert_int_equal(ap[t].failures, 0);
-        assert_int_equal(ap[t].dup_refusals, APPEND_EACH / 10);
-        int64_t prev = -1;
-        for (int i = 0; i < APPEND_EACH; i++) {
-            int64_t n = ap[t].numbers[i];
-            if (n < 0 || n >= total)
-                fail_msg("thread %d order %d got number %lld", t, i, (long long)n);
-            if (seen[n])
-                fail_msg("number %lld handed out twice", (long long)n);
-            seen[n] = true;
-            assert_true(n > prev); /* one thread's orders keep their order */
-            prev = n;
-        }
-    }
-    assert_int_equal(st(f).last, total - 1);
-    /* The stored log agrees: every number maps back to the order that got it. */
-    for (int t = 0; t < APPEND_THREADS; t++) {
-        for (int i = 0; i < APPEND_EACH; i += 37) {
-            char rid[32];
-            struct order got;
-            snprintf(rid, sizeof rid, "t%d:%d", t, i);
-            assert_int_equal(orderlog_find_request(f->log, rid, &got), 0);
-            assert_int_equal(got.number, ap[t].numbers[i]);
-        }
-    }
-    reopen(f); /* and it is dense on disk (open checks count == last+1) */
-    assert_int_equal(st(f).last, total - 1);
-}
-
 /* ---------------------------------------------------------------- apply */
 
 static void test_apply_to_empty_and_reapply(void **state)
@@ -298,10 +188,6 @@ static void test_apply_to_empty_and_reapply(void **state)
     /* A re-sent prefix of the log with a lower stale_after changes nothing either. */
     assert_int_equal(orderlog_apply(f->log, e, 2, 1, 1), 0);
     assert_log(f, e, 5);
-    /* append_next continues after applied entries. */
-    struct order o = mk(0, 1, "r:next");
-    assert_int_equal(orderlog_append_next(f->log, &o), 0);
-    assert_int_equal(o.number, 5);
 }
 
 static void test_apply_conflicting_epoch_truncates(void **state)
@@ -495,12 +381,13 @@ static void test_reopen_preserves_log(void **state)
     struct order got;
     assert_int_equal(orderlog_find_request(f->log, "b:3", &got), 0);
     assert_same_order(&got, &e[7]);
-    /* Numbering resumes where it stopped, and old ids are still refused. */
-    struct order o = mk(0, 2, "c:0");
-    assert_int_equal(orderlog_append_next(f->log, &o), 0);
-    assert_int_equal(o.number, 8);
-    o = mk(0, 2, "a:1");
-    assert_int_equal(orderlog_append_next(f->log, &o), BZ_ECONFLICT);
+    /* Appending resumes where it stopped, and old ids are still refused. */
+    struct order o = mk(8, 2, "c:0");
+    assert_int_equal(orderlog_apply(f->log, &o, 1, INT64_MAX, 2), 0);
+    assert_int_equal(st(f).last, 8);
+    o = mk(9, 2, "a:1");
+    assert_int_equal(orderlog_apply(f->log, &o, 1, INT64_MAX, 2), BZ_ECONFLICT);
+    assert_int_equal(st(f).last, 8);
 }
 
 static void test_open_refuses_damaged_log(void **state)
@@ -538,10 +425,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_empty_log),
-        T(test_append_next_consecutive),
-        T(test_append_duplicate_request_id),
+        T(test_append_lookups),
         T(test_read_ranges),
-        T(test_concurrent_append_dense),
         T(test_apply_to_empty_and_reapply),
         T(test_apply_conflicting_epoch_truncates),
         T(test_apply_conflict_after_matching_prefix),

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Integration tests of the ledger order (docs/design.md, "Ledger order"): real processes.
+
+  - a trade the catalog executed for a leader that then died (simulated by a trade sent straight
+    to the catalog, as a leader does) reaches every replica's log and is readable, with nobody
+    retrying it;
+  - numbers follow the catalog's execution order and a 409 takes no number;
+  - GET /orders/{n} never answers an entry that is not on a write quorum;
+  - after a 409 the client's next lookup is not older than what the 409 showed.
+
+    BAZAAR_BIN_DIR=build/bin python3 tests/integration/test_ledger.py [-v]
+"""
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import bazaar  # noqa: E402
+from bazaar import (Cluster, db_orders, find_leader, wait_for,  # noqa: E402
+                    wait_replicas_idle)
+
+STOCKS = "name,price,quantity\nAlpha,1.5,10\nBeta,2.5,10\n"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class LedgerTestCase(unittest.TestCase):
+    overrides = None
+
+    def setUp(self):
+        self.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{self._testMethodName}-")
+        self.cluster = Cluster(self.tmpdir, replicas=3, stocks_csv=STOCKS,
+                               overrides=self.overrides)
+        self.cluster.start()
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        self.cluster.stop()
+        if os.environ.get("BAZAAR_KEEP_TMP"):
+            log(f"kept {self.tmpdir}")
+        else:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def order(self, name, kind, qty, key=None):
+        headers = {"Idempotency-Key": key} if key else None
+        return self.cluster.post_json("/orders", {"name": name, "type": kind, "quantity": qty},
+                                      headers=headers)
+
+    def quantity(self, name):
+        reply = self.cluster.get(f"/stocks/{name}")
+        self.assertEqual(reply.status, 200, reply.body)
+        return reply.json["data"]["quantity"]
+
+    def logs(self):
+        return {rid: [(o["number"], o["name"], o["type"], o["quantity"], o["request_id"])
+                      for o in db_orders(self.cluster, rid)]
+                for rid in self.cluster.replica_ids()}
+
+
+class OrphanedTradesTest(LedgerTestCase):
+    def test_trade_executed_without_a_leader_reaches_every_log(self):
+        c = self.cluster
+        r = self.order("Alpha", "buy", 1)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json["data"]["transaction_number"], 0)
+        # The catalog executes a trade for a leader that dies before logging it: nobody
+        # retries it, and the leader never heard of it.
+        orphan = c.internal_post_json(c.catalog_url("/trade"),
+                                      {"request_id": "r:orphan", "name": "Alpha",
+                                       "type": "buy", "quantity": 2})
+        self.assertEqual(orphan.status, 200, orphan.body)
+        self.assertEqual(orphan.json["data"]["number"], 1)
+        # The leader completes its log from the catalog's journal within its idle sync.
+        order = wait_for(lambda: (lambda g: g.json["data"] if g.status == 200 else None)(
+            c.get("/orders/1")), timeout=5, what="orphaned trade logged")
+        self.assertEqual((order["name"], order["type"], order["quantity"]), ("Alpha", "buy", 2))
+        wait_replicas_idle(c)
+        logs = self.logs()
+        self.assertEqual(len({tuple(v) for v in logs.values()}), 1, logs)
+        self.assertEqual([o[0] for o in logs[1]], [0, 1])
+        # And the next order follows it.
+        r = self.order("Beta", "sell", 1)
+        self.assertEqual(r.json["data"]["transaction_number"], 2)
+
+    def test_leader_killed_after_catalog_call(self):
+        """The leader dies with trades executed at the catalog and not yet logged: the next
+        leader logs them, though no client retries (requests without a key)."""
+        c = self.cluster
+        leader = wait_for(lambda: find_leader(c), what="a leader")
+        # Freeze the leader, execute trades at the catalog as it would have, kill it.
+        c.processes[f"order{leader}"].signal(signal.SIGSTOP)
+        for i in range(3):
+            r = c.internal_post_json(c.catalog_url("/trade"),
+                                     {"request_id": f"r:lost-{i}", "name": "Beta",
+                                      "type": "buy", "quantity": 1})
+            self.assertEqual(r.status, 200, r.body)
+        c.kill_process(f"order{leader}")
+        r = self.order("Beta", "sell", 2)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json["data"]["transaction_number"], 3)
+        for n in range(3):
+            g = c.get(f"/orders/{n}")
+            self.assertEqual(g.status, 200, g.body)
+            self.assertEqual(g.json["data"]["name"], "Beta")
+        c.restart_process(f"order{leader}")
+        wait_replicas_idle(c)
+        logs = self.logs()
+        self.assertEqual(len({tuple(v) for v in logs.values()}), 1, logs)
+        self.assertEqual(self.quantity("Beta"), 10 - 3 + 2)
+
+
+class NumberingTest(LedgerTestCase):
+    def test_refusal_takes_no_number_and_replay_is_valid(self):
+        numbers = []
+        for kind, qty, want in [("buy", 6, 200), ("buy", 6, 409), ("sell", 1, 200),
+                                ("buy", 5, 200), ("buy", 1, 409)]:
+            r = self.order("Alpha", kind, qty)
+            self.assertEqual(r.status, want, r.body)
+            if want == 200:
+                numbers.append(r.json["data"]["transaction_number"])
+        self.assertEqual(numbers, [0, 1, 2])
+        wait_replicas_idle(self.cluster)
+        qty = 10
+        for number, name, kind, q, _ in self.logs()[1]:
+            qty += q if kind == "sell" else -q
+            self.assertGreaterEqual(qty, 0, f"replay below zero at #{number}")
+        self.assertEqual(qty, self.quantity("Alpha"))
+
+
+class CommittedReadsTest(LedgerTestCase):
+    overrides = {"cluster": {"call_timeout_ms": "500"}}
+
+    def test_uncommitted_entry_is_not_served(self):
+        c = self.cluster
+        r = self.order("Alpha", "buy", 1)
+        self.assertEqual(r.status, 200, r.body)
+        leader = wait_for(lambda: find_leader(c), what="a leader")
+        followers = [rid for rid in c.replica_ids() if rid != leader]
+        for rid in followers:
+            c.processes[f"order{rid}"].signal(signal.SIGSTOP)
+        try:
+            # The leader logs the trade but no quorum can hold it: outcome unknown.
+            r = self.order("Alpha", "buy", 2, key="uncommitted-1")
+            self.assertEqual(r.status, 503, r.body)
+            st = bazaar.replica_state(c, leader)
+            self.assertEqual(st["last"], 1)  # in the leader's log...
+            # ...but never served while it is not committed.
+            g = c.get("/orders/1", timeout=bazaar.scaled(15))
+            self.assertNotEqual(g.status, 200, g.body)
+        finally:
+            for rid in followers:
+                c.processes[f"order{rid}"].signal(signal.SIGCONT)
+        # Once a quorum holds it, it is served, and the retry learns the same number.
+        r = wait_for(lambda: (lambda x: x if x.status == 200 else None)(
+            self.order("Alpha", "buy", 2, key="uncommitted-1")), timeout=15, what="retry")
+        self.assertEqual(r.json["data"]["transaction_number"], 1)
+        g = c.get("/orders/1")
+        self.assertEqual(g.status, 200, g.body)
+        self.assertEqual(g.json["data"]["quantity"], 2)
+
+
+class LookupAfterRefusalTest(LedgerTestCase):
+    # Invalidations go nowhere: the front-end's entry stays stale unless it drops it itself.
+    overrides = {"catalog": {"notify": f"127.0.0.1:{bazaar.free_port()}"}}
+
+    def test_lookup_after_409_is_not_older(self):
+        c = self.cluster
+        self.assertEqual(self.quantity("Alpha"), 10)  # cached now
+        r = c.internal_post_json(c.catalog_url("/trade"),
+                                 {"request_id": "r:other-client", "name": "Alpha",
+                                  "type": "buy", "quantity": 8})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(self.quantity("Alpha"), 10)  # stale: no push arrives
+        r = self.order("Alpha", "buy", 5)
+        self.assertEqual(r.status, 409, r.body)  # so Alpha < 5 ...
+        self.assertLess(self.quantity("Alpha"), 5)  # ... and the next lookup agrees
+
+
+if __name__ == "__main__":
+    unittest.main()
