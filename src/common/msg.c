@@ -319,3 +319,55 @@ void msg_exec_reply_free(struct msg_exec_reply *m)
     free(m->journal);
     memset(m, 0, sizeof *m);
 }
+
+/* ---------------------------------------------------------------- append replies, peer state */
+
+json_t *msg_append_reply_to_json(const struct msg_append_reply *m)
+{
+    return json_pack("{s:b,s:I,s:I}", "ok", m->ok, "match", (json_int_t)m->match, "last",
+                     (json_int_t)m->last);
+}
+
+int msg_append_reply_from_json(const json_t *obj, struct msg_append_reply *out, char *errmsg,
+                               size_t errlen)
+{
+    static const char *const keys[] = {"ok", "match", "last"};
+    json_int_t match, last;
+    const json_t *ok = json_object_get(obj, "ok");
+    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
+        msg__int(obj, "match", -1, MSG__NUMBER_MAX, &match, errmsg, errlen) ||
+        msg__int(obj, "last", -1, MSG__NUMBER_MAX, &last, errmsg, errlen))
+        return BZ_EINVAL;
+    if (!json_is_boolean(ok) || (json_is_true(ok) && match < 0)) {
+        snprintf(errmsg, errlen, "'ok' must be a boolean, with a match when true");
+        return BZ_EINVAL;
+    }
+    out->ok = json_is_true(ok);
+    out->match = match;
+    out->last = last;
+    return 0;
+}
+
+int msg_peer_state_from_json(const json_t *obj, struct msg_peer_state *out, char *errmsg,
+                             size_t errlen)
+{
+    json_int_t promised, leader, log_epoch, last;
+    if (!json_is_object(obj)) {
+        snprintf(errmsg, errlen, "state must be an object");
+        return BZ_EINVAL;
+    }
+    if (msg__int(obj, "promised", 0, MSG__EPOCH_MAX, &promised, errmsg, errlen) ||
+        msg__int(obj, "promised_leader", 0, 1000000, &leader, errmsg, errlen) ||
+        msg__int(obj, "log_epoch", 0, MSG__EPOCH_MAX, &log_epoch, errmsg, errlen) ||
+        msg__int(obj, "last", -1, MSG__NUMBER_MAX, &last, errmsg, errlen))
+        return BZ_EINVAL;
+    if ((uint64_t)log_epoch > (uint64_t)promised) {
+        snprintf(errmsg, errlen, "log_epoch above promised");
+        return BZ_EINVAL;
+    }
+    out->promised = (uint64_t)promised;
+    out->promised_leader = (int)leader;
+    out->log_epoch = (uint64_t)log_epoch;
+    out->last = last;
+    return 0;
+}

@@ -21,6 +21,7 @@
 #ifndef BZ_MSG_H
 #define BZ_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -112,6 +113,33 @@ json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m);
 int msg_exec_reply_from_json(const json_t *obj, size_t ntrades, int64_t from,
                              struct msg_exec_reply *out, char *errmsg, size_t errlen);
 void msg_exec_reply_free(struct msg_exec_reply *m);
+
+/* A follower's answer to an append. */
+struct msg_append_reply {
+    bool ok;       /* accepted */
+    int64_t match; /* accepted: the batch's last number (-1 otherwise) */
+    int64_t last;  /* the follower's last number, or where to resume when refused */
+};
+
+json_t *msg_append_reply_to_json(const struct msg_append_reply *m);
+int msg_append_reply_from_json(const json_t *obj, struct msg_append_reply *out, char *errmsg,
+                               size_t errlen);
+
+/*
+ * The replication state a replica reports (GET /state, and the reply to a
+ * leader notice): the members promised, promised_leader, log_epoch and last
+ * are required and checked; the report's other members (role, peers, ...)
+ * are for people and are not read.
+ */
+struct msg_peer_state {
+    uint64_t promised;
+    int promised_leader;
+    uint64_t log_epoch;
+    int64_t last;
+};
+
+int msg_peer_state_from_json(const json_t *obj, struct msg_peer_state *out, char *errmsg,
+                             size_t errlen);
 
 /* A page of log entries {"entries":[...]}; *entries is allocated on 0. */
 int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,

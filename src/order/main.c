@@ -43,9 +43,10 @@ static bool order__health(void *svc, const struct http_request *req, struct http
 {
     struct order_service *s = svc;
     (void)req;
+    char why[128];
+    bool ready = replica_ready(s->replica, why, sizeof why);
     json_t *state = replica_state_json(s->replica);
-    bool ready = replica_ready(s->replica);
-    json_object_set_new(state, "status", json_string(ready ? "ok" : "starting"));
+    json_object_set_new(state, "status", json_string(ready ? "ok" : "unavailable"));
     json_object_set_new(state, "service", json_string("order"));
     json_object_del(state, "peers");
     if (!ready)
@@ -235,7 +236,10 @@ int main(int argc, char **argv)
         .svc = &s,
     };
     /* Listen first, so peers can reach us while we catch up (/health says not ready). */
-    replica_start(&s.replica, &s.cfg, s.id, s.log);
+    if (replica_start(&s.replica, &s.cfg, s.id, s.log) != 0) {
+        orderlog_close(s.log);
+        return 1;
+    }
     if (http_server_start(&http, &opts, order__routes,
                           sizeof order__routes / sizeof order__routes[0], err, sizeof err) != 0) {
         LOG_ERROR("%s", err);

@@ -26,6 +26,7 @@ static const char orderlog__schema[] =
     " quantity INTEGER NOT NULL, epoch INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO meta VALUES('promised', 0);"
+    "INSERT OR IGNORE INTO meta VALUES('promised_leader', 0);"
     "INSERT OR IGNORE INTO meta VALUES('log_epoch', 0);";
 
 static int orderlog__load_state(struct orderlog *log)
@@ -36,6 +37,8 @@ static int orderlog__load_state(struct orderlog *log)
         const char *k = (const char *)sqlite3_column_text(st, 0);
         if (strcmp(k, "promised") == 0)
             s->promised = (uint64_t)sqlite3_column_int64(st, 1);
+        else if (strcmp(k, "promised_leader") == 0)
+            s->promised_leader = (int)sqlite3_column_int64(st, 1);
         else if (strcmp(k, "log_epoch") == 0)
             s->log_epoch = (uint64_t)sqlite3_column_int64(st, 1);
     }
@@ -65,6 +68,17 @@ int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t 
         free(log);
         return rv;
     }
+    sqlite3_stmt *check = store_prepare(log->sql, "PRAGMA quick_check");
+    int rc = sqlite3_step(check);
+    const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(check, 0) : NULL;
+    if (!verdict || strcmp(verdict, "ok") != 0) {
+        snprintf(errmsg, errlen,
+                 "%s is damaged (%s): move it aside to rebuild this replica from its peers", path,
+                 verdict ? verdict : sqlite3_errmsg(log->sql));
+        sqlite3_finalize(check);
+        goto err;
+    }
+    sqlite3_finalize(check);
     if (store_exec(log->sql, orderlog__schema) != 0) {
         snprintf(errmsg, errlen, "%s: cannot create the schema", path);
         goto err;
@@ -177,18 +191,31 @@ static int orderlog__meta_put(struct orderlog *log, const char *key, uint64_t va
     return rc == SQLITE_DONE ? 0 : BZ_EIO;
 }
 
-int orderlog_promise(struct orderlog *log, uint64_t epoch)
+int orderlog_promise(struct orderlog *log, uint64_t epoch, int leader)
 {
     pthread_mutex_lock(&log->db_lock);
+    struct orderlog_state cur = log->state;
     int rv = 0;
-    if (epoch > log->state.promised) {
-        rv = orderlog__meta_put(log, "promised", epoch);
-        if (rv == 0) {
-            pthread_mutex_lock(&log->state_lock);
-            log->state.promised = epoch;
-            pthread_mutex_unlock(&log->state_lock);
-        }
+    if (epoch < cur.promised || (epoch == cur.promised && leader != cur.promised_leader &&
+                                 (leader == 0 || cur.promised_leader != 0))) {
+        rv = epoch == cur.promised && leader == 0 ? 0 : BZ_ESTALE;
+        goto out;
     }
+    if (epoch == cur.promised && leader == cur.promised_leader)
+        goto out;
+    if ((rv = store_begin(log->sql)) == 0 &&
+        (rv = orderlog__meta_put(log, "promised", epoch)) == 0 &&
+        (rv = orderlog__meta_put(log, "promised_leader", (uint64_t)leader)) == 0)
+        rv = store_commit(log->sql);
+    if (rv) {
+        store_rollback(log->sql);
+        goto out;
+    }
+    pthread_mutex_lock(&log->state_lock);
+    log->state.promised = epoch;
+    log->state.promised_leader = leader;
+    pthread_mutex_unlock(&log->state_lock);
+out:
     pthread_mutex_unlock(&log->db_lock);
     return rv;
 }

@@ -26,19 +26,28 @@ struct orderlog_state {
     int64_t last;        /* number of the last entry, -1 when empty */
     uint64_t last_epoch; /* epoch of the last entry, 0 when empty */
     uint64_t promised;   /* highest leader epoch this replica has accepted */
+    int promised_leader; /* the leader it accepted for `promised` (0: none named yet) */
     uint64_t log_epoch;  /* newest epoch whose start-of-epoch log is installed here */
 };
 
 struct orderlog;
 
-/* Opens or creates path. 0, or BZ_EIO with errmsg set. */
+/*
+ * Opens or creates path, checking the file (PRAGMA quick_check and dense
+ * numbers): a damaged log is refused, never served. 0, or BZ_EIO with errmsg.
+ */
 int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t errlen);
 void orderlog_close(struct orderlog *log);
 
 void orderlog_state(struct orderlog *log, struct orderlog_state *out);
 
-/* Raises the promised epoch (durably) if `epoch` is higher. 0 or BZ_EIO. */
-int orderlog_promise(struct orderlog *log, uint64_t epoch);
+/*
+ * Records durably that this replica accepted `leader` for `epoch` (leader 0:
+ * only the epoch is known, from a peer). The promise only moves forward: a
+ * lower epoch, or the same epoch naming another leader once one is named, is
+ * refused with BZ_ESTALE. 0, BZ_ESTALE or BZ_EIO.
+ */
+int orderlog_promise(struct orderlog *log, uint64_t epoch, int leader);
 /* Sets the log epoch (durably). 0 or BZ_EIO. */
 int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch);
 

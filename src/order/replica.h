@@ -1,17 +1,18 @@
 /*
- * replica.h - one order replica's part in primary-backup replication.
+ * replica.h - one order replica in primary-backup replication: the protocol
+ * core (pb.h) driven by threads, HTTP calls and the SQLite order log.
  *
- * Roles: STARTING (catching up after a restart; not ready), FOLLOWER,
- * PROMOTING (named leader; collecting the newest log from a majority before
- * taking trades) and LEADER. The front-end names the leader and the epoch
- * (replica_notice); the leader numbers orders, appends them with group
- * commit, streams them to each follower in order from one thread per peer,
- * and acknowledges an order once a write quorum holds it durably.
- * Followers accept only in-order appends from the current epoch.
+ * Roles: starting (catching up after a restart; not ready), follower,
+ * promoting (named leader; collecting the newest log from a write quorum
+ * before taking trades) and leader. The front-end names the leader and the
+ * epoch (replica_notice); the leader sends trades to the catalog in batches,
+ * logs the catalog's journal, streams it to each follower in order, and
+ * acknowledges an order once a write quorum holds it durably. Followers
+ * accept only in-order appends from the current epoch.
  *
- * The protocol and why it never loses an acknowledged order are written
- * down in docs/design.md. This module owns threads; main.c only maps HTTP
- * routes onto these calls.
+ * The protocol and why it never loses or changes an acknowledged order are
+ * written down in docs/design.md. This module owns threads; main.c only maps
+ * HTTP routes onto these calls.
  */
 #ifndef BZ_REPLICA_H
 #define BZ_REPLICA_H
@@ -25,8 +26,6 @@
 #include "orderlog.h"
 #include "msg.h"
 
-enum replica_role { REPLICA_STARTING = 0, REPLICA_FOLLOWER, REPLICA_PROMOTING, REPLICA_LEADER };
-
 struct replica;
 
 /* Starts the replica's threads (catch-up first). cfg and log must outlive it. */
@@ -34,8 +33,8 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
 /* Stops the threads and frees the replica (not the log). */
 void replica_stop(struct replica *r);
 
-/* Ready for /health: caught up after start. */
-bool replica_ready(struct replica *r);
+/* Ready for /health: caught up, storage healthy, a leader in touch with a quorum. */
+bool replica_ready(struct replica *r, char *why, size_t whylen);
 
 /* A leader notice. 0, or BZ_ESTALE when the epoch is older than promised. */
 int replica_notice(struct replica *r, const struct msg_notice *m);
@@ -60,7 +59,5 @@ int replica_append(struct replica *r, const struct msg_append *m, json_t **reply
 json_t *replica_state_json(struct replica *r);
 
 void replica_metrics(struct replica *r, struct strbuf *out);
-
-const char *replica_role_name(enum replica_role role);
 
 #endif

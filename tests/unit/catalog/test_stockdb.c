@@ -477,8 +477,8 @@ static void test_batch_numbers_follow_execution(void **state)
     static const struct {
         int status;
         int64_t number, quantity;
-    } want[] = {{0, 0, 2}, {BZ_ECONFLICT, -1, 0}, {0, 1, 3},
-                {BZ_ENOTFOUND, -1, 0}, {0, 2, 0}, {0, 0, 2}};
+    } want[] = {{0, 0, 2}, {BZ_ECONFLICT, -1, 0}, {0, 1, 3}, {BZ_ENOTFOUND, -1, 0}, {0, 2, 0},
+                {0, 0, 2}};
     struct stockdb_outcome out[UNIT_COUNT(batch)];
     assert_int_equal(stockdb_execute(f->db, batch, UNIT_COUNT(batch), out, 0), 0);
     for (size_t i = 0; i < UNIT_COUNT(batch); i++) {
@@ -511,8 +511,7 @@ static void test_batch_numbers_follow_execution(void **state)
     /* A cursor at the end reads nothing; past it is refused (foreign data). */
     assert_int_equal(stockdb_journal(f->db, 3, 8, j, &n, &end, errmsg, sizeof errmsg), 0);
     assert_int_equal(n, 0);
-    assert_int_equal(stockdb_journal(f->db, 4, 8, j, &n, &end, errmsg, sizeof errmsg),
-                     BZ_ESTALE);
+    assert_int_equal(stockdb_journal(f->db, 4, 8, j, &n, &end, errmsg, sizeof errmsg), BZ_ESTALE);
     /* A page starts anywhere and is bounded. */
     assert_int_equal(stockdb_journal(f->db, 1, 1, j, &n, &end, errmsg, sizeof errmsg), 0);
     assert_int_equal(n, 1);
@@ -567,8 +566,7 @@ static void test_request_ids_forgotten_after_window(void **state)
     assert_int_equal(stockdb_journal(f->db, 6, 8, j, &n, &end, errmsg, sizeof errmsg), 0);
     assert_int_equal(n, 4);
     assert_int_equal(end, 10);
-    assert_int_equal(stockdb_journal(f->db, 5, 8, j, &n, &end, errmsg, sizeof errmsg),
-                     BZ_ESTALE);
+    assert_int_equal(stockdb_journal(f->db, 5, 8, j, &n, &end, errmsg, sizeof errmsg), BZ_ESTALE);
     /* Numbering goes on after the clean-up, and across a restart. */
     reopen(f);
     assert_int_equal(stockdb_applied_rows(f->db), 4);

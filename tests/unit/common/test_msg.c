@@ -443,7 +443,7 @@ static void test_exec_reply(void **state)
          "\"quantity\":1}],\"end\":8}",
          2, 7, true},
         {"{\"results\":[],\"journal\":[],\"end\":3}", 0, 3, true},
-        {"{\"results\":[],\"journal\":[],\"end\":9}", 0, 3, true}, /* more pages */
+        {"{\"results\":[],\"journal\":[],\"end\":9}", 0, 3, true},  /* more pages */
         {"{\"results\":[],\"journal\":[],\"end\":2}", 0, 3, false}, /* end before cursor */
         {"{\"results\":[{\"code\":200,\"number\":7}],\"journal\":[],\"end\":8}", 2, 7, false},
         {"{\"results\":[],\"journal\":[{\"number\":8,\"request_id\":\"r:1\",\"name\":\"A\","
@@ -461,8 +461,8 @@ static void test_exec_reply(void **state)
         json_t *obj = load(cases[i].json);
         struct msg_exec_reply r;
         char errmsg[160] = "";
-        int rv =
-            msg_exec_reply_from_json(obj, cases[i].ntrades, cases[i].from, &r, errmsg, sizeof errmsg);
+        int rv = msg_exec_reply_from_json(obj, cases[i].ntrades, cases[i].from, &r, errmsg,
+                                          sizeof errmsg);
         if ((rv == 0) != cases[i].ok)
             fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
         if (rv == 0) {

@@ -352,19 +352,26 @@ static void test_apply_empty_batch_noop(void **state)
 static void test_promise_and_log_epoch_persist(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(orderlog_promise(f->log, 5), 0);
-    assert_true(st(f).promised == 5);
-    assert_int_equal(orderlog_promise(f->log, 3), 0); /* never lowered */
-    assert_true(st(f).promised == 5);
+    assert_int_equal(orderlog_promise(f->log, 5, 0), 0); /* the epoch only, from a peer */
+    assert_true(st(f).promised == 5 && st(f).promised_leader == 0);
+    assert_int_equal(orderlog_promise(f->log, 5, 2), 0); /* then its leader */
+    assert_true(st(f).promised == 5 && st(f).promised_leader == 2);
+    /* One leader per epoch: a second leader for 5 is refused, even after a restart. */
+    assert_int_equal(orderlog_promise(f->log, 5, 3), BZ_ESTALE);
+    assert_int_equal(orderlog_promise(f->log, 5, 2), 0);
+    assert_int_equal(orderlog_promise(f->log, 5, 0), 0);
+    assert_int_equal(orderlog_promise(f->log, 3, 1), BZ_ESTALE); /* never lowered */
+    assert_true(st(f).promised == 5 && st(f).promised_leader == 2);
     assert_int_equal(orderlog_set_log_epoch(f->log, 4), 0);
     assert_true(st(f).log_epoch == 4);
     assert_int_equal(orderlog_set_log_epoch(f->log, 2), 0); /* set, not raised */
     assert_true(st(f).log_epoch == 2);
     reopen(f);
     struct orderlog_state s = st(f);
-    assert_true(s.promised == 5);
+    assert_true(s.promised == 5 && s.promised_leader == 2);
+    assert_int_equal(orderlog_promise(f->log, 5, 3), BZ_ESTALE);
     assert_true(s.log_epoch == 2);
-    assert_int_equal(orderlog_promise(f->log, 9), 0);
+    assert_int_equal(orderlog_promise(f->log, 9, 1), 0);
     reopen(f);
     assert_true(st(f).promised == 9);
 }
@@ -408,6 +415,32 @@ static void test_open_refuses_damaged_log(void **state)
     assert_true(errmsg[0] != '\0');
 }
 
+/* Random bytes in the last page (a torn or rotten write): refused at open, never served. */
+static void test_open_refuses_corrupted_page(void **state)
+{
+    struct fixture *f = *state;
+    static struct order e[400];
+    append_n(f, e, 400, 1, "corrupt");
+    orderlog_close(f->log); /* checkpoints the WAL into the file */
+    f->log = NULL;
+    FILE *fp = fopen(f->path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long size = ftell(fp);
+    assert_true(size > 8192);
+    assert_int_equal(fseek(fp, size - 4096, SEEK_SET), 0);
+    unsigned x = 12345;
+    for (int i = 0; i < 4096; i++) {
+        x = x * 1103515245u + 12345u;
+        fputc((int)(x >> 16) & 0xff, fp);
+    }
+    fclose(fp);
+    char errmsg[256] = "";
+    assert_int_equal(orderlog_open(&f->log, f->path, errmsg, sizeof errmsg), BZ_EIO);
+    assert_null(f->log);
+    assert_non_null(strstr(errmsg, "damaged"));
+}
+
 static void test_open_bad_path(void **state)
 {
     struct fixture *f = *state;
@@ -441,6 +474,7 @@ int main(void)
         T(test_promise_and_log_epoch_persist),
         T(test_reopen_preserves_log),
         T(test_open_refuses_damaged_log),
+        T(test_open_refuses_corrupted_page),
         T(test_open_bad_path),
     };
     return cmocka_run_group_tests_name("unit.order.orderlog", tests, NULL, NULL);

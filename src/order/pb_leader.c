@@ -1,0 +1,322 @@
+/*
+ * pb_leader.c - the leader's side: one pipeline per follower (appends in
+ * order, a heartbeat when idle, stepping back on a mismatch), the sequencer
+ * (batches of trades to the catalog, the journal it returns appended to the
+ * log: docs/design.md, "Ledger order"), and orders and queries answered once
+ * committed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "log.h"
+#include "pb_int.h"
+
+/* ---------------------------------------------------------------- pipelines */
+
+static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint64_t now)
+{
+    struct msg_append m = {.epoch = pb->epoch,
+                           .leader = pb->cfg.id,
+                           .prev = p->next - 1,
+                           .start_last = pb->start_last};
+    if (m.prev >= 0) {
+        struct order prev;
+        int err = pb->st.get(pb->st.ctx, m.prev, &prev);
+        if (err) {
+            /* next is never past our log's end + 1: only a broken store gets here */
+            pb__break(pb, "reading the log", err);
+            return;
+        }
+        m.prev_epoch = prev.epoch;
+    }
+    m.entries = xcalloc(PB_APPEND_BATCH, sizeof *m.entries);
+    if (pb->st.read(pb->st.ctx, p->next, PB_APPEND_BATCH, m.entries, &m.n) != 0) {
+        free(m.entries);
+        pb__break(pb, "reading the log", BZ_EIO);
+        return;
+    }
+    struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, index, pb->cfg.call_timeout_ms);
+    c->append = m;
+    p->append_call = c->id;
+    p->last_sent_ms = now;
+    pb->io.send(pb->io.ctx, c);
+}
+
+static void pb__pipelines(struct pb *pb, uint64_t now)
+{
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    for (int i = 0; i < pb->cfg.npeers && pb->role == PB_LEADER; i++) {
+        struct pb_peer *p = &pb->peers[i];
+        if (p->epoch_seen != pb->epoch) {
+            p->epoch_seen = pb->epoch;
+            p->next = pb->start_last + 1;
+            p->match = -1;
+            p->append_call = 0;
+            p->retry_at_ms = 0;
+            p->last_sent_ms = 0;
+            p->last_ok_ms = 0;
+        }
+        if (p->append_call || now < p->retry_at_ms)
+            continue;
+        if (st.last >= p->next || now - p->last_sent_ms >= PB_HEARTBEAT_MS)
+            pb__pipeline_send(pb, p, i, now);
+    }
+}
+
+static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply)
+{
+    struct pb_peer *p = &pb->peers[call->peer];
+    if (call->id != p->append_call)
+        return; /* a duplicate, or from before an epoch change */
+    p->append_call = 0;
+    if (pb->role != PB_LEADER || call->append.epoch != pb->epoch)
+        return;
+    uint64_t now = pb__now(pb);
+    if (reply->err == BZ_ESTALE) {
+        LOG_WARN("replica %d knows a newer epoch than %llu: stepping down", p->id,
+                 (unsigned long long)pb->epoch);
+        pb__set_role(pb, PB_FOLLOWER);
+        return;
+    }
+    if (reply->err) {
+        if (p->reachable)
+            LOG_WARN("replica %d unreachable: %s", p->id, bz_strerror(reply->err));
+        p->reachable = false;
+        p->retry_at_ms = now + PB_RETRY_MS;
+        return;
+    }
+    if (!p->reachable)
+        LOG_INFO("replica %d reachable again", p->id);
+    p->reachable = true;
+    p->last_ok_ms = now;
+    if (reply->ok) {
+        if (reply->match > p->match)
+            p->match = reply->match;
+        p->next = reply->match + 1;
+        pb__advance_commit(pb);
+    } else {
+        /* Step back past the mismatch; re-sending entries it has is harmless. */
+        int64_t back = call->append.prev - PB_BACKOFF + 1;
+        p->next = reply->last + 1 < back ? reply->last + 1 : back;
+        if (p->next < 0)
+            p->next = 0;
+        struct orderlog_state st;
+        pb->st.state(pb->st.ctx, &st);
+        if (p->next > st.last + 1)
+            p->next = st.last + 1;
+    }
+}
+
+/* ---------------------------------------------------------------- the sequencer */
+
+/* The code of a refused trade from its HTTP status in the catalog's reply. */
+static int pb__refusal(int code)
+{
+    switch (code) {
+    case 404:
+        return BZ_ENOTFOUND;
+    case 409:
+        return BZ_ECONFLICT;
+    case 422:
+        return BZ_EMISMATCH;
+    default:
+        return BZ_EUPSTREAM;
+    }
+}
+
+static void pb__sequencer(struct pb *pb, uint64_t now)
+{
+    if (pb->role != PB_LEADER || pb->exec_call || now < pb->exec_retry_at_ms)
+        return;
+    if (!pb->queue && !pb->sync_needed && now - pb->last_exec_ms < PB_IDLE_SYNC_MS)
+        return;
+    size_t n = 0;
+    while (pb->queue && n < MSG_MAX_ENTRIES) {
+        pb->batch[n] = pb->queue;
+        pb->queue = pb->queue->next;
+        pb->batch[n]->next = NULL;
+        n++;
+    }
+    if (!pb->queue)
+        pb->queue_tail = &pb->queue;
+    pb->batch_n = n;
+
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    struct pb_call *c = pb__call_new(pb, PB_CALL_EXECUTE, -1, pb->cfg.call_timeout_ms);
+    c->exec.from = st.last + 1;
+    c->exec.committed = pb->commit + 1;
+    c->exec.n = n;
+    c->exec.trades = xcalloc(n ? n : 1, sizeof *c->exec.trades);
+    for (size_t i = 0; i < n; i++)
+        c->exec.trades[i] = pb->batch[i]->trade;
+    pb->exec_call = c->id;
+    pb->exec_epoch = pb->epoch;
+    pb->last_exec_ms = now;
+    atomic_fetch_add(&pb->batches, 1);
+    pb->io.send(pb->io.ctx, c);
+}
+
+/* Fails every trade of the batch in flight with `status` (outcome unknown). */
+static void pb__fail_batch(struct pb *pb, int status, const char *message)
+{
+    for (size_t i = 0; i < pb->batch_n; i++)
+        if (pb->batch[i])
+            pb__answer(pb, pb->batch[i], status, message);
+    pb->batch_n = 0;
+}
+
+static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
+                                   struct pb_reply *reply)
+{
+    if (call->id != pb->exec_call)
+        return; /* from before a role change: its waiters were answered then */
+    pb->exec_call = 0;
+    uint64_t now = pb__now(pb);
+    if (pb->role != PB_LEADER || pb->epoch != pb->exec_epoch) {
+        pb__fail_batch(pb, BZ_EUNAVAIL, "leadership moved: outcome unknown, retry");
+        return;
+    }
+    if (reply->err) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "catalog call failed (%s): outcome unknown, retry with the same Idempotency-Key",
+                 bz_strerror(reply->err));
+        if (pb->catalog_ok)
+            LOG_WARN("catalog exchange failed (%s): retrying every %d ms", bz_strerror(reply->err),
+                     PB_RETRY_MS);
+        pb->catalog_ok = false;
+        pb->sync_needed = true;
+        pb->exec_retry_at_ms = now + PB_RETRY_MS;
+        pb__fail_batch(pb, reply->err == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, msg);
+        return;
+    }
+    if (!pb->catalog_ok)
+        LOG_INFO("catalog reachable again");
+    pb->catalog_ok = true;
+    struct msg_exec_reply *x = &reply->exec;
+    if (x->njournal > 0) {
+        for (size_t i = 0; i < x->njournal; i++)
+            x->journal[i].epoch = pb->epoch;
+        int rv = pb->st.apply(pb->st.ctx, x->journal, x->njournal, INT64_MAX, pb->epoch);
+        if (rv) {
+            LOG_ERROR("appending journal %lld..%lld: %s", (long long)call->exec.from,
+                      (long long)(call->exec.from + (int64_t)x->njournal - 1), bz_strerror(rv));
+            pb__fail_batch(pb, BZ_EIO, "order log write failed: outcome unknown, retry");
+            if (rv == BZ_EIO)
+                pb__break(pb, "appending to the log", rv);
+            return;
+        }
+        atomic_fetch_add(&pb->journal_synced, x->njournal);
+        if (pb->batch_n == 0)
+            LOG_INFO("logged %zu trades from the catalog's journal: %lld..%lld", x->njournal,
+                     (long long)call->exec.from,
+                     (long long)(call->exec.from + (int64_t)x->njournal - 1));
+    }
+    pb->sync_needed = x->end > call->exec.from + (int64_t)x->njournal;
+    for (size_t i = 0; i < pb->batch_n; i++) {
+        struct pb_wait *w = pb->batch[i];
+        const struct msg_exec_result *res = &x->results[i];
+        if (res->code != 200) {
+            pb__answer(pb, w, pb__refusal(res->code), res->message);
+            continue;
+        }
+        w->number = res->number;
+        w->epoch = pb->epoch;
+        w->deadline_ms = now + (uint64_t)pb->cfg.call_timeout_ms;
+        w->next = pb->committing;
+        pb->committing = w;
+    }
+    pb->batch_n = 0;
+    pb__advance_commit(pb);
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+void pb__leader_pump(struct pb *pb)
+{
+    if (pb->role != PB_LEADER)
+        return;
+    uint64_t now = pb__now(pb);
+    pb__pipelines(pb, now);
+    pb__sequencer(pb, now);
+}
+
+void pb__leader_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply)
+{
+    if (call->kind == PB_CALL_APPEND)
+        pb__pipeline_on_reply(pb, call, reply);
+    else
+        pb__sequencer_on_reply(pb, call, reply);
+}
+
+/* A new waiter, or an immediate answer when this replica cannot take the request. */
+static struct pb_wait *pb__wait_new(struct pb *pb, void *token, bool is_query)
+{
+    struct pb_wait *w = xcalloc(1, sizeof *w);
+    w->token = token;
+    w->is_query = is_query;
+    w->epoch = pb->epoch;
+    if (pb->role == PB_LEADER)
+        return w;
+    char msg[64];
+    int status = pb->role == PB_PROMOTING ? BZ_EUNAVAIL : BZ_ENOTLEADER;
+    snprintf(msg, sizeof msg,
+             pb->role == PB_PROMOTING ? "leader is still taking over"
+                                      : "replica %d is not the leader",
+             pb->cfg.id);
+    pb__answer(pb, w, status, msg);
+    return NULL;
+}
+
+/* Waits for `number` to be committed in this epoch, at most timeout_ms. */
+static void pb__await_commit(struct pb *pb, struct pb_wait *w, int64_t number, int timeout_ms)
+{
+    w->number = number;
+    w->deadline_ms = pb__now(pb) + (uint64_t)timeout_ms;
+    w->next = pb->committing;
+    pb->committing = w;
+    pb__answer_committed(pb);
+}
+
+void pb_submit(struct pb *pb, const struct trade *t, void *token)
+{
+    struct pb_wait *w = pb__wait_new(pb, token, false);
+    if (!w)
+        return;
+    w->trade = *t;
+    /* A retry of an order we already hold: answer it once committed, never re-apply. */
+    struct order o;
+    int rv = pb->st.find_request(pb->st.ctx, t->request_id, &o);
+    if (rv == 0 && !trade_same(&o.trade, t)) {
+        pb__answer(pb, w, BZ_EMISMATCH, "Idempotency-Key reused with a different request");
+    } else if (rv == 0) {
+        pb__await_commit(pb, w, o.number, pb->cfg.call_timeout_ms);
+    } else if (rv == BZ_ENOTFOUND) {
+        w->deadline_ms = pb__now(pb) + (uint64_t)pb->cfg.call_timeout_ms;
+        *pb->queue_tail = w;
+        pb->queue_tail = &w->next;
+        pb__sequencer(pb, pb__now(pb));
+    } else {
+        pb__answer(pb, w, rv, "order log unreadable");
+    }
+}
+
+void pb_query(struct pb *pb, int64_t number, void *token)
+{
+    struct pb_wait *w = pb__wait_new(pb, token, true);
+    if (!w)
+        return;
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    if (number > st.last) {
+        w->number = number;
+        pb__answer(pb, w, BZ_ENOTFOUND, "order not found");
+        return;
+    }
+    /* Only committed entries are served (docs/design.md, "Committed reads"). */
+    pb__await_commit(pb, w, number, pb->cfg.call_timeout_ms / 2);
+}
