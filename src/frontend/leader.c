@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
+#include "select.h"
 
 #define LEADER__PING_MS        300  /* deadline of one health ping */
 #define LEADER__FAILOVER_MS    8000 /* how long leader_forward keeps retrying */
@@ -20,7 +21,8 @@ struct leader__replica {
     char url[CONFIG_ADDR_MAX + 16];
     /* Last health observation, guarded by leader->lock. */
     bool reachable;
-    json_t *health; /* last /health body, or NULL */
+    json_t *health;        /* last /health body, or NULL */
+    struct select_obs obs; /* what that body said, for select_decide */
 };
 
 struct leader {
@@ -47,32 +49,67 @@ static void leader__sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* GET /health of one replica. Returns 1 ready, 0 alive but not ready, -1 unreachable. */
-static int leader__ping(struct leader *l, int i, uint64_t *promised)
+/* GET /health of one replica into replicas[i].obs (strict about the members it reads). */
+static void leader__ping(struct leader *l, int i)
 {
-    char url[CONFIG_ADDR_MAX + 32];
+    char url[CONFIG_ADDR_MAX + 32], msg[128];
     struct http_reply reply;
     snprintf(url, sizeof url, "%s/health", l->replicas[i].url);
     int rv = http_client_request("GET", url, NULL, NULL, 0, LEADER__PING_MS, &reply);
     json_t *body = NULL;
-    int result = -1;
+    struct select_obs obs = {.id = l->replicas[i].id};
     if (rv == 0) {
         body = json_loadb(reply.body.data ? reply.body.data : "", reply.body.len, 0, NULL);
-        json_int_t p = 0;
-        if (body && json_unpack(body, "{s:I}", "promised", &p) == 0) {
-            *promised = (uint64_t)p;
-            result = reply.status == 200 ? 1 : 0;
+        struct msg_peer_state ps;
+        const char *role = NULL;
+        if (body && msg_peer_state_from_json(body, &ps, msg, sizeof msg) == 0 &&
+            json_unpack(body, "{s:s}", "role", &role) == 0) {
+            obs.reachable = true;
+            obs.ready = reply.status == 200;
+            obs.role = select_role_parse(role);
+            obs.promised = ps.promised;
+            obs.promised_leader = ps.promised_leader;
         }
         http_reply_free(&reply);
     }
     pthread_mutex_lock(&l->lock);
-    l->replicas[i].reachable = result >= 0;
+    l->replicas[i].reachable = obs.reachable;
+    l->replicas[i].obs = obs;
     json_decref(l->replicas[i].health);
-    l->replicas[i].health = result >= 0 ? body : NULL;
-    if (result < 0)
+    l->replicas[i].health = obs.reachable ? body : NULL;
+    if (!obs.reachable)
         json_decref(body);
     pthread_mutex_unlock(&l->lock);
-    return result;
+}
+
+/* Pings every replica and applies the selection rules to what they said. */
+static void leader__observe(struct leader *l, int current, uint64_t epoch,
+                            struct select_decision *d)
+{
+    struct select_obs obs[CONFIG_MAX_REPLICAS];
+    for (int i = 0; i < l->n; i++)
+        leader__ping(l, i);
+    pthread_mutex_lock(&l->lock);
+    for (int i = 0; i < l->n; i++)
+        obs[i] = l->replicas[i].obs;
+    pthread_mutex_unlock(&l->lock);
+    select_decide(obs, l->n, current, epoch, d);
+}
+
+/* Uses replica `index` as leader of `epoch` from now on. */
+static void leader__use(struct leader *l, int index, uint64_t epoch, const char *how)
+{
+    pthread_mutex_lock(&l->lock);
+    bool changed = l->current != index || l->epoch != epoch;
+    l->current = index;
+    l->epoch = epoch;
+    l->ever_selected = true;
+    pthread_mutex_unlock(&l->lock);
+    if (changed) {
+        atomic_fetch_add(&l->leader_changes, 1);
+        LOG_INFO("leader is replica %d, epoch %llu (%s)", l->replicas[index].id,
+                 (unsigned long long)epoch, how);
+    }
 }
 
 /* Announces leader `id` in `epoch` to replica i. 0, BZ_ESTALE (refused) or unreachable. */
@@ -97,15 +134,17 @@ static int leader__notify(struct leader *l, int i, int id, uint64_t epoch)
 }
 
 /*
- * Picks and announces a leader, unless the leader changed since the caller
- * saw `seen_epoch` fail (then the caller just uses the new one).
+ * Finds a working leader after the one of `seen_epoch` failed (or none was
+ * known): follows one that another front-end chose meanwhile, or picks and
+ * announces a new one (select.h). Unless the leader already changed since
+ * the caller saw it fail: then the caller just uses the new one.
  */
 static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
 {
     pthread_mutex_lock(&l->select_lock);
     pthread_mutex_lock(&l->lock);
     bool already = !force && l->current >= 0 && l->epoch != seen_epoch;
-    uint64_t max_epoch = l->epoch;
+    uint64_t epoch = l->epoch;
     pthread_mutex_unlock(&l->lock);
     if (already) {
         pthread_mutex_unlock(&l->select_lock);
@@ -114,34 +153,25 @@ static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
 
     int rv = BZ_EUNAVAIL;
     for (int attempt = 0; attempt < 3 && rv != 0; attempt++) {
-        int chosen = -1;
-        for (int i = l->n - 1; i >= 0; i--) {
-            uint64_t promised = 0;
-            int ready = leader__ping(l, i, &promised);
-            if (promised > max_epoch)
-                max_epoch = promised;
-            if (ready == 1 && chosen < 0)
-                chosen = i;
-        }
-        if (chosen < 0)
+        struct select_decision d;
+        leader__observe(l, -1, epoch, &d); /* the failed leader is not simply kept */
+        if (d.action == SELECT_FOLLOW) {
+            leader__use(l, d.index, d.epoch, "chosen by another front-end");
+            rv = 0;
             break;
-        uint64_t epoch = max_epoch + 1;
-        int id = l->replicas[chosen].id;
-        rv = leader__notify(l, chosen, id, epoch);
+        }
+        if (d.action == SELECT_NONE)
+            break;
+        int chosen = d.index, id = l->replicas[chosen].id;
+        rv = leader__notify(l, chosen, id, d.epoch);
         if (rv) {
-            max_epoch = epoch; /* refused or gone: try again with a higher epoch */
+            epoch = d.epoch; /* refused or gone: try again with a higher epoch */
             continue;
         }
         for (int i = 0; i < l->n; i++)
             if (i != chosen)
-                leader__notify(l, i, id, epoch); /* best effort: the leader tells them too */
-        pthread_mutex_lock(&l->lock);
-        l->current = chosen;
-        l->epoch = epoch;
-        l->ever_selected = true;
-        pthread_mutex_unlock(&l->lock);
-        atomic_fetch_add(&l->leader_changes, 1);
-        LOG_INFO("leader is replica %d, epoch %llu", id, (unsigned long long)epoch);
+                leader__notify(l, i, id, d.epoch); /* best effort: the leader tells them too */
+        leader__use(l, chosen, d.epoch, "selected");
     }
     if (rv) {
         pthread_mutex_lock(&l->lock);
@@ -211,16 +241,14 @@ static void *leader__health_main(void *arg)
         if (cur < 0) {
             leader__select(l, epoch, false);
         } else {
-            /* Ping everyone (for /status); re-select if the leader missed. */
-            bool leader_ok = true;
-            for (int i = 0; i < l->n; i++) {
-                uint64_t promised = 0;
-                int ready = leader__ping(l, i, &promised);
-                if (i == cur && (ready != 1 || promised != epoch))
-                    leader_ok = false;
-            }
-            if (!leader_ok) {
-                LOG_INFO("leader %d missed a health check: re-selecting", l->replicas[cur].id);
+            /* Ping everyone (for /status); follow a newer leader, or re-select if ours
+             * is no longer ready or no longer leads our epoch. */
+            struct select_decision d;
+            leader__observe(l, cur, epoch, &d);
+            if (d.action == SELECT_FOLLOW) {
+                leader__use(l, d.index, d.epoch, "chosen by another front-end");
+            } else if (d.action != SELECT_KEEP) {
+                LOG_INFO("leader %d failed its health check: re-selecting", l->replicas[cur].id);
                 leader__select(l, epoch, false);
             }
         }

@@ -115,8 +115,8 @@ void pb__set_role(struct pb *pb, enum pb_role role)
         pb__fail_all_waits(pb, BZ_EUNAVAIL, "leadership moved: outcome unknown, retry");
         pb->exec_call = 0; /* a late catalog reply is ignored; its journal comes back later */
     }
+    pb->leader_since_ms = pb__now(pb);
     if (role == PB_LEADER) {
-        pb->leader_since_ms = pb__now(pb);
         pb->commit = -1;
         pb->sync_needed = true; /* complete the log from the catalog's journal first */
         pb->exec_retry_at_ms = 0;
@@ -391,6 +391,10 @@ static bool pb__ready(struct pb *pb, const char **why)
     }
     if (pb->role == PB_STARTING) {
         *why = "catching up";
+        return false;
+    }
+    if (pb->role == PB_PROMOTING && pb__now(pb) - pb->leader_since_ms >= PB_QUORUM_LOST_MS) {
+        *why = "promotion cannot reach a write quorum";
         return false;
     }
     if (pb->role == PB_LEADER) {

@@ -52,7 +52,7 @@ struct pb {
     uint64_t epoch;     /* the promised epoch, whose leader is leader_id */
     int64_t start_last; /* as leader: the log's last number when the epoch began */
     int64_t commit;     /* as leader: highest number on a write quorum in this epoch */
-    uint64_t leader_since_ms;
+    uint64_t leader_since_ms;  /* when the current role began (leader or promoting) */
     bool broken; /* a store write failed: out of service until restarted */
     char broken_why[128];
 
