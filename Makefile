@@ -1,7 +1,7 @@
 # Stock Bazaar: the two commands are `make run` and `make test`.
 #   make run      installs missing packages, builds, starts a local 3-replica cluster
 #   make test     builds twice (plain and ASan+UBSan) and runs every test in both
-# Other targets: build, asan, tsan, soak, fuzz, bench, eval, format, check-format, clean.
+# Other targets: build, asan, tsan, soak, sim, fuzz, bench, eval, format, check-format, clean.
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
@@ -12,8 +12,9 @@ CTEST_ARGS ?=
 ROUNDS     ?= 200
 SEED       ?= 1
 FUZZ_SECONDS ?= 60
+SEEDS      ?= 10000
 
-.PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak fuzz bench eval \
+.PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak sim fuzz bench eval \
         format check-format lint clean
 
 all: build
@@ -51,6 +52,15 @@ test-asan: asan
 
 soak: build
 	python3 tests/fault/fault_runner.py --bin-dir $(BUILD)/bin --rounds $(ROUNDS) --seed $(SEED)
+
+# The deterministic simulator: `make sim SEEDS=N` runs seeds 1..N on every core,
+# `make sim SEED=s` replays one schedule with its whole trace.
+sim: build
+ifeq ($(origin SEED),command line)
+	$(BUILD)/tests/sim/bazaar-sim --seed $(SEED) --verbose
+else
+	$(BUILD)/tests/sim/bazaar-sim --seeds $(SEEDS) --jobs $(JOBS)
+endif
 
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
