@@ -158,9 +158,7 @@ json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg
 json_t *http_client_call_json(const char *url, const char *secret, const json_t *body,
                               int timeout_ms, int *err, char *msg, size_t msglen)
 {
-    char *payload = NULL;
-    if (body && !(payload = json_dumps(body, JSON_COMPACT)))
-        util__oom(0, __FILE__, __LINE__); /* jansson fails only when out of memory */
+    char *payload = body ? xjson_dumps(body, JSON_COMPACT) : NULL;
     struct http_reply reply;
     *err = http_client_request(payload ? "POST" : "GET", url, secret, payload,
                                payload ? strlen(payload) : 0, timeout_ms, &reply);

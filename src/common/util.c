@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,14 @@ char *util__xmemdup(const void *p, size_t n, const char *file, int line)
         memcpy(q, p, n);
     q[n] = '\0';
     return q;
+}
+
+char *xjson_dumps(const struct json_t *json, size_t flags)
+{
+    char *s = json_dumps(json, flags);
+    if (!s)
+        util__oom(0, __FILE__, __LINE__);
+    return s;
 }
 
 /* ---------------------------------------------------------------- strbuf */

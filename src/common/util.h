@@ -32,6 +32,9 @@ void *util__xmalloc(size_t n, const char *file, int line);
 void *util__xcalloc(size_t n, size_t size, const char *file, int line);
 void *util__xrealloc(void *p, size_t n, const char *file, int line);
 char *util__xstrdup(const char *s, const char *file, int line);
+/* json_dumps that aborts on allocation failure, its only failure (caller frees). */
+struct json_t;
+char *xjson_dumps(const struct json_t *json, size_t flags);
 /* Copies n bytes and appends a NUL. */
 char *util__xmemdup(const void *p, size_t n, const char *file, int line);
 

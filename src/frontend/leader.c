@@ -116,20 +116,14 @@ static void leader__use(struct leader *l, int index, uint64_t epoch, const char 
 static int leader__notify(struct leader *l, int i, int id, uint64_t epoch)
 {
     char url[CONFIG_ADDR_MAX + 32], msg[128];
-    struct http_reply reply;
     struct msg_notice notice = {.leader = id, .epoch = epoch};
-    json_t *obj = msg_notice_to_json(&notice);
-    char *body = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
+    json_t *body = msg_notice_to_json(&notice);
     snprintf(url, sizeof url, "%s/leader", l->replicas[i].url);
-    int rv = http_client_request("POST", url, l->cfg->secret, body, strlen(body), LEADER__PING_MS,
-                                 &reply);
-    free(body);
-    if (rv)
-        return rv;
-    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
+    int rv;
+    json_t *data =
+        http_client_call_json(url, l->cfg->secret, body, LEADER__PING_MS, &rv, msg, sizeof msg);
+    json_decref(body);
     json_decref(data);
-    http_reply_free(&reply);
     return rv == BZ_ECONFLICT ? BZ_ESTALE : rv;
 }
 
@@ -279,7 +273,15 @@ int leader_start(struct leader **out, const struct bz_config *cfg)
     pthread_mutex_init(&l->select_lock, NULL);
     pthread_mutex_init(&l->lock, NULL);
     clock_cond_init(&l->cond);
-    pthread_create(&l->health_thread, NULL, leader__health_main, l);
+    int rv = pthread_create(&l->health_thread, NULL, leader__health_main, l);
+    if (rv) {
+        LOG_ERROR("cannot start the health-check thread: %s", strerror(rv));
+        pthread_mutex_destroy(&l->select_lock);
+        pthread_mutex_destroy(&l->lock);
+        pthread_cond_destroy(&l->cond);
+        free(l);
+        return BZ_EINTERNAL;
+    }
     *out = l;
     return 0;
 }
