@@ -18,6 +18,7 @@
  * replay that never goes below zero, and that a new order still commits.
  *
  *   bazaar-sim [--seeds N] [--first S] [--jobs J] [--seed S] [--replicas N] [--verbose]
+ *              [--old-promise] [--break1]
  *
  * A failure prints its seed, the check that failed and the schedule's last
  * trace lines; `--seed S --verbose` replays it with the whole trace.
@@ -114,7 +115,8 @@ struct sim_node {
     struct orderlog *log;
     struct pb_store store; /* over the fault wrapper below */
     struct pb *pb;
-    int disk_full; /* > 0: every write fails */
+    int disk_full;       /* > 0: every write fails */
+    int volatile_leader; /* --old-promise: the promised leader, kept in memory only */
     enum pb_role last_role;
     struct sim *sim;
     int index;
@@ -276,15 +278,32 @@ static struct sim_node *sim__node(void *ctx)
     return ctx;
 }
 
+/*
+ * --old-promise emulates the first release: the promised epoch was durable, the leader it
+ * was promised to was not (a restarted replica accepted any leader for it). It exists to show
+ * that the simulator finds break 1 (two leaders in one epoch) against that rule.
+ */
+static bool sim_old_promise;
+
 static void sim_st_state(void *ctx, struct orderlog_state *out)
 {
-    orderlog_state(sim__node(ctx)->log, out);
+    struct sim_node *n = sim__node(ctx);
+    orderlog_state(n->log, out);
+    if (sim_old_promise)
+        out->promised_leader = n->volatile_leader;
 }
 
 static int sim_st_promise(void *ctx, uint64_t epoch, int leader)
 {
     struct sim_node *n = sim__node(ctx);
-    return n->disk_full ? BZ_EIO : orderlog_promise(n->log, epoch, leader);
+    if (n->disk_full)
+        return BZ_EIO;
+    if (!sim_old_promise)
+        return orderlog_promise(n->log, epoch, leader);
+    int rv = orderlog_promise(n->log, epoch, 0);
+    if (rv == 0)
+        n->volatile_leader = leader;
+    return rv;
 }
 
 static int sim_st_set_log_epoch(void *ctx, uint64_t epoch)
@@ -410,6 +429,7 @@ static void sim_node_start(struct sim *s, struct sim_node *n)
     n->up = true;
     n->paused = false;
     n->crashing = false;
+    n->volatile_leader = 0; /* forgotten with the process (--old-promise) */
     struct pb_config pc = {.id = n->id, .write_quorum = s->nnodes / 2 + 1, .call_timeout_ms = 2000};
     for (int i = 0; i < s->nnodes; i++)
         if (i != n->index)
@@ -863,6 +883,57 @@ static void sim_fault(struct sim *s)
     }
 }
 
+/* ---------------------------------------------------------------- scripted schedules */
+
+/*
+ * Break 1 of the primary-backup issue, as found with real processes, replayed on
+ * simulated time (3 replicas, one front-end, node 3 leads epoch 1): node 1 dies; the
+ * leader pauses, so the front-end moves to node 2 (epoch 2, which completes when node 3
+ * wakes and promises it); nodes 3 and 2 die; the front-end restarts and, seeing only node
+ * 1, names it leader of epoch 2 again; node 3 comes back, having promised epoch 2 to
+ * node 2. With the first release's promise it accepts node 1 for epoch 2: two leaders in
+ * one epoch. With a promise that names its leader it refuses, and the cluster moves on.
+ */
+enum sim_act { ACT_CRASH, ACT_RESTART, ACT_PAUSE, ACT_FE_RESTART };
+static const struct {
+    int at_ms;
+    enum sim_act act;
+    int node; /* index */
+    int ms;   /* pause length */
+} sim_break1[] = {
+    {1000, ACT_CRASH, 0, 0},    {2000, ACT_PAUSE, 2, 2500},   {6000, ACT_CRASH, 2, 0},
+    {7500, ACT_CRASH, 1, 0},    {8000, ACT_FE_RESTART, 0, 0}, {8500, ACT_RESTART, 0, 0},
+    {10000, ACT_RESTART, 2, 0},
+};
+
+static void sim_script(struct sim *s, size_t *next)
+{
+    while (*next < sizeof sim_break1 / sizeof sim_break1[0] &&
+           s->now_us >= (uint64_t)sim_break1[*next].at_ms * 1000) {
+        struct sim_node *n = &s->nodes[sim_break1[*next].node];
+        switch (sim_break1[*next].act) {
+        case ACT_CRASH:
+            sim_trace(s, "script: crash node %d", n->id);
+            sim_node_crash(s, n);
+            break;
+        case ACT_RESTART:
+            sim_trace(s, "script: restart node %d", n->id);
+            sim_node_start(s, n);
+            break;
+        case ACT_PAUSE:
+            n->paused = true;
+            n->paused_until_us = s->now_us + (uint64_t)sim_break1[*next].ms * 1000;
+            sim_trace(s, "script: pause node %d for %d ms", n->id, sim_break1[*next].ms);
+            break;
+        case ACT_FE_RESTART:
+            s->fes[0] = (struct sim_fe){.up = true, .current = -1, .epoch = 0};
+            sim_trace(s, "script: restart the front-end");
+            break;
+        }
+        (*next)++;
+    }
+}
+
 /* ---------------------------------------------------------------- one event */
 
 /* Faults that end by themselves: restarts, the catalog's return, a partition's heal. */
@@ -1126,14 +1197,16 @@ static void sim_final_checks(struct sim *s)
     }
 }
 
+static bool sim_scripted; /* --break1: the scripted schedule above, random network */
+
 static int sim_run(uint64_t seed, int nodes, bool verbose, const char *csv, uint64_t *steps)
 {
     struct sim *s = xcalloc(1, sizeof *s);
     s->seed = seed;
     s->rng.s = seed * 0x9E3779B97F4A7C15ULL + 1;
     s->verbose = verbose;
-    s->nnodes = nodes ? nodes : sim_between(&s->rng, 3, 5);
-    s->nfes = sim_between(&s->rng, 1, 3);
+    s->nnodes = sim_scripted ? 3 : nodes ? nodes : sim_between(&s->rng, 3, 5);
+    s->nfes = sim_scripted ? 1 : sim_between(&s->rng, 1, 3);
     s->loss = sim_chance(&s->rng, 0.5) ? 0.0 : 0.05;
     s->dup = sim_chance(&s->rng, 0.5) ? 0.0 : 0.03;
     s->delay_max_us = sim_between(&s->rng, 200, 3000);
@@ -1141,8 +1214,11 @@ static int sim_run(uint64_t seed, int nodes, bool verbose, const char *csv, uint
     double fault_rate = 0.0005 + (double)sim_between(&s->rng, 0, 30) / 10000.0;
     sim_trace(s, "seed %" PRIu64 ": %d replicas, %d front-ends, loss %.2f, dup %.2f", seed,
               s->nnodes, s->nfes, s->loss, s->dup);
+    size_t script_next = 0;
     while (rv == 0 && !s->failure[0] && s->nheap > 0 && s->now_us < SIM_RUN_MS * 1000ULL) {
-        if (sim_chance(&s->rng, fault_rate))
+        if (sim_scripted)
+            sim_script(s, &script_next);
+        else if (sim_chance(&s->rng, fault_rate))
             sim_fault(s);
         sim_step(s);
     }
@@ -1239,9 +1315,13 @@ int main(int argc, char **argv)
             nodes = atoi(argv[++i]);
         else if (strcmp(argv[i], "--verbose") == 0)
             verbose = true;
+        else if (strcmp(argv[i], "--old-promise") == 0)
+            sim_old_promise = true;
+        else if (strcmp(argv[i], "--break1") == 0)
+            sim_scripted = true;
         else {
             fprintf(stderr, "usage: bazaar-sim [--seeds N] [--first S] [--jobs J] [--seed S] "
-                            "[--replicas 3..5] [--verbose]\n");
+                            "[--replicas 3..5] [--verbose] [--old-promise] [--break1]\n");
             return 2;
         }
     }
