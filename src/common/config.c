@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ini.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -65,6 +66,8 @@ static const struct config__row config__rows[] = {
     CFG_OF("replication", "write_quorum", CONFIG_QUORUM, write_quorum, "majority"),
     CFG_INT("replication", "threads", order_threads, 1, 64, "2"),
     CFG_INT("replication", "workers", order_workers, 1, 256, "16"),
+    CFG_INT("replication", "snapshot_threshold", snapshot_threshold, 16, 100000000, "8192"),
+    CFG_INT("replication", "snapshot_trailing", snapshot_trailing, 0, 100000000, "2048"),
 };
 
 #define CONFIG__NROWS (sizeof config__rows / sizeof config__rows[0])
@@ -147,7 +150,7 @@ void config_init_defaults(struct bz_config *cfg)
         config__assign(cfg, &config__rows[i], config__rows[i].def, ignored, sizeof ignored);
 }
 
-/* [order.N] sections: N is a positive integer id; the only key is listen. */
+/* [order.N] sections: N is a positive integer id; the keys are listen and raft_listen. */
 static int config__set_replica(struct bz_config *cfg, const char *section, const char *key,
                                const char *value, char *errmsg, size_t errlen)
 {
@@ -156,7 +159,7 @@ static int config__set_replica(struct bz_config *cfg, const char *section, const
         snprintf(errmsg, errlen, "[%s]: replica id must be a positive integer", section);
         return BZ_EINVAL;
     }
-    if (strcmp(key, "listen") != 0) {
+    if (strcmp(key, "listen") != 0 && strcmp(key, "raft_listen") != 0) {
         snprintf(errmsg, errlen, "[%s]: unknown key '%s'", section, key);
         return BZ_EINVAL;
     }
@@ -177,11 +180,12 @@ static int config__set_replica(struct bz_config *cfg, const char *section, const
         r->id = (int)id;
         cfg->replica_count++;
     }
-    if (strlen(value) >= sizeof r->listen || value[0] == '\0') {
-        snprintf(errmsg, errlen, "[%s] listen: bad address", section);
+    char *field = strcmp(key, "listen") == 0 ? r->listen : r->raft_listen;
+    if (strlen(value) >= CONFIG_ADDR_MAX || value[0] == '\0') {
+        snprintf(errmsg, errlen, "[%s] %s: bad address", section, key);
         return BZ_EINVAL;
     }
-    snprintf(r->listen, sizeof r->listen, "%s", value);
+    snprintf(field, CONFIG_ADDR_MAX, "%s", value);
     return 0;
 }
 
@@ -307,6 +311,40 @@ static int config__check_addr(const char *what, const char *addr, char *errmsg, 
     return 0;
 }
 
+/*
+ * Raft mode: every replica names its Raft transport address, as an IPv4 host:port (libraft's
+ * TCP transport binds exactly that), distinct from every other address of the replicas.
+ */
+static int config__validate_raft(const struct bz_config *cfg, char *errmsg, size_t errlen)
+{
+    for (int i = 0; i < cfg->replica_count; i++) {
+        const struct config_replica *r = &cfg->replicas[i];
+        char what[40], host[CONFIG_ADDR_MAX];
+        uint16_t port;
+        snprintf(what, sizeof what, "order.%d.raft_listen", r->id);
+        if (r->raft_listen[0] == '\0') {
+            snprintf(errmsg, errlen, "%s is required when replication.mode = raft", what);
+            return BZ_EINVAL;
+        }
+        unsigned char ip[sizeof(struct in_addr)];
+        if (parse_host_port(r->raft_listen, host, sizeof host, &port) ||
+            inet_pton(AF_INET, host, ip) != 1) {
+            snprintf(errmsg, errlen, "%s: '%s' is not an IPv4 address:port", what, r->raft_listen);
+            return BZ_EINVAL;
+        }
+        for (int j = 0; j < cfg->replica_count; j++) {
+            const struct config_replica *o = &cfg->replicas[j];
+            if ((j != i && strcmp(o->raft_listen, r->raft_listen) == 0) ||
+                strcmp(o->listen, r->raft_listen) == 0) {
+                snprintf(errmsg, errlen, "%s: '%s' is also used by order.%d", what,
+                         r->raft_listen, o->id);
+                return BZ_EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
 int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
 {
     if (cfg->replica_count == 0) {
@@ -314,6 +352,8 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
         return BZ_EINVAL;
     }
     if (cfg->mode == CONFIG_MODE_RAFT) {
+        if (config__validate_raft(cfg, errmsg, errlen))
+            return BZ_EINVAL;
         /* Accepted by the parser because SPEC §3 names it, refused here so that nobody
          * runs primary-backup believing it is Raft. */
         snprintf(errmsg, errlen,
@@ -412,8 +452,9 @@ int config_dump_json(const struct bz_config *cfg, struct strbuf *out)
     }
     json_t *reps = json_array();
     for (int i = 0; i < cfg->replica_count; i++)
-        json_array_append_new(reps, json_pack("{s:i,s:s}", "id", cfg->replicas[i].id, "listen",
-                                              cfg->replicas[i].listen));
+        json_array_append_new(reps, json_pack("{s:i,s:s,s:s}", "id", cfg->replicas[i].id, "listen",
+                                              cfg->replicas[i].listen, "raft_listen",
+                                              cfg->replicas[i].raft_listen));
     json_object_set_new(root, "replicas", reps);
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);

@@ -26,7 +26,8 @@ enum config_quorum { CONFIG_QUORUM_MAJORITY = 0, CONFIG_QUORUM_ONE };
 
 struct config_replica {
     int id;                       /* from the section name [order.<id>] */
-    char listen[CONFIG_ADDR_MAX]; /* host:port */
+    char listen[CONFIG_ADDR_MAX];      /* host:port */
+    char raft_listen[CONFIG_ADDR_MAX]; /* host:port of the Raft transport; "" unless mode = raft */
 };
 
 struct bz_config {
@@ -58,6 +59,8 @@ struct bz_config {
     enum config_quorum write_quorum;
     int order_threads;
     int order_workers;
+    int snapshot_threshold; /* raft: applied entries between two snapshots */
+    int snapshot_trailing;  /* raft: entries kept in the log after a snapshot */
     /* [order.N], sorted by id */
     int replica_count;
     struct config_replica replicas[CONFIG_MAX_REPLICAS];

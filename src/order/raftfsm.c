@@ -1,0 +1,304 @@
+#include "raftfsm.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "log.h"
+#include "raftcodec.h"
+
+/* A snapshot of 10 million orders takes about 1.5 GB; refuse beyond 4 GiB rather than grow. */
+#define RAFTFSM__SNAPSHOT_MAX ((size_t)4 << 30)
+
+static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result);
+static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                unsigned *n_bufs);
+static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                unsigned *n_bufs);
+static int raftfsm__restore_cb(struct raft_fsm *fsm, struct raft_buffer *buf);
+
+void raftfsm_init(struct raftfsm *f, struct orderlog *log, bool abort_on_failure)
+{
+    memset(f, 0, sizeof *f);
+    f->log = log;
+    f->abort_on_failure = abort_on_failure;
+    f->scratch = xcalloc(RAFTCODEC_PAGE_MAX, sizeof *f->scratch);
+    f->mine = xcalloc(RAFTCODEC_PAGE_MAX, sizeof *f->mine);
+    pthread_mutex_init(&f->lock, NULL);
+    /* Version 2: snapshot buffers stay ours and are released in snapshot_finalize. The snapshot
+     * is taken synchronously on the Raft thread (no snapshot_async), so it is exactly the table
+     * as of the last applied entry; see raftfsm__snapshot_cb for its cost. */
+    f->fsm.version = 2;
+    f->fsm.data = f;
+    f->fsm.apply = raftfsm__apply_cb;
+    f->fsm.snapshot = raftfsm__snapshot_cb;
+    f->fsm.restore = raftfsm__restore_cb;
+    f->fsm.snapshot_finalize = raftfsm__finalize_cb;
+}
+
+void raftfsm_close(struct raftfsm *f)
+{
+    free(f->scratch);
+    free(f->mine);
+    f->scratch = f->mine = NULL;
+    pthread_mutex_destroy(&f->lock);
+}
+
+void raftfsm_stats(struct raftfsm *f, struct raftfsm_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->pages = atomic_load(&f->pages);
+    out->appended = atomic_load(&f->appended);
+    out->duplicates = atomic_load(&f->duplicates);
+    out->snapshots = atomic_load(&f->snapshots);
+    out->restores = atomic_load(&f->restores);
+    pthread_mutex_lock(&f->lock);
+    out->failed = f->failed;
+    memcpy(out->error, f->error, sizeof out->error);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static bool raftfsm__failed(struct raftfsm *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool failed = f->failed;
+    pthread_mutex_unlock(&f->lock);
+    return failed;
+}
+
+/*
+ * Stops the state machine: it refuses every later entry, so a replica whose table cannot follow
+ * the committed log goes out of service instead of diverging. A broken invariant (rv BZ_EINVAL)
+ * also aborts the process when abort_on_failure is set.
+ */
+__attribute__((format(printf, 3, 4))) static int raftfsm__fail(struct raftfsm *f, int rv,
+                                                               const char *fmt, ...)
+{
+    char msg[sizeof f->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&f->lock);
+    f->failed = true;
+    memcpy(f->error, msg, sizeof msg);
+    pthread_mutex_unlock(&f->lock);
+    LOG_ERROR("raft state machine stopped: %s", msg);
+    if (rv == BZ_EINVAL && f->abort_on_failure)
+        abort();
+    return rv;
+}
+
+/*
+ * Checks that table entries first..first+n-1 are the same trades as entries[0..n-1]: a page
+ * proposed twice carries the catalog's journal twice, and the journal never changes an entry.
+ */
+static int raftfsm__check_present(struct raftfsm *f, const struct order *entries, size_t n)
+{
+    size_t got = 0;
+    if (orderlog_read(f->log, entries[0].number, n, f->mine, &got) != 0)
+        return raftfsm__fail(f, BZ_EIO, "cannot read orders from %lld",
+                             (long long)entries[0].number);
+    if (got != n)
+        return raftfsm__fail(f, BZ_EIO, "orders table shorter than its last number");
+    for (size_t i = 0; i < n; i++)
+        if (f->mine[i].number != entries[i].number ||
+            !trade_same(&f->mine[i].trade, &entries[i].trade))
+            return raftfsm__fail(f, BZ_EINVAL,
+                                 "order %lld differs: request %s in the table, %s in the log",
+                                 (long long)entries[i].number, f->mine[i].trade.request_id,
+                                 entries[i].trade.request_id);
+    return 0;
+}
+
+/*
+ * Appends entries[0..n-1] (starting at most at last+1) to the table: the prefix already there is
+ * checked and skipped, the rest appended in one transaction. *added receives how many were new.
+ */
+static int raftfsm__merge(struct raftfsm *f, const struct order *entries, size_t n, size_t *added)
+{
+    struct orderlog_state st;
+    orderlog_state(f->log, &st);
+    *added = 0;
+    /*
+     * Why a gap cannot happen. A leader proposes a page that starts at its cursor, and the cursor
+     * is either (a) its applied last + 1 (when it becomes leader, and after any failed proposal)
+     * or (b) the end + 1 of a page it proposed earlier in the same term, successfully. In case
+     * (a) every entry the leader had applied precedes the new page in its Raft log; in case (b)
+     * the earlier page precedes it in the same leader's log. Raft commits and applies a log
+     * prefix in order on every replica, so when this page is applied anywhere, the entry holding
+     * number start-1 (or, in (b), the earlier page, which by induction left last >= its end) has
+     * already been applied there: last >= start - 1. Snapshots keep this: they carry the whole
+     * table as of an applied index, and a restore only ever extends the table.
+     */
+    if (entries[0].number > st.last + 1)
+        return raftfsm__fail(f, BZ_EINVAL,
+                             "page %lld..%lld would leave a gap after %lld (broken invariant)",
+                             (long long)entries[0].number,
+                             (long long)entries[n - 1].number, (long long)st.last);
+    size_t dup = 0;
+    if (entries[0].number <= st.last) {
+        int64_t present = st.last - entries[0].number + 1;
+        dup = (int64_t)n < present ? n : (size_t)present;
+        int rv = raftfsm__check_present(f, entries, dup);
+        if (rv)
+            return rv;
+    }
+    if (dup < n) {
+        int rv = orderlog_apply(f->log, entries + dup, n - dup, INT64_MAX, 0);
+        if (rv == BZ_ECONFLICT)
+            return raftfsm__fail(f, BZ_EINVAL,
+                                 "a request id of orders %lld..%lld is already in the table "
+                                 "under another number (broken invariant)",
+                                 (long long)entries[dup].number, (long long)entries[n - 1].number);
+        if (rv == BZ_EINVAL)
+            return raftfsm__fail(f, BZ_EINVAL, "orders %lld..%lld refused by the order log",
+                                 (long long)entries[dup].number, (long long)entries[n - 1].number);
+        if (rv)
+            return raftfsm__fail(f, BZ_EIO, "cannot append orders %lld..%lld",
+                                 (long long)entries[dup].number, (long long)entries[n - 1].number);
+    }
+    atomic_fetch_add(&f->duplicates, dup);
+    atomic_fetch_add(&f->appended, n - dup);
+    *added = n - dup;
+    return 0;
+}
+
+int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
+{
+    if (raftfsm__failed(f))
+        return BZ_EUNAVAIL;
+    char err[160];
+    size_t n = 0, added;
+    if (raftcodec_page_decode(buf, len, f->scratch, RAFTCODEC_PAGE_MAX, &n, err, sizeof err))
+        return raftfsm__fail(f, BZ_EINVAL, "committed entry is not a journal page: %s", err);
+    int rv = raftfsm__merge(f, f->scratch, n, &added);
+    if (rv == 0)
+        atomic_fetch_add(&f->pages, 1);
+    return rv;
+}
+
+/* ---------------------------------------------------------------- snapshots */
+
+int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out)
+{
+    struct orderlog_state st;
+    orderlog_state(f->log, &st);
+    int64_t count = st.last + 1;
+    int rv = raftcodec_snap_begin(out, count);
+    for (int64_t from = 0; rv == 0 && from < count;) {
+        size_t want = count - from < RAFTCODEC_PAGE_MAX ? (size_t)(count - from)
+                                                        : (size_t)RAFTCODEC_PAGE_MAX;
+        size_t got = 0;
+        if (orderlog_read(f->log, from, want, f->mine, &got) != 0 || got == 0)
+            return BZ_EIO;
+        rv = raftcodec_snap_append(out, f->mine, got, from);
+        if (rv == BZ_EINVAL) /* the table holds something we could not read back */
+            return BZ_EIO;
+        from += (int64_t)got;
+    }
+    return rv;
+}
+
+/*
+ * Installing a snapshot extends the table with what it lacks. The table only ever holds applied
+ * (committed) entries, so it and the snapshot are both prefixes of one sequence: the part they
+ * share is checked, entry by entry, and the rest appended. Each chunk of RAFTCODEC_PAGE_MAX is
+ * one transaction, and after each the table is again a prefix of that sequence, so a crash midway
+ * leaves a valid, shorter table that the next start (which restores the same snapshot) extends.
+ * A table longer than the snapshot (a restart whose SQLite commits outran the Raft snapshot) is
+ * kept after the check: rewinding it would only make it re-apply the same entries.
+ */
+int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len)
+{
+    if (raftfsm__failed(f))
+        return BZ_EUNAVAIL;
+    char err[160];
+    struct raftcodec_snap_reader r;
+    if (raftcodec_snap_open(&r, buf, len, err, sizeof err))
+        return raftfsm__fail(f, BZ_EINVAL, "bad snapshot: %s", err);
+    for (;;) {
+        size_t n = 0, added;
+        if (raftcodec_snap_read(&r, f->scratch, RAFTCODEC_PAGE_MAX, &n, err, sizeof err))
+            return raftfsm__fail(f, BZ_EINVAL, "bad snapshot: %s", err);
+        if (n == 0)
+            break;
+        int rv = raftfsm__merge(f, f->scratch, n, &added);
+        if (rv)
+            return rv;
+    }
+    atomic_fetch_add(&f->restores, 1);
+    LOG_INFO("installed a snapshot of %lld orders", (long long)r.count);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- libraft callbacks */
+
+static int raftfsm__raft_code(int rv)
+{
+    return rv == BZ_EIO ? RAFT_IOERR : rv == BZ_ETOOBIG ? RAFT_TOOBIG : RAFT_CORRUPT;
+}
+
+static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct raftfsm *f = fsm->data;
+    *result = NULL;
+    int rv = raftfsm_apply_page(f, buf->base, buf->len);
+    return rv ? raftfsm__raft_code(rv) : 0;
+}
+
+/*
+ * Runs on the Raft thread and blocks it while the table is read: about 40 ms per 100k orders
+ * (measured in the unit test). That is well inside the election timeout for the tables this
+ * service keeps; snapshot_async (reading rows <= last on a worker, since the table only grows)
+ * is the step up if that ever stops being true.
+ */
+static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                unsigned *n_bufs)
+{
+    struct raftfsm *f = fsm->data;
+    struct strbuf sb;
+    strbuf_init(&sb, RAFTFSM__SNAPSHOT_MAX);
+    int rv = raftfsm_snapshot_encode(f, &sb);
+    if (rv) {
+        LOG_ERROR("cannot take a snapshot: %s", bz_strerror(rv));
+        strbuf_free(&sb);
+        return raftfsm__raft_code(rv);
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (!*bufs)
+        util__oom(sizeof **bufs, __FILE__, __LINE__);
+    size_t len;
+    (*bufs)[0].base = strbuf_steal(&sb, &len);
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    atomic_fetch_add(&f->snapshots, 1);
+    return 0;
+}
+
+static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                unsigned *n_bufs)
+{
+    (void)fsm;
+    if (*bufs) {
+        for (unsigned i = 0; i < *n_bufs; i++)
+            free((*bufs)[i].base);
+        raft_free(*bufs);
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+/* On success the buffer is ours (libraft hands it over); on failure libraft frees it. */
+static int raftfsm__restore_cb(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct raftfsm *f = fsm->data;
+    int rv = raftfsm_snapshot_install(f, buf->base, buf->len);
+    if (rv)
+        return raftfsm__raft_code(rv);
+    raft_free(buf->base);
+    return 0;
+}

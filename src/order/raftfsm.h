@@ -1,0 +1,84 @@
+/*
+ * raftfsm.h - the Raft state machine of the order log: committed journal
+ * pages applied to a replica's order-<id>.db, and its snapshots.
+ *
+ * Every Raft command entry is one journal page (raftcodec.h): orders the
+ * catalog already numbered, copied by the leader from its journal cursor.
+ * Apply is idempotent: entries numbered at or below the table's last are
+ * duplicates of a page proposed again (after a leader change, a lost reply,
+ * a restart replaying the Raft log) and are skipped once their content is
+ * checked; the rest is appended through orderlog_apply in one transaction.
+ * A page that would leave a gap, or a duplicate whose content differs, is a
+ * broken invariant: the state machine fails (see raftfsm.c for why it cannot
+ * happen) and refuses every later entry rather than diverge.
+ *
+ * Snapshots serialise the whole orders table (a replica that installs one
+ * must end with the same table as everyone else) and install by appending
+ * what the local table lacks. Not for Raft I/O or threads (raftnode.h): the
+ * callbacks run on whatever thread drives the raft instance, one at a time;
+ * raftfsm_stats may be called from any thread.
+ */
+#ifndef BZ_RAFTFSM_H
+#define BZ_RAFTFSM_H
+
+#include <pthread.h>
+#include <raft.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "orderlog.h"
+#include "trade.h"
+
+struct raftfsm_stats {
+    uint64_t pages;      /* command entries applied */
+    uint64_t appended;   /* orders added to the table */
+    uint64_t duplicates; /* orders skipped as already present */
+    uint64_t snapshots;  /* snapshots taken */
+    uint64_t restores;   /* snapshots installed */
+    bool failed;         /* a broken invariant or a storage error stopped the state machine */
+    char error[256];     /* why, when failed */
+};
+
+/* Caller-allocated; raftfsm_init / raftfsm_close. Fields are private. */
+struct raftfsm {
+    struct raft_fsm fsm;  /* give &this->fsm to raft_init; fsm.data points back here */
+    struct orderlog *log; /* not owned: outlives the raftfsm */
+    bool abort_on_failure;
+    struct order *scratch; /* RAFTCODEC_PAGE_MAX entries for decoding */
+    struct order *mine;    /* RAFTCODEC_PAGE_MAX entries read back from the table */
+    _Atomic uint64_t pages, appended, duplicates, snapshots, restores;
+    pthread_mutex_t lock; /* guards failed and error */
+    bool failed;
+    char error[256];
+};
+
+/*
+ * Prepares the state machine over an open order log. With
+ * `abort_on_failure` (production), a broken invariant logs and aborts the
+ * process; without it (tests), the state machine only marks itself failed.
+ */
+void raftfsm_init(struct raftfsm *f, struct orderlog *log, bool abort_on_failure);
+/* Frees the contents, not the struct; the log stays open. */
+void raftfsm_close(struct raftfsm *f);
+
+/*
+ * The apply step on one encoded page, as the Raft apply callback runs it.
+ * 0; BZ_EINVAL when the page is undecodable, leaves a gap or contradicts the
+ * table (the state machine is then failed); BZ_EIO on a storage error (also
+ * failed); BZ_EUNAVAIL when the state machine already failed.
+ */
+int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len);
+
+/*
+ * Encodes the table as a snapshot into out (strbuf_init'ed by the caller).
+ * 0, BZ_EIO or BZ_ETOOBIG.
+ */
+int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out);
+/* Installs an encoded snapshot (caller keeps buf). 0, BZ_EINVAL (failed) or BZ_EIO. */
+int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len);
+
+void raftfsm_stats(struct raftfsm *f, struct raftfsm_stats *out);
+
+#endif

@@ -1,0 +1,832 @@
+#include "raftnode.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "error.h"
+#include "log.h"
+#include "raftcodec.h"
+#include "raftfsm.h"
+#include "util.h"
+
+#define RAFTNODE__POLL_MS 10 /* how often the published info is refreshed */
+
+enum raftnode__op { RAFTNODE__PROPOSE, RAFTNODE__BARRIER, RAFTNODE__STATUS, RAFTNODE__STOP };
+
+/* One raftnode_propose: its pages complete independently, the caller hears once. */
+struct raftnode__group {
+    raftnode_done_cb cb;
+    void *arg;
+    unsigned pending; /* pages not yet completed */
+    int status;       /* first failure */
+};
+
+/* A waiter shared by a blocked caller and a callback; the last of the two frees it. */
+struct raftnode__waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int status;
+    json_t *json;
+    atomic_int refs;
+};
+
+struct raftnode__req {
+    enum raftnode__op op;
+    struct raftnode__req *next;
+    raftnode_done_cb cb; /* PROPOSE, BARRIER */
+    void *arg;
+    struct raft_buffer *bufs; /* PROPOSE: encoded pages, raft_malloc'ed */
+    unsigned nbufs;
+    struct raftnode__waiter *waiter; /* STATUS */
+};
+
+struct raftnode__apply {
+    struct raft_apply req;
+    struct raftnode__group *group;
+};
+
+struct raftnode__barrier {
+    struct raft_barrier req;
+    struct raftnode *node;
+    raftnode_done_cb cb; /* NULL for the node's own leader barrier */
+    void *arg;
+    raft_term term; /* term it was issued in */
+};
+
+struct raftnode {
+    int id;
+    char dir[CONFIG_PATH_MAX + 32];
+    char address[CONFIG_ADDR_MAX];
+    struct orderlog *log;
+    unsigned snapshot_threshold, snapshot_trailing;
+
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t poll;
+    struct raft_uv_transport transport;
+    struct raft_io uv_io; /* libraft's libuv I/O */
+    struct raft_io io;    /* the decorator raft uses: forwards to uv_io, watches receives */
+    raft_io_recv_cb raft_recv;
+    struct raft raft;
+    struct raftfsm fsm;
+    pthread_t thread;
+
+    pthread_mutex_t lock; /* guards head/tail, stopping and info */
+    struct raftnode__req *head, *tail;
+    bool stopping;
+    struct raftnode_info info;
+
+    /* Node thread only. */
+    bool target_known;  /* the first AppendEntries since start has been seen */
+    raft_index target;  /* its leader commit index: what "caught up" means */
+    bool caught_up;     /* sticky */
+    raft_term ready_term; /* term whose leader barrier is applied here */
+    bool barrier_inflight;
+    bool closing;
+};
+
+/* ---------------------------------------------------------------- status mapping */
+
+static int raftnode__status(int raft_rv)
+{
+    switch (raft_rv) {
+    case 0:
+        return 0;
+    case RAFT_NOTLEADER:
+        return BZ_ENOTLEADER;
+    case RAFT_LEADERSHIPLOST:
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return BZ_EUNAVAIL;
+    default:
+        return BZ_EIO;
+    }
+}
+
+/* ---------------------------------------------------------------- waiters */
+
+static struct raftnode__waiter *raftnode__waiter_new(void)
+{
+    struct raftnode__waiter *w = xcalloc(1, sizeof *w);
+    pthread_mutex_init(&w->lock, NULL);
+    clock_cond_init(&w->cond);
+    atomic_init(&w->refs, 2);
+    return w;
+}
+
+static void raftnode__waiter_release(struct raftnode__waiter *w)
+{
+    if (atomic_fetch_sub(&w->refs, 1) != 1)
+        return;
+    if (w->json)
+        json_decref(w->json);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
+static void raftnode__waiter_done(void *arg, int status)
+{
+    struct raftnode__waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    w->status = status;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    raftnode__waiter_release(w);
+}
+
+/* Waits for the callback; BZ_ETIMEDOUT after timeout_ms. Releases the caller's reference. */
+static int raftnode__waiter_wait(struct raftnode__waiter *w, unsigned timeout_ms, json_t **json)
+{
+    struct timespec deadline;
+    clock_deadline(&deadline, timeout_ms);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done)
+        if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
+            break;
+    int rv = w->done ? w->status : BZ_ETIMEDOUT;
+    if (w->done && json) {
+        *json = w->json;
+        w->json = NULL;
+    }
+    pthread_mutex_unlock(&w->lock);
+    raftnode__waiter_release(w);
+    return rv;
+}
+
+/* ---------------------------------------------------------------- the raft_io decorator */
+
+/*
+ * libraft offers no hook for "the leader's commit index", which a restarted follower needs to
+ * know when it has caught up. Raft reaches its I/O through struct raft_io, so the node hands it
+ * a thin wrapper around the libuv implementation that forwards every call and looks at each
+ * received AppendEntries on its way in. Callbacks from the libuv I/O find the raft instance
+ * through uv_io.data, which is kept equal to io.data.
+ */
+static struct raftnode *raftnode__of(struct raft_io *io)
+{
+    return io->impl;
+}
+
+static int raftnode__fwd(struct raftnode *n, int rv)
+{
+    if (rv)
+        memcpy(n->io.errmsg, n->uv_io.errmsg, sizeof n->io.errmsg);
+    return rv;
+}
+
+static int raftnode__io_init(struct raft_io *io, raft_id id, const char *address)
+{
+    struct raftnode *n = raftnode__of(io);
+    n->uv_io.data = io->data;
+    return raftnode__fwd(n, n->uv_io.init(&n->uv_io, id, address));
+}
+
+static void raftnode__io_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    n->uv_io.data = io->data;
+    n->uv_io.close(&n->uv_io, cb);
+}
+
+static int raftnode__io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                             struct raft_snapshot **snapshot, raft_index *start_index,
+                             struct raft_entry *entries[], size_t *n_entries)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.load(&n->uv_io, term, voted_for, snapshot, start_index,
+                                          entries, n_entries));
+}
+
+static void raftnode__io_recv(struct raft_io *io, struct raft_message *msg)
+{
+    struct raft *r = io->data;
+    struct raftnode *n = r->data;
+    if (msg->type == RAFT_IO_APPEND_ENTRIES && !n->target_known &&
+        msg->append_entries.term >= r->current_term) {
+        n->target = msg->append_entries.leader_commit;
+        n->target_known = true;
+        LOG_INFO("raft: leader %llu commits up to index %llu; ready once applied here",
+                 (unsigned long long)msg->server_id, (unsigned long long)n->target);
+    }
+    n->raft_recv(io, msg);
+}
+
+static int raftnode__io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                              raft_io_recv_cb recv)
+{
+    struct raftnode *n = raftnode__of(io);
+    n->uv_io.data = io->data;
+    n->raft_recv = recv;
+    return raftnode__fwd(n, n->uv_io.start(&n->uv_io, msecs, tick, raftnode__io_recv));
+}
+
+static int raftnode__io_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.bootstrap(&n->uv_io, conf));
+}
+
+static int raftnode__io_recover(struct raft_io *io, const struct raft_configuration *conf)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.recover(&n->uv_io, conf));
+}
+
+static int raftnode__io_set_term(struct raft_io *io, raft_term term)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.set_term(&n->uv_io, term));
+}
+
+static int raftnode__io_set_vote(struct raft_io *io, raft_id server_id)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.set_vote(&n->uv_io, server_id));
+}
+
+static int raftnode__io_send(struct raft_io *io, struct raft_io_send *req,
+                             const struct raft_message *message, raft_io_send_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.send(&n->uv_io, req, message, cb));
+}
+
+static int raftnode__io_append(struct raft_io *io, struct raft_io_append *req,
+                               const struct raft_entry entries[], unsigned count,
+                               raft_io_append_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.append(&n->uv_io, req, entries, count, cb));
+}
+
+static int raftnode__io_truncate(struct raft_io *io, raft_index index)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.truncate(&n->uv_io, index));
+}
+
+static int raftnode__io_snapshot_put(struct raft_io *io, unsigned trailing,
+                                     struct raft_io_snapshot_put *req,
+                                     const struct raft_snapshot *snapshot,
+                                     raft_io_snapshot_put_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.snapshot_put(&n->uv_io, trailing, req, snapshot, cb));
+}
+
+static int raftnode__io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                                     raft_io_snapshot_get_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.snapshot_get(&n->uv_io, req, cb));
+}
+
+static raft_time raftnode__io_time(struct raft_io *io)
+{
+    struct raftnode *n = raftnode__of(io);
+    return n->uv_io.time(&n->uv_io);
+}
+
+static int raftnode__io_random(struct raft_io *io, int min, int max)
+{
+    struct raftnode *n = raftnode__of(io);
+    return n->uv_io.random(&n->uv_io, min, max);
+}
+
+static int raftnode__io_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                                   raft_io_async_work_cb cb)
+{
+    struct raftnode *n = raftnode__of(io);
+    return raftnode__fwd(n, n->uv_io.async_work(&n->uv_io, req, cb));
+}
+
+static void raftnode__io_wrap(struct raftnode *n)
+{
+    struct raft_io *io = &n->io;
+    memset(io, 0, sizeof *io);
+    io->version = n->uv_io.version < 2 ? n->uv_io.version : 2;
+    io->impl = n;
+    io->init = raftnode__io_init;
+    io->close = raftnode__io_close;
+    io->load = raftnode__io_load;
+    io->start = raftnode__io_start;
+    io->bootstrap = raftnode__io_bootstrap;
+    io->recover = raftnode__io_recover;
+    io->set_term = raftnode__io_set_term;
+    io->set_vote = raftnode__io_set_vote;
+    io->send = raftnode__io_send;
+    io->append = raftnode__io_append;
+    io->truncate = raftnode__io_truncate;
+    io->snapshot_put = raftnode__io_snapshot_put;
+    io->snapshot_get = raftnode__io_snapshot_get;
+    io->time = raftnode__io_time;
+    io->random = raftnode__io_random;
+    if (io->version >= 2)
+        io->async_work = raftnode__io_async_work;
+}
+
+/* ---------------------------------------------------------------- node thread: state */
+
+static void raftnode__refresh(struct raftnode *n);
+
+static void raftnode__barrier_cb(struct raft_barrier *req, int status)
+{
+    struct raftnode__barrier *b = req->data;
+    struct raftnode *n = b->node;
+    if (b->cb) {
+        b->cb(b->arg, raftnode__status(status));
+    } else {
+        n->barrier_inflight = false;
+        if (status == 0 && b->term > n->ready_term)
+            n->ready_term = b->term;
+        if (!n->closing)
+            raftnode__refresh(n);
+    }
+    free(b);
+}
+
+static int raftnode__barrier_submit(struct raftnode *n, raftnode_done_cb cb, void *arg)
+{
+    struct raftnode__barrier *b = xcalloc(1, sizeof *b);
+    b->req.data = b;
+    b->node = n;
+    b->cb = cb;
+    b->arg = arg;
+    b->term = n->raft.current_term;
+    int rv = raft_barrier(&n->raft, &b->req, raftnode__barrier_cb);
+    if (rv) {
+        free(b);
+        return raftnode__status(rv);
+    }
+    return 0;
+}
+
+/*
+ * Publishes the node's state for other threads and moves readiness forward. A new leader appends
+ * a barrier of its term: once applied, everything committed by earlier terms is in its table, so
+ * it may serve reads and start its sequencer from its table's end.
+ */
+static void raftnode__refresh(struct raftnode *n)
+{
+    struct raft *r = &n->raft;
+    int state = raft_state(r);
+    if (state == RAFT_LEADER && n->ready_term != r->current_term && !n->barrier_inflight &&
+        !n->closing) {
+        if (raftnode__barrier_submit(n, NULL, NULL) == 0)
+            n->barrier_inflight = true;
+    }
+    bool leader_ready = state == RAFT_LEADER && n->ready_term == r->current_term;
+    if (!n->caught_up &&
+        (leader_ready || (n->target_known && raft_last_applied(r) >= n->target))) {
+        n->caught_up = true;
+        LOG_INFO("raft: caught up at index %llu (term %llu)",
+                 (unsigned long long)raft_last_applied(r), (unsigned long long)r->current_term);
+    }
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(r, &leader_id, &leader_addr);
+    struct raftfsm_stats fs;
+    raftfsm_stats(&n->fsm, &fs);
+
+    struct raftnode_info info = {
+        .id = n->id,
+        .role = state == RAFT_LEADER      ? RAFTNODE_LEADER
+                : state == RAFT_FOLLOWER  ? RAFTNODE_FOLLOWER
+                : state == RAFT_CANDIDATE ? RAFTNODE_CANDIDATE
+                                          : RAFTNODE_UNAVAILABLE,
+        .leader_id = (int)leader_id,
+        .term = r->current_term,
+        .commit_index = r->commit_index,
+        .applied_index = raft_last_applied(r),
+        .last_index = raft_last_index(r),
+        .ready = n->caught_up && !fs.failed,
+        .leader_ready = leader_ready && !fs.failed,
+        .fsm_failed = fs.failed,
+    };
+    pthread_mutex_lock(&n->lock);
+    n->info = info;
+    pthread_mutex_unlock(&n->lock);
+}
+
+static void raftnode__poll_cb(uv_timer_t *t)
+{
+    raftnode__refresh(t->data);
+}
+
+/* ---------------------------------------------------------------- node thread: requests */
+
+static void raftnode__group_done(struct raftnode__group *g, int status, unsigned count)
+{
+    if (status && !g->status)
+        g->status = status;
+    g->pending -= count;
+    if (g->pending == 0) {
+        g->cb(g->arg, g->status);
+        free(g);
+    }
+}
+
+static void raftnode__apply_cb(struct raft_apply *req, int status, void *result)
+{
+    (void)result;
+    struct raftnode__apply *a = req->data;
+    raftnode__group_done(a->group, raftnode__status(status), 1);
+    free(a);
+}
+
+static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
+{
+    struct raftnode__group *g = xcalloc(1, sizeof *g);
+    g->cb = q->cb;
+    g->arg = q->arg;
+    g->pending = q->nbufs;
+    for (unsigned i = 0; i < q->nbufs; i++) {
+        raftcodec_page_set_epoch(q->bufs[i].base, q->bufs[i].len, n->raft.current_term);
+        struct raftnode__apply *a = xcalloc(1, sizeof *a);
+        a->req.data = a;
+        a->group = g;
+        int rv = n->closing ? RAFT_SHUTDOWN
+                            : raft_apply(&n->raft, &a->req, &q->bufs[i], 1, raftnode__apply_cb);
+        if (rv) {
+            /* Nothing from page i on was appended: free those pages and finish the group. */
+            free(a);
+            for (unsigned j = i; j < q->nbufs; j++)
+                raft_free(q->bufs[j].base);
+            raftnode__group_done(g, raftnode__status(rv), q->nbufs - i);
+            break;
+        }
+    }
+    free(q->bufs);
+    q->bufs = NULL;
+}
+
+static json_t *raftnode__status_build(struct raftnode *n)
+{
+    struct raft *r = &n->raft;
+    raftnode__refresh(n);
+    struct raftnode_info info;
+    pthread_mutex_lock(&n->lock);
+    info = n->info;
+    pthread_mutex_unlock(&n->lock);
+    static const char *const roles[] = {"unavailable", "follower", "candidate", "leader"};
+    struct raftfsm_stats fs;
+    raftfsm_stats(&n->fsm, &fs);
+    struct orderlog_state st;
+    orderlog_state(n->log, &st);
+    json_t *o = json_pack(
+        "{s:i,s:s,s:i,s:I,s:I,s:I,s:I,s:b,s:b,s:I,s:{s:I,s:I,s:I},"
+        "s:{s:I,s:I,s:I,s:I,s:I,s:b,s:s}}",
+        "id", n->id, "role", roles[info.role], "leader", info.leader_id, "term",
+        (json_int_t)info.term, "commit_index", (json_int_t)info.commit_index, "applied_index",
+        (json_int_t)info.applied_index, "last_index", (json_int_t)info.last_index, "ready",
+        info.ready, "leader_ready", info.leader_ready, "last_number", (json_int_t)st.last,
+        "snapshot", "index", (json_int_t)r->log.snapshot.last_index, "threshold",
+        (json_int_t)n->snapshot_threshold, "trailing", (json_int_t)n->snapshot_trailing, "fsm",
+        "pages", (json_int_t)fs.pages, "appended", (json_int_t)fs.appended, "duplicates",
+        (json_int_t)fs.duplicates, "snapshots", (json_int_t)fs.snapshots, "restores",
+        (json_int_t)fs.restores, "failed", fs.failed, "error", fs.error);
+    json_t *reps = json_array();
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        const struct raft_server *s = &r->configuration.servers[i];
+        json_t *e = json_pack("{s:I,s:s}", "id", (json_int_t)s->id, "address", s->address);
+        if (raft_state(r) == RAFT_LEADER)
+            json_object_set_new(e, "match_index",
+                                json_integer((json_int_t)r->leader_state.progress[i].match_index));
+        json_array_append_new(reps, e);
+    }
+    json_object_set_new(o, "replicas", reps);
+    return o;
+}
+
+static void raftnode__raft_close_cb(struct raft *r);
+
+static void raftnode__wake_cb(uv_async_t *h)
+{
+    struct raftnode *n = h->data;
+    pthread_mutex_lock(&n->lock);
+    struct raftnode__req *q = n->head;
+    n->head = n->tail = NULL;
+    pthread_mutex_unlock(&n->lock);
+    while (q) {
+        struct raftnode__req *next = q->next;
+        switch (q->op) {
+        case RAFTNODE__PROPOSE:
+            raftnode__do_propose(n, q);
+            break;
+        case RAFTNODE__BARRIER: {
+            int rv = n->closing ? BZ_EUNAVAIL : raftnode__barrier_submit(n, q->cb, q->arg);
+            if (rv)
+                q->cb(q->arg, rv);
+            break;
+        }
+        case RAFTNODE__STATUS:
+            q->waiter->json = raftnode__status_build(n);
+            raftnode__waiter_done(q->waiter, 0);
+            break;
+        case RAFTNODE__STOP:
+            if (!n->closing) {
+                n->closing = true;
+                uv_timer_stop(&n->poll);
+                raft_close(&n->raft, raftnode__raft_close_cb);
+            }
+            break;
+        }
+        free(q);
+        q = next;
+    }
+    if (!n->closing)
+        raftnode__refresh(n);
+}
+
+static void raftnode__raft_close_cb(struct raft *r)
+{
+    struct raftnode *n = r->data;
+    raft_uv_close(&n->uv_io);
+    raft_uv_tcp_close(&n->transport);
+    uv_close((uv_handle_t *)&n->poll, NULL);
+    uv_close((uv_handle_t *)&n->wake, NULL);
+}
+
+static void *raftnode__main(void *arg)
+{
+    struct raftnode *n = arg;
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+static int raftnode__enqueue(struct raftnode *n, struct raftnode__req *q)
+{
+    pthread_mutex_lock(&n->lock);
+    if (n->stopping && q->op != RAFTNODE__STOP) {
+        pthread_mutex_unlock(&n->lock);
+        return BZ_EUNAVAIL;
+    }
+    if (q->op == RAFTNODE__STOP)
+        n->stopping = true;
+    if (n->tail)
+        n->tail->next = q;
+    else
+        n->head = q;
+    n->tail = q;
+    pthread_mutex_unlock(&n->lock);
+    uv_async_send(&n->wake);
+    return 0;
+}
+
+int raftnode_propose(struct raftnode *node, const struct order *entries, size_t n,
+                     raftnode_done_cb cb, void *arg)
+{
+    if (n == 0)
+        return BZ_EINVAL;
+    size_t npages = (n + RAFTCODEC_PAGE_MAX - 1) / RAFTCODEC_PAGE_MAX;
+    struct raftnode__req *q = xcalloc(1, sizeof *q);
+    q->op = RAFTNODE__PROPOSE;
+    q->cb = cb;
+    q->arg = arg;
+    q->bufs = xcalloc(npages, sizeof *q->bufs);
+    int rv = 0;
+    for (size_t i = 0; i < npages && rv == 0; i++) {
+        const struct order *page = entries + i * RAFTCODEC_PAGE_MAX;
+        size_t k = n - i * RAFTCODEC_PAGE_MAX;
+        if (k > RAFTCODEC_PAGE_MAX)
+            k = RAFTCODEC_PAGE_MAX;
+        size_t len = raftcodec_page_size(page, k);
+        void *buf = raft_malloc(len);
+        if (!buf)
+            util__oom(len, __FILE__, __LINE__);
+        q->bufs[q->nbufs++] = (struct raft_buffer){buf, len};
+        rv = raftcodec_page_encode(page, k, 0, buf, len);
+    }
+    if (rv == 0)
+        rv = raftnode__enqueue(node, q);
+    if (rv) {
+        for (unsigned i = 0; i < q->nbufs; i++)
+            raft_free(q->bufs[i].base);
+        free(q->bufs);
+        free(q);
+    }
+    return rv;
+}
+
+int raftnode_barrier(struct raftnode *node, raftnode_done_cb cb, void *arg)
+{
+    struct raftnode__req *q = xcalloc(1, sizeof *q);
+    q->op = RAFTNODE__BARRIER;
+    q->cb = cb;
+    q->arg = arg;
+    int rv = raftnode__enqueue(node, q);
+    if (rv)
+        free(q);
+    return rv;
+}
+
+int raftnode_propose_wait(struct raftnode *node, const struct order *entries, size_t n,
+                          unsigned timeout_ms)
+{
+    struct raftnode__waiter *w = raftnode__waiter_new();
+    int rv = raftnode_propose(node, entries, n, raftnode__waiter_done, w);
+    if (rv) {
+        raftnode__waiter_release(w);
+        raftnode__waiter_release(w);
+        return rv;
+    }
+    return raftnode__waiter_wait(w, timeout_ms, NULL);
+}
+
+int raftnode_barrier_wait(struct raftnode *node, unsigned timeout_ms)
+{
+    struct raftnode__waiter *w = raftnode__waiter_new();
+    int rv = raftnode_barrier(node, raftnode__waiter_done, w);
+    if (rv) {
+        raftnode__waiter_release(w);
+        raftnode__waiter_release(w);
+        return rv;
+    }
+    return raftnode__waiter_wait(w, timeout_ms, NULL);
+}
+
+json_t *raftnode_status_json(struct raftnode *node, unsigned timeout_ms)
+{
+    struct raftnode__waiter *w = raftnode__waiter_new();
+    struct raftnode__req *q = xcalloc(1, sizeof *q);
+    q->op = RAFTNODE__STATUS;
+    q->waiter = w;
+    if (raftnode__enqueue(node, q)) {
+        free(q);
+        raftnode__waiter_release(w);
+        raftnode__waiter_release(w);
+        return NULL;
+    }
+    json_t *out = NULL;
+    if (raftnode__waiter_wait(w, timeout_ms, &out) != 0)
+        return NULL;
+    return out;
+}
+
+void raftnode_info(struct raftnode *node, struct raftnode_info *out)
+{
+    pthread_mutex_lock(&node->lock);
+    *out = node->info;
+    pthread_mutex_unlock(&node->lock);
+}
+
+bool raftnode_is_leader(struct raftnode *node)
+{
+    struct raftnode_info info;
+    raftnode_info(node, &info);
+    return info.role == RAFTNODE_LEADER && info.leader_ready;
+}
+
+/* ---------------------------------------------------------------- start / stop */
+
+static int raftnode__mkdir(const char *path, char *errmsg, size_t errlen)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return 0;
+    snprintf(errmsg, errlen, "%s: %s", path, strerror(errno));
+    return BZ_EIO;
+}
+
+/* Runs the loop until the handles closed by a failed start are gone, then closes it. */
+static void raftnode__loop_drain(struct raftnode *n)
+{
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&n->loop) != 0)
+        LOG_WARN("raft: libuv loop still had handles at close");
+}
+
+int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id,
+                   struct orderlog *log, const struct raftnode_options *opts, char *errmsg,
+                   size_t errlen)
+{
+    const struct config_replica *me = config_replica_find(cfg, id);
+    if (!me || me->raft_listen[0] == '\0') {
+        snprintf(errmsg, errlen, "order.%d: no such replica or no raft_listen", id);
+        return BZ_EINVAL;
+    }
+    struct raftnode *n = xcalloc(1, sizeof *n);
+    n->id = id;
+    n->log = log;
+    n->snapshot_threshold = (unsigned)cfg->snapshot_threshold;
+    n->snapshot_trailing = (unsigned)cfg->snapshot_trailing;
+    snprintf(n->address, sizeof n->address, "%s", me->raft_listen);
+    snprintf(n->dir, sizeof n->dir, "%s/raft-%d", cfg->data_dir, id);
+    pthread_mutex_init(&n->lock, NULL);
+    raftfsm_init(&n->fsm, log, true);
+    int rv = BZ_EIO;
+
+    if (raftnode__mkdir(cfg->data_dir, errmsg, errlen) || raftnode__mkdir(n->dir, errmsg, errlen))
+        goto err_after_fsm;
+    if (uv_loop_init(&n->loop) != 0) {
+        snprintf(errmsg, errlen, "raft: cannot create a libuv loop");
+        goto err_after_fsm;
+    }
+    if (raft_uv_tcp_init(&n->transport, &n->loop) != 0) {
+        snprintf(errmsg, errlen, "raft: cannot create the TCP transport");
+        goto err_after_loop;
+    }
+    if (raft_uv_init(&n->uv_io, &n->loop, n->dir, &n->transport) != 0) {
+        snprintf(errmsg, errlen, "raft: %s: %s", n->dir, n->uv_io.errmsg);
+        raft_uv_tcp_close(&n->transport);
+        goto err_after_loop;
+    }
+    raftnode__io_wrap(n);
+    if (raft_init(&n->raft, &n->io, &n->fsm.fsm, (raft_id)id, n->address) != 0) {
+        snprintf(errmsg, errlen, "raft: init: %s", raft_errmsg(&n->raft));
+        raft_uv_close(&n->uv_io);
+        raft_uv_tcp_close(&n->transport);
+        goto err_after_loop;
+    }
+    n->raft.data = n;
+    n->uv_io.data = n->io.data;
+    if (opts && opts->election_timeout_ms)
+        raft_set_election_timeout(&n->raft, opts->election_timeout_ms);
+    if (opts && opts->heartbeat_timeout_ms)
+        raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
+    /* Pre-vote: a replica cut off from the others does not disrupt the leader on its return. */
+    raft_set_pre_vote(&n->raft, true);
+
+    uv_async_init(&n->loop, &n->wake, raftnode__wake_cb);
+    n->wake.data = n;
+    uv_timer_init(&n->loop, &n->poll);
+    n->poll.data = n;
+
+    /* First start: every [order.N] is a voter. A node with state on disk keeps its own. */
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int crv = 0;
+    for (int i = 0; i < cfg->replica_count && crv == 0; i++)
+        crv = raft_configuration_add(&conf, (raft_id)cfg->replicas[i].id,
+                                     cfg->replicas[i].raft_listen, RAFT_VOTER);
+    if (crv == 0) {
+        crv = raft_bootstrap(&n->raft, &conf);
+        if (crv == 0)
+            LOG_INFO("raft: bootstrapped %s with %d voters", n->dir, cfg->replica_count);
+        else if (crv == RAFT_CANTBOOTSTRAP)
+            crv = 0;
+    }
+    raft_configuration_close(&conf);
+    if (crv) {
+        snprintf(errmsg, errlen, "raft: bootstrap %s: %s", n->dir, raft_strerror(crv));
+        goto err_after_raft;
+    }
+    if ((crv = raft_start(&n->raft)) != 0) {
+        snprintf(errmsg, errlen, "raft: start on %s: %s", n->address, raft_errmsg(&n->raft));
+        rv = crv == RAFT_CORRUPT || crv == RAFT_IOERR ? BZ_EIO : BZ_EINVAL;
+        goto err_after_raft;
+    }
+    uv_timer_start(&n->poll, raftnode__poll_cb, RAFTNODE__POLL_MS, RAFTNODE__POLL_MS);
+    raftnode__refresh(n);
+    if (pthread_create(&n->thread, NULL, raftnode__main, n) != 0) {
+        snprintf(errmsg, errlen, "raft: cannot start the node thread");
+        goto err_after_raft;
+    }
+    LOG_INFO("raft: node %d on %s, data in %s", id, n->address, n->dir);
+    *out = n;
+    return 0;
+
+err_after_raft:
+    n->closing = true;
+    uv_timer_stop(&n->poll);
+    raft_close(&n->raft, raftnode__raft_close_cb);
+    raftnode__loop_drain(n);
+    goto err_after_fsm;
+err_after_loop:
+    raftnode__loop_drain(n);
+err_after_fsm:
+    raftfsm_close(&n->fsm);
+    pthread_mutex_destroy(&n->lock);
+    free(n);
+    return rv;
+}
+
+void raftnode_stop(struct raftnode *node)
+{
+    if (!node)
+        return;
+    struct raftnode__req *q = xcalloc(1, sizeof *q);
+    q->op = RAFTNODE__STOP;
+    raftnode__enqueue(node, q);
+    pthread_join(node->thread, NULL);
+    if (uv_loop_close(&node->loop) != 0)
+        LOG_WARN("raft: libuv loop still had handles at close");
+    raftfsm_close(&node->fsm);
+    pthread_mutex_destroy(&node->lock);
+    free(node);
+}
