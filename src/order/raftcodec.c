@@ -1,5 +1,6 @@
 #include "raftcodec.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -119,12 +120,25 @@ static int raftcodec__entry_get(const uint8_t **pp, const uint8_t *end, struct o
 
 /* ---------------------------------------------------------------- pages */
 
-size_t raftcodec_page_size(const struct order *entries, size_t n)
+/*
+ * libraft's libuv I/O lays entries out in 8-byte words (its batch decoder reads each payload
+ * rounded up to 8 bytes; an unpadded page made it read past its receive buffer under ASan), so a
+ * page is padded with zeros to a multiple of 8.
+ */
+#define RAFTCODEC__ALIGN 8
+
+static size_t raftcodec__page_unpadded(const struct order *entries, size_t n)
 {
     size_t len = RAFTCODEC__PAGE_HEADER;
     for (size_t i = 0; i < n; i++)
         len += raftcodec__entry_size(&entries[i]);
     return len;
+}
+
+size_t raftcodec_page_size(const struct order *entries, size_t n)
+{
+    size_t len = raftcodec__page_unpadded(entries, n);
+    return (len + RAFTCODEC__ALIGN - 1) / RAFTCODEC__ALIGN * RAFTCODEC__ALIGN;
 }
 
 int raftcodec_page_encode(const struct order *entries, size_t n, uint64_t epoch, void *buf,
@@ -144,6 +158,7 @@ int raftcodec_page_encode(const struct order *entries, size_t n, uint64_t epoch,
     p = raftcodec__put_u32(p, (uint32_t)n);
     for (size_t i = 0; i < n; i++)
         p = raftcodec__entry_put(p, &entries[i]);
+    memset(p, 0, len - (size_t)(p - (uint8_t *)buf));
     return 0;
 }
 
@@ -179,7 +194,11 @@ int raftcodec_page_decode(const void *buf, size_t len, struct order *out, size_t
         out[i].number = (int64_t)first + (int64_t)i;
         out[i].epoch = epoch;
     }
-    if (p != end) {
+    /* Only the zero padding to the next multiple of 8 may follow. */
+    bool padding_ok = len % RAFTCODEC__ALIGN == 0 && (size_t)(end - p) < RAFTCODEC__ALIGN;
+    for (const uint8_t *q = p; padding_ok && q < end; q++)
+        padding_ok = *q == 0;
+    if (!padding_ok) {
         snprintf(errmsg, errlen, "page: %zu trailing bytes", (size_t)(end - p));
         return BZ_EINVAL;
     }

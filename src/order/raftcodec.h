@@ -10,7 +10,7 @@
  * damaged or foreign buffer is refused, never half-applied. Pure functions:
  * no I/O, no locks, no Raft types. Not for the HTTP messages (msg.h).
  *
- *   page      "BZP1" first:i64 epoch:u64 n:u32 entry*n
+ *   page      "BZP1" first:i64 epoch:u64 n:u32 entry*n zero*(0..7, to a multiple of 8)
  *   snapshot  "BZS1" count:i64 (epoch:u64 entry)*count
  *   entry     type:u8 quantity:u32 name_len:u8 name rid_len:u8 rid
  */
@@ -25,7 +25,7 @@
 
 #define RAFTCODEC_PAGE_MAX 1000 /* orders per page, as MSG_MAX_ENTRIES per journal page */
 
-/* Bytes raftcodec_page_encode writes for these entries (no validation). */
+/* Bytes raftcodec_page_encode writes for these entries, a multiple of 8 (no validation). */
 size_t raftcodec_page_size(const struct order *entries, size_t n);
 
 /*

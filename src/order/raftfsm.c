@@ -178,7 +178,13 @@ int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
     char err[160];
     size_t n = 0, added;
     if (raftcodec_page_decode(buf, len, f->scratch, RAFTCODEC_PAGE_MAX, &n, err, sizeof err))
-        return raftfsm__fail(f, BZ_EINVAL, "committed entry is not a journal page: %s", err);
+        return raftfsm__fail(f, BZ_EINVAL,
+                             "committed entry (%zu bytes, starting %02x%02x%02x%02x) is not a "
+                             "journal page: %s",
+                             len, len > 0 ? ((const uint8_t *)buf)[0] : 0,
+                             len > 1 ? ((const uint8_t *)buf)[1] : 0,
+                             len > 2 ? ((const uint8_t *)buf)[2] : 0,
+                             len > 3 ? ((const uint8_t *)buf)[3] : 0, err);
     int rv = raftfsm__merge(f, f->scratch, n, &added);
     if (rv == 0)
         atomic_fetch_add(&f->pages, 1);

@@ -87,9 +87,11 @@ struct raftnode {
     struct raftnode_info info;
 
     /* Node thread only. */
-    bool target_known;  /* the first AppendEntries since start has been seen */
-    raft_index target;  /* its leader commit index: what "caught up" means */
-    bool caught_up;     /* sticky */
+    unsigned heartbeat_ms;
+    bool target_known;      /* an AppendEntries has been received since start */
+    raft_time target_since; /* when the first one arrived (raft_io time) */
+    raft_index target;      /* highest leader commit index received: what "caught up" means */
+    bool caught_up;         /* sticky */
     raft_term ready_term; /* term whose leader barrier is applied here */
     bool barrier_inflight;
     bool closing;
@@ -209,16 +211,29 @@ static int raftnode__io_load(struct raft_io *io, raft_term *term, raft_id *voted
                                           entries, n_entries));
 }
 
+/*
+ * Readiness target. The first AppendEntries a restarted node receives can be stale: the leader's
+ * libuv client queues a few messages while the peer is down and flushes them on reconnect, with
+ * the commit index of back then (the unit test caught a node "ready" 30 entries short this way).
+ * Messages on one connection arrive in order and commit indexes only grow, and a leader sends to
+ * every follower at least once per heartbeat; so the node takes the highest leader commit it
+ * receives during RAFTNODE__READY_WINDOW heartbeats after the first one, by which time a message
+ * created after its start has arrived, and is caught up once it has applied that far.
+ */
+#define RAFTNODE__READY_WINDOW 3
+
 static void raftnode__io_recv(struct raft_io *io, struct raft_message *msg)
 {
     struct raft *r = io->data;
     struct raftnode *n = r->data;
-    if (msg->type == RAFT_IO_APPEND_ENTRIES && !n->target_known &&
+    if (msg->type == RAFT_IO_APPEND_ENTRIES && !n->caught_up &&
         msg->append_entries.term >= r->current_term) {
-        n->target = msg->append_entries.leader_commit;
-        n->target_known = true;
-        LOG_INFO("raft: leader %llu commits up to index %llu; ready once applied here",
-                 (unsigned long long)msg->server_id, (unsigned long long)n->target);
+        if (!n->target_known) {
+            n->target_known = true;
+            n->target_since = n->uv_io.time(&n->uv_io);
+        }
+        if (msg->append_entries.leader_commit > n->target)
+            n->target = msg->append_entries.leader_commit;
     }
     n->raft_recv(io, msg);
 }
@@ -388,11 +403,15 @@ static void raftnode__refresh(struct raftnode *n)
             n->barrier_inflight = true;
     }
     bool leader_ready = state == RAFT_LEADER && n->ready_term == r->current_term;
+    bool window_over =
+        n->target_known && n->uv_io.time(&n->uv_io) >=
+                               n->target_since + (raft_time)RAFTNODE__READY_WINDOW * n->heartbeat_ms;
     if (!n->caught_up &&
-        (leader_ready || (n->target_known && raft_last_applied(r) >= n->target))) {
+        (leader_ready || (window_over && raft_last_applied(r) >= n->target))) {
         n->caught_up = true;
-        LOG_INFO("raft: caught up at index %llu (term %llu)",
-                 (unsigned long long)raft_last_applied(r), (unsigned long long)r->current_term);
+        LOG_INFO("raft: caught up at index %llu (leader commit %llu, term %llu)",
+                 (unsigned long long)raft_last_applied(r), (unsigned long long)n->target,
+                 (unsigned long long)r->current_term);
     }
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
@@ -757,6 +776,7 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id,
         raft_set_election_timeout(&n->raft, opts->election_timeout_ms);
     if (opts && opts->heartbeat_timeout_ms)
         raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
+    n->heartbeat_ms = n->raft.heartbeat_timeout;
     raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
     /* Pre-vote: a replica cut off from the others does not disrupt the leader on its return. */

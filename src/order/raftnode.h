@@ -9,7 +9,9 @@
  * uv_async. Completion callbacks (raftnode_done_cb) run on the node's thread:
  * they must not block and must not call the *_wait functions (they may call
  * raftnode_propose/raftnode_barrier). The *_wait variants block the calling
- * thread until completion or a deadline.
+ * thread until completion or a deadline. libuv writes to sockets a peer may
+ * have closed: the process must ignore SIGPIPE (service_* does it for every
+ * service).
  *
  * Storage: Raft's log, metadata and snapshots live in <data_dir>/raft-<id>/;
  * the orders table stays in order-<id>.db (opened by the caller). On the

@@ -117,6 +117,19 @@ static void test_page_decode_strict(void **state)
         BZ_EINVAL);
     assert_non_null(strstr(err, "trailing"));
     free(longer);
+    /* The page is padded with zeros to a multiple of 8 (libraft's libuv I/O needs it), and
+     * the padding must be zeros. */
+    assert_int_equal(len % 8, 0);
+    size_t unpadded = 24;
+    for (int i = 0; i < 4; i++)
+        unpadded += 1 + 4 + 1 + strlen(in[i].trade.name) + 1 + strlen(in[i].trade.request_id);
+    if (unpadded < len) {
+        buf[len - 1] = 1;
+        assert_int_equal(
+            raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err, sizeof err),
+            BZ_EINVAL);
+        buf[len - 1] = 0;
+    }
     /* Bad magic, zero count, count over the caller's max. */
     buf[0] = 'X';
     assert_int_equal(raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err, sizeof err),

@@ -16,16 +16,30 @@
  *
  * Random schedules print their seed; BAZAAR_RAFT_SEED=<seed> replays one,
  * BAZAAR_RAFT_SCHEDULES=<n> runs more.
+ *
+ * The last tests run src/order/raftnode.c itself: three nodes with libraft's
+ * libuv I/O and TCP transport on 127.0.0.1 (free ports below 32768), in one
+ * process: proposals, barriers, a follower refusing, status, a replica
+ * restarted behind a snapshot that is not ready until it caught up, and a
+ * restart of the whole cluster from disk. Bounded by real-time deadlines.
  */
 #include "unit.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <raft.h>
 #include <raft/fixture.h>
 
+#include "config.h"
 #include "error.h"
 #include "orderlog.h"
 #include "raftcodec.h"
 #include "raftfsm.h"
+#include "raftnode.h"
 
 #define MAX_NODES 5
 
@@ -569,12 +583,272 @@ static void test_random_schedules(void **state)
         run_schedule(base + k);
 }
 
+/* ---------------------------------------------------------------- the libuv node */
+
+/* A port in 20000-31999 that 127.0.0.1 can bind right now (as tests/lib/bazaar.py free_port). */
+static int free_port(void)
+{
+    static int handed[64], nhanded;
+    uint64_t s = clock_now_us() ^ (uint64_t)getpid();
+    for (int attempt = 0; attempt < 500; attempt++) {
+        int port = 20000 + (int)(rng_next(&s) % 12000), dup = 0;
+        for (int i = 0; i < nhanded; i++)
+            dup |= handed[i] == port;
+        if (dup)
+            continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok && nhanded < 64) {
+            handed[nhanded++] = port;
+            return port;
+        }
+    }
+    fail_msg("no free port");
+    return -1;
+}
+
+struct uvcluster {
+    char dir[256];
+    struct bz_config cfg;
+    struct orderlog *logs[3];
+    struct raftnode *nodes[3];
+};
+
+static const struct raftnode_options uv_opts = {.election_timeout_ms = 300,
+                                                .heartbeat_timeout_ms = 30};
+
+static void uv_open(struct uvcluster *u, int i)
+{
+    char path[512], errmsg[256];
+    snprintf(path, sizeof path, "%s/order-%d.db", u->cfg.data_dir, i + 1);
+    assert_int_equal(orderlog_open(&u->logs[i], path, errmsg, sizeof errmsg), 0);
+    if (raftnode_start(&u->nodes[i], &u->cfg, i + 1, u->logs[i], &uv_opts, errmsg,
+                       sizeof errmsg) != 0)
+        fail_msg("raftnode_start %d: %s", i + 1, errmsg);
+}
+
+static void uv_close_node(struct uvcluster *u, int i)
+{
+    raftnode_stop(u->nodes[i]);
+    u->nodes[i] = NULL;
+    orderlog_close(u->logs[i]);
+    u->logs[i] = NULL;
+}
+
+/* dst = dir + suffix, within a config path buffer. */
+static void path_join(char dst[CONFIG_PATH_MAX], const char *dir, const char *suffix)
+{
+    size_t a = strlen(dir), b = strlen(suffix);
+    assert_true(a + b < CONFIG_PATH_MAX);
+    memcpy(dst, dir, a);
+    memcpy(dst + a, suffix, b + 1);
+}
+
+static int uv_setup(void **state)
+{
+    struct uvcluster *u = calloc(1, sizeof *u);
+    *state = u;
+    unit_tmpdir_make(u->dir, sizeof u->dir);
+    config_init_defaults(&u->cfg);
+    char errmsg[256], v[64], sec[16];
+    path_join(u->cfg.data_dir, u->dir, "/data");
+    assert_int_equal(mkdir(u->cfg.data_dir, 0700), 0);
+    assert_int_equal(config_set(&u->cfg, "replication", "mode", "raft", errmsg, sizeof errmsg), 0);
+    assert_int_equal(config_set(&u->cfg, "replication", "snapshot_threshold", "16", errmsg,
+                                sizeof errmsg),
+                     0);
+    assert_int_equal(
+        config_set(&u->cfg, "replication", "snapshot_trailing", "4", errmsg, sizeof errmsg), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(sec, sizeof sec, "order.%d", i + 1);
+        snprintf(v, sizeof v, "127.0.0.1:%d", free_port());
+        assert_int_equal(config_set(&u->cfg, sec, "listen", v, errmsg, sizeof errmsg), 0);
+        snprintf(v, sizeof v, "127.0.0.1:%d", free_port());
+        assert_int_equal(config_set(&u->cfg, sec, "raft_listen", v, errmsg, sizeof errmsg), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        uv_open(u, i);
+    return 0;
+}
+
+/* Runs after a failed test too, so no node outlives its test. */
+static int uv_teardown(void **state)
+{
+    struct uvcluster *u = *state;
+    for (int i = 0; i < 3; i++)
+        if (u->nodes[i])
+            uv_close_node(u, i);
+        else if (u->logs[i])
+            orderlog_close(u->logs[i]);
+    unit_tmpdir_remove(u->dir);
+    free(u);
+    return 0;
+}
+
+/* The index of the ready leader, waiting up to 10 s; fails otherwise. */
+static int uv_leader(struct uvcluster *u)
+{
+    uint64_t end = clock_now_ms() + 10000;
+    while (clock_now_ms() < end) {
+        for (int i = 0; i < 3; i++)
+            if (u->nodes[i] && raftnode_is_leader(u->nodes[i]))
+                return i;
+        usleep(5000);
+    }
+    fail_msg("no ready leader within 10 s");
+    return -1;
+}
+
+static void uv_wait_last(struct uvcluster *u, int i, int64_t last)
+{
+    uint64_t end = clock_now_ms() + 10000;
+    struct orderlog_state st;
+    do {
+        orderlog_state(u->logs[i], &st);
+        if (st.last == last)
+            return;
+        usleep(2000);
+    } while (clock_now_ms() < end);
+    fail_msg("node %d: last %lld, want %lld", i + 1, (long long)st.last, (long long)last);
+}
+
+static struct order *uv_journal(int64_t first, size_t n)
+{
+    struct order *e = calloc(n, sizeof *e);
+    for (size_t i = 0; i < n; i++) {
+        int64_t num = first + (int64_t)i;
+        e[i].number = num;
+        snprintf(e[i].trade.request_id, sizeof e[i].trade.request_id, "u:%lld", (long long)num);
+        snprintf(e[i].trade.name, sizeof e[i].trade.name, "Stock%lld", (long long)(num % 3));
+        e[i].trade.type = TRADE_BUY;
+        e[i].trade.quantity = 1;
+    }
+    return e;
+}
+
+static void test_node_cluster(void **state)
+{
+    struct uvcluster *u = *state;
+    int l = uv_leader(u), f = (l + 1) % 3;
+
+    /* 2500 orders in one call: three pages, three Raft entries, applied everywhere. */
+    struct order *e = uv_journal(0, 2500);
+    assert_int_equal(raftnode_propose_wait(u->nodes[l], e, 2500, 5000), 0);
+    free(e);
+    struct orderlog_state st;
+    orderlog_state(u->logs[l], &st);
+    assert_int_equal(st.last, 2499); /* applied on the leader when the call returns */
+    assert_int_equal(raftnode_barrier_wait(u->nodes[l], 5000), 0);
+    for (int i = 0; i < 3; i++)
+        uv_wait_last(u, i, 2499);
+
+    /* A follower refuses: nothing is appended. */
+    e = uv_journal(2500, 1);
+    assert_int_equal(raftnode_propose_wait(u->nodes[f], e, 1, 5000), BZ_ENOTLEADER);
+    assert_int_equal(raftnode_barrier_wait(u->nodes[f], 5000), BZ_ENOTLEADER);
+    free(e);
+    /* Entries that cannot form a page are refused before anything is queued. */
+    e = uv_journal(2500, 2);
+    e[1].number = 2600;
+    assert_int_equal(raftnode_propose_wait(u->nodes[l], e, 2, 5000), BZ_EINVAL);
+    free(e);
+
+    /* Status on the leader: role, indexes, each replica's match index. */
+    json_t *status = raftnode_status_json(u->nodes[l], 2000);
+    assert_non_null(status);
+    assert_string_equal(json_string_value(json_object_get(status, "role")), "leader");
+    assert_int_equal(json_integer_value(json_object_get(status, "leader")), l + 1);
+    assert_int_equal(json_integer_value(json_object_get(status, "last_number")), 2499);
+    assert_true(json_is_true(json_object_get(status, "ready")));
+    json_t *reps = json_object_get(status, "replicas");
+    assert_int_equal(json_array_size(reps), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(json_integer_value(json_object_get(json_array_get(reps, i), "match_index")) >=
+                    1);
+    json_decref(status);
+    struct raftnode_info info;
+    uint64_t until = clock_now_ms() + 5000;
+    do {
+        raftnode_info(u->nodes[f], &info);
+        usleep(2000);
+    } while (!info.ready && clock_now_ms() < until);
+    assert_int_equal(info.role, RAFTNODE_FOLLOWER);
+    assert_int_equal(info.leader_id, l + 1);
+    assert_true(info.ready);
+    assert_false(info.leader_ready);
+
+    /* A follower stops; 40 more pages (past the snapshot threshold of 16) commit without it. */
+    uv_close_node(u, f);
+    for (int k = 0; k < 40; k++) {
+        e = uv_journal(2500 + k * 10, 10);
+        assert_int_equal(raftnode_propose_wait(u->nodes[l], e, 10, 5000), 0);
+        free(e);
+    }
+    /* It restarts behind the leader's log start: caught up through a snapshot, and not ready
+     * before its table holds everything committed when it started. */
+    uv_open(u, f);
+    uint64_t end = clock_now_ms() + 10000;
+    bool ready = false;
+    while (!ready && clock_now_ms() < end) {
+        raftnode_info(u->nodes[f], &info);
+        orderlog_state(u->logs[f], &st);
+        if (info.ready) {
+            ready = true;
+            orderlog_state(u->logs[f], &st);
+            assert_int_equal(st.last, 2899);
+        }
+        usleep(500);
+    }
+    assert_true(ready);
+    status = raftnode_status_json(u->nodes[f], 2000);
+    assert_non_null(status);
+    assert_true(json_integer_value(json_object_get(json_object_get(status, "fsm"), "restores")) >=
+                1);
+    json_decref(status);
+
+    /* The whole cluster stops and starts again from disk: same tables, and it goes on. */
+    for (int i = 0; i < 3; i++)
+        uv_close_node(u, i);
+    for (int i = 0; i < 3; i++)
+        uv_open(u, i);
+    l = uv_leader(u);
+    e = uv_journal(2900, 5);
+    assert_int_equal(raftnode_propose_wait(u->nodes[l], e, 5, 5000), 0);
+    free(e);
+    for (int i = 0; i < 3; i++)
+        uv_wait_last(u, i, 2904);
+}
+
+/* Start-up errors leave nothing running: a busy Raft port, a replica missing from the config. */
+static void test_node_start_errors(void **state)
+{
+    struct uvcluster *u = *state;
+    char path[512], errmsg[256];
+    struct orderlog *log;
+    snprintf(path, sizeof path, "%s/extra.db", u->dir);
+    assert_int_equal(orderlog_open(&log, path, errmsg, sizeof errmsg), 0);
+    struct raftnode *node = NULL;
+    /* Replica 1's Raft port is taken by the running replica 1. */
+    struct bz_config cfg = u->cfg;
+    path_join(cfg.data_dir, u->dir, "/other");
+    assert_int_not_equal(raftnode_start(&node, &cfg, 1, log, &uv_opts, errmsg, sizeof errmsg), 0);
+    assert_null(node);
+    assert_true(errmsg[0] != '\0');
+    assert_int_equal(raftnode_start(&node, &cfg, 7, log, &uv_opts, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+    orderlog_close(log);
+}
+
 int main(void)
 {
     /* Every apply is an fsync'ed SQLite commit; on tmpfs the schedules run in seconds. The
      * durability of those commits is orderlog's business and tested there. */
     if (!getenv("TMPDIR") && access("/dev/shm", W_OK) == 0)
         setenv("TMPDIR", "/dev/shm", 1);
+    signal(SIGPIPE, SIG_IGN); /* as every service does (service.c): see raftnode.h */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_elections),
         cmocka_unit_test(test_partitioned_leader),
@@ -582,6 +856,8 @@ int main(void)
         cmocka_unit_test(test_leader_crash_page_lost),
         cmocka_unit_test(test_snapshot_install),
         cmocka_unit_test(test_random_schedules),
+        cmocka_unit_test_setup_teardown(test_node_cluster, uv_setup, uv_teardown),
+        cmocka_unit_test_setup_teardown(test_node_start_errors, uv_setup, uv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
