@@ -777,6 +777,12 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id,
     if (opts && opts->heartbeat_timeout_ms)
         raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
     n->heartbeat_ms = n->raft.heartbeat_timeout;
+    /* libraft resends a lost InstallSnapshot only after this (default 30 s): a snapshot sent
+     * while the lagging replica was still down or reconnecting kept it unready that long in the
+     * unit test. Five election timeouts still cover sending a large snapshot on a LAN. */
+    raft_set_install_snapshot_timeout(&n->raft, opts && opts->install_snapshot_timeout_ms
+                                                    ? opts->install_snapshot_timeout_ms
+                                                    : 5 * n->raft.election_timeout);
     raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
     /* Pre-vote: a replica cut off from the others does not disrupt the leader on its return. */

@@ -45,10 +45,12 @@ struct raftnode;
  */
 typedef void (*raftnode_done_cb)(void *arg, int status);
 
-/* Timeouts (0 = libraft's defaults: election 1000 ms, heartbeat 100 ms). */
+/* Timeouts; 0 = the default: election 1000 ms, heartbeat 100 ms (libraft's), and a lost
+ * InstallSnapshot resent after 5 election timeouts (libraft's own default is 30 s). */
 struct raftnode_options {
     unsigned election_timeout_ms;
     unsigned heartbeat_timeout_ms;
+    unsigned install_snapshot_timeout_ms;
 };
 
 /*
