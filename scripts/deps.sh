@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libinih-dev
-  libraft-dev libuv1-dev
+  libraft-dev libuv1-dev        # raft mode of the order replicas: CMake requires them, so `make run` does
   libcmocka-dev python3 sqlite3 curl
   clang-14 libclang-rt-14-dev clang-format
   gnuplot-nox wrk nginx-light iproute2

@@ -334,10 +334,10 @@ static int config__validate_raft(const struct bz_config *cfg, char *errmsg, size
         }
         for (int j = 0; j < cfg->replica_count; j++) {
             const struct config_replica *o = &cfg->replicas[j];
-            if ((j != i && strcmp(o->raft_listen, r->raft_listen) == 0) ||
-                strcmp(o->listen, r->raft_listen) == 0) {
-                snprintf(errmsg, errlen, "%s: '%s' is also used by order.%d", what,
-                         r->raft_listen, o->id);
+            bool as_raft = j != i && strcmp(o->raft_listen, r->raft_listen) == 0;
+            if (as_raft || strcmp(o->listen, r->raft_listen) == 0) {
+                snprintf(errmsg, errlen, "%s: '%s' is also order.%d.%s", what, r->raft_listen,
+                         o->id, as_raft ? "raft_listen" : "listen");
                 return BZ_EINVAL;
             }
         }
