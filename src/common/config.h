@@ -25,7 +25,7 @@ enum config_mode { CONFIG_MODE_PRIMARY_BACKUP = 0, CONFIG_MODE_RAFT };
 enum config_quorum { CONFIG_QUORUM_MAJORITY = 0, CONFIG_QUORUM_ONE };
 
 struct config_replica {
-    int id;                       /* from the section name [order.<id>] */
+    int id;                            /* from the section name [order.<id>] */
     char listen[CONFIG_ADDR_MAX];      /* host:port */
     char raft_listen[CONFIG_ADDR_MAX]; /* host:port of the Raft transport; "" unless mode = raft */
 };

@@ -235,8 +235,8 @@ int raftcodec_snap_append(struct strbuf *out, const struct order *entries, size_
     return 0;
 }
 
-int raftcodec_snap_open(struct raftcodec_snap_reader *r, const void *buf, size_t len,
-                        char *errmsg, size_t errlen)
+int raftcodec_snap_open(struct raftcodec_snap_reader *r, const void *buf, size_t len, char *errmsg,
+                        size_t errlen)
 {
     const uint8_t *p = buf;
     if (len < RAFTCODEC__SNAP_HEADER || memcmp(p, raftcodec__snap_magic, 4) != 0) {

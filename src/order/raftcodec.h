@@ -70,8 +70,8 @@ struct raftcodec_snap_reader {
 };
 
 /* Checks the header. 0 or BZ_EINVAL with errmsg set. */
-int raftcodec_snap_open(struct raftcodec_snap_reader *r, const void *buf, size_t len,
-                        char *errmsg, size_t errlen);
+int raftcodec_snap_open(struct raftcodec_snap_reader *r, const void *buf, size_t len, char *errmsg,
+                        size_t errlen);
 /*
  * Reads up to max entries into out (*n receives how many; 0 at the end). After
  * the last entry it checks that no bytes follow. 0 or BZ_EINVAL with errmsg.

@@ -15,10 +15,8 @@
 #define RAFTFSM__INSTALL_CHUNK 16384
 
 static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result);
-static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                                unsigned *n_bufs);
-static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                                unsigned *n_bufs);
+static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs);
+static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs);
 static int raftfsm__restore_cb(struct raft_fsm *fsm, struct raft_buffer *buf);
 
 void raftfsm_init(struct raftfsm *f, struct orderlog *log, bool abort_on_failure)
@@ -103,16 +101,14 @@ static int raftfsm__check_present(struct raftfsm *f, const struct order *entries
         size_t want = n - done < RAFTCODEC_PAGE_MAX ? n - done : RAFTCODEC_PAGE_MAX, got = 0;
         const struct order *e = entries + done;
         if (orderlog_read(f->log, e[0].number, want, f->mine, &got) != 0)
-            return raftfsm__fail(f, BZ_EIO, "cannot read orders from %lld",
-                                 (long long)e[0].number);
+            return raftfsm__fail(f, BZ_EIO, "cannot read orders from %lld", (long long)e[0].number);
         if (got != want)
             return raftfsm__fail(f, BZ_EIO, "orders table shorter than its last number");
         for (size_t i = 0; i < want; i++)
             if (f->mine[i].number != e[i].number || !trade_same(&f->mine[i].trade, &e[i].trade))
-                return raftfsm__fail(f, BZ_EINVAL,
-                                     "order %lld differs: request %s in the table, %s in the log",
-                                     (long long)e[i].number, f->mine[i].trade.request_id,
-                                     e[i].trade.request_id);
+                return raftfsm__fail(
+                    f, BZ_EINVAL, "order %lld differs: request %s in the table, %s in the log",
+                    (long long)e[i].number, f->mine[i].trade.request_id, e[i].trade.request_id);
         done += want;
     }
     return 0;
@@ -139,10 +135,9 @@ static int raftfsm__merge(struct raftfsm *f, const struct order *entries, size_t
      * table as of an applied index, and a restore only ever extends the table.
      */
     if (entries[0].number > st.last + 1)
-        return raftfsm__fail(f, BZ_EINVAL,
-                             "page %lld..%lld would leave a gap after %lld (broken invariant)",
-                             (long long)entries[0].number,
-                             (long long)entries[n - 1].number, (long long)st.last);
+        return raftfsm__fail(
+            f, BZ_EINVAL, "page %lld..%lld would leave a gap after %lld (broken invariant)",
+            (long long)entries[0].number, (long long)entries[n - 1].number, (long long)st.last);
     size_t dup = 0;
     if (entries[0].number <= st.last) {
         int64_t present = st.last - entries[0].number + 1;
@@ -178,13 +173,12 @@ int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
     char err[160];
     size_t n = 0, added;
     if (raftcodec_page_decode(buf, len, f->scratch, RAFTCODEC_PAGE_MAX, &n, err, sizeof err))
-        return raftfsm__fail(f, BZ_EINVAL,
-                             "committed entry (%zu bytes, starting %02x%02x%02x%02x) is not a "
-                             "journal page: %s",
-                             len, len > 0 ? ((const uint8_t *)buf)[0] : 0,
-                             len > 1 ? ((const uint8_t *)buf)[1] : 0,
-                             len > 2 ? ((const uint8_t *)buf)[2] : 0,
-                             len > 3 ? ((const uint8_t *)buf)[3] : 0, err);
+        return raftfsm__fail(
+            f, BZ_EINVAL,
+            "committed entry (%zu bytes, starting %02x%02x%02x%02x) is not a "
+            "journal page: %s",
+            len, len > 0 ? ((const uint8_t *)buf)[0] : 0, len > 1 ? ((const uint8_t *)buf)[1] : 0,
+            len > 2 ? ((const uint8_t *)buf)[2] : 0, len > 3 ? ((const uint8_t *)buf)[3] : 0, err);
     int rv = raftfsm__merge(f, f->scratch, n, &added);
     if (rv == 0)
         atomic_fetch_add(&f->pages, 1);
@@ -200,8 +194,8 @@ int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out)
     int64_t count = st.last + 1;
     int rv = raftcodec_snap_begin(out, count);
     for (int64_t from = 0; rv == 0 && from < count;) {
-        size_t want = count - from < RAFTCODEC_PAGE_MAX ? (size_t)(count - from)
-                                                        : (size_t)RAFTCODEC_PAGE_MAX;
+        size_t want =
+            count - from < RAFTCODEC_PAGE_MAX ? (size_t)(count - from) : (size_t)RAFTCODEC_PAGE_MAX;
         size_t got = 0;
         if (orderlog_read(f->log, from, want, f->mine, &got) != 0 || got == 0)
             return BZ_EIO;
@@ -217,10 +211,10 @@ int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out)
  * Installing a snapshot extends the table with what it lacks. The table only ever holds applied
  * (committed) entries, so it and the snapshot are both prefixes of one sequence: the part they
  * share is checked, entry by entry, and the rest appended. Each chunk of RAFTFSM__INSTALL_CHUNK
- * is one transaction, and after each the table is again a prefix of that sequence, so a crash midway
- * leaves a valid, shorter table that the next start (which restores the same snapshot) extends.
- * A table longer than the snapshot (a restart whose SQLite commits outran the Raft snapshot) is
- * kept after the check: rewinding it would only make it re-apply the same entries.
+ * is one transaction, and after each the table is again a prefix of that sequence, so a crash
+ * midway leaves a valid, shorter table that the next start (which restores the same snapshot)
+ * extends. A table longer than the snapshot (a restart whose SQLite commits outran the Raft
+ * snapshot) is kept after the check: rewinding it would only make it re-apply the same entries.
  */
 int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len)
 {
@@ -272,8 +266,7 @@ static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf
  * node from disrupting the leader meanwhile. snapshot_async (reading rows <= last on a worker,
  * which is exact because the table only grows) is the step up when tables get much larger.
  */
-static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                                unsigned *n_bufs)
+static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct raftfsm *f = fsm->data;
     struct strbuf sb;
@@ -295,8 +288,7 @@ static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[]
     return 0;
 }
 
-static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                                unsigned *n_bufs)
+static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     (void)fsm;
     if (*bufs) {

@@ -92,7 +92,7 @@ struct raftnode {
     raft_time target_since; /* when the first one arrived (raft_io time) */
     raft_index target;      /* highest leader commit index received: what "caught up" means */
     bool caught_up;         /* sticky */
-    raft_term ready_term; /* term whose leader barrier is applied here */
+    raft_term ready_term;   /* term whose leader barrier is applied here */
     bool barrier_inflight;
     bool closing;
 };
@@ -207,14 +207,14 @@ static int raftnode__io_load(struct raft_io *io, raft_term *term, raft_id *voted
                              struct raft_entry *entries[], size_t *n_entries)
 {
     struct raftnode *n = raftnode__of(io);
-    return raftnode__fwd(n, n->uv_io.load(&n->uv_io, term, voted_for, snapshot, start_index,
-                                          entries, n_entries));
+    return raftnode__fwd(
+        n, n->uv_io.load(&n->uv_io, term, voted_for, snapshot, start_index, entries, n_entries));
 }
 
 /*
  * Readiness target. The first AppendEntries a restarted node receives can be stale: the leader's
  * libuv client queues a few messages while the peer is down and flushes them on reconnect, with
- * the commit index of back then (the unit test caught a node "ready" 30 entries short this way).
+ * the commit index of back then (the unit test caught a node "ready" 300 orders short this way).
  * Messages on one connection arrive in order and commit indexes only grow, and a leader sends to
  * every follower at least once per heartbeat; so the node takes the highest leader commit it
  * receives during RAFTNODE__READY_WINDOW heartbeats after the first one, by which time a message
@@ -403,11 +403,10 @@ static void raftnode__refresh(struct raftnode *n)
             n->barrier_inflight = true;
     }
     bool leader_ready = state == RAFT_LEADER && n->ready_term == r->current_term;
-    bool window_over =
-        n->target_known && n->uv_io.time(&n->uv_io) >=
-                               n->target_since + (raft_time)RAFTNODE__READY_WINDOW * n->heartbeat_ms;
-    if (!n->caught_up &&
-        (leader_ready || (window_over && raft_last_applied(r) >= n->target))) {
+    bool window_over = n->target_known &&
+                       n->uv_io.time(&n->uv_io) >=
+                           n->target_since + (raft_time)RAFTNODE__READY_WINDOW * n->heartbeat_ms;
+    if (!n->caught_up && (leader_ready || (window_over && raft_last_applied(r) >= n->target))) {
         n->caught_up = true;
         LOG_INFO("raft: caught up at index %llu (leader commit %llu, term %llu)",
                  (unsigned long long)raft_last_applied(r), (unsigned long long)n->target,
@@ -728,9 +727,8 @@ static void raftnode__loop_drain(struct raftnode *n)
         LOG_WARN("raft: libuv loop still had handles at close");
 }
 
-int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id,
-                   struct orderlog *log, const struct raftnode_options *opts, char *errmsg,
-                   size_t errlen)
+int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, struct orderlog *log,
+                   const struct raftnode_options *opts, char *errmsg, size_t errlen)
 {
     const struct config_replica *me = config_replica_find(cfg, id);
     if (!me || me->raft_listen[0] == '\0') {

@@ -61,9 +61,8 @@ struct raftnode_options {
  * thread. opts may be NULL. 0, or BZ_EINVAL / BZ_EIO with errmsg set
  * (nothing left running).
  */
-int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id,
-                   struct orderlog *log, const struct raftnode_options *opts, char *errmsg,
-                   size_t errlen);
+int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, struct orderlog *log,
+                   const struct raftnode_options *opts, char *errmsg, size_t errlen);
 
 /*
  * Stops the node: pending proposals complete with BZ_EUNAVAIL, the Raft

@@ -50,9 +50,8 @@ static void test_page_round_trip(void **state)
         size_t len, n = 0;
         uint8_t *buf = encode(in, sizes[s], 7, &len);
         char err[128] = "";
-        assert_int_equal(raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err,
-                                               sizeof err),
-                         0);
+        assert_int_equal(
+            raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err, sizeof err), 0);
         assert_int_equal(n, sizes[s]);
         for (size_t i = 0; i < n; i++) {
             assert_int_equal(out[i].number, in[i].number);
@@ -61,9 +60,8 @@ static void test_page_round_trip(void **state)
         }
         /* The node stamps the term after encoding. */
         assert_int_equal(raftcodec_page_set_epoch(buf, len, 12), 0);
-        assert_int_equal(raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err,
-                                               sizeof err),
-                         0);
+        assert_int_equal(
+            raftcodec_page_decode(buf, len, out, RAFTCODEC_PAGE_MAX, &n, err, sizeof err), 0);
         assert_int_equal(out[n - 1].epoch, 12);
         free(buf);
     }

@@ -269,8 +269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_id_twice_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_entry_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_into_empty_shorter_longer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_snapshot_that_contradicts_is_refused, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_that_contradicts_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_cost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

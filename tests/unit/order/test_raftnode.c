@@ -226,8 +226,8 @@ static void check(struct cluster *c, const char *when)
         struct raftfsm_stats s;
         raftfsm_stats(&c->fsms[i], &s);
         if (s.failed)
-            fail_msg("seed %llu, %s: node %u state machine failed: %s",
-                     (unsigned long long)c->seed, when, i + 1, s.error);
+            fail_msg("seed %llu, %s: node %u state machine failed: %s", (unsigned long long)c->seed,
+                     when, i + 1, s.error);
         tables[i] = read_table(c, i, &lens[i]);
         if ((int64_t)lens[i] != table_last(c, i) + 1)
             fail_msg("seed %llu, %s: node %u has %zu rows for last number %lld",
@@ -247,8 +247,8 @@ static void check(struct cluster *c, const char *when)
         qsort(ids, lens[i], sizeof *ids, cmp_str);
         for (size_t k = 1; k < lens[i]; k++)
             if (strcmp(ids[k - 1], ids[k]) == 0)
-                fail_msg("seed %llu, %s: node %u: request id %s twice",
-                         (unsigned long long)c->seed, when, i + 1, ids[k]);
+                fail_msg("seed %llu, %s: node %u: request id %s twice", (unsigned long long)c->seed,
+                         when, i + 1, ids[k]);
         free(ids);
     }
     for (unsigned i = 0; i < c->n; i++)
@@ -320,8 +320,7 @@ static void test_elections(void **state)
     check(&c, "first leader");
     /* The leader dies: another is elected and goes on from its table. */
     raft_fixture_kill(&c.f, l1);
-    assert_true(raft_fixture_step_until_has_no_leader(&c.f, 10000) ||
-                find_leader(&c) != l1);
+    assert_true(raft_fixture_step_until_has_no_leader(&c.f, 10000) || find_leader(&c) != l1);
     unsigned l2 = elect_any(&c);
     assert_int_not_equal(l1, l2);
     journal_execute(&c, 25);
@@ -625,8 +624,8 @@ static void uv_open(struct uvcluster *u, int i)
     char path[512], errmsg[256];
     snprintf(path, sizeof path, "%s/order-%d.db", u->cfg.data_dir, i + 1);
     assert_int_equal(orderlog_open(&u->logs[i], path, errmsg, sizeof errmsg), 0);
-    if (raftnode_start(&u->nodes[i], &u->cfg, i + 1, u->logs[i], &uv_opts, errmsg,
-                       sizeof errmsg) != 0)
+    if (raftnode_start(&u->nodes[i], &u->cfg, i + 1, u->logs[i], &uv_opts, errmsg, sizeof errmsg) !=
+        0)
         fail_msg("raftnode_start %d: %s", i + 1, errmsg);
 }
 
@@ -657,9 +656,8 @@ static int uv_setup(void **state)
     path_join(u->cfg.data_dir, u->dir, "/data");
     assert_int_equal(mkdir(u->cfg.data_dir, 0700), 0);
     assert_int_equal(config_set(&u->cfg, "replication", "mode", "raft", errmsg, sizeof errmsg), 0);
-    assert_int_equal(config_set(&u->cfg, "replication", "snapshot_threshold", "16", errmsg,
-                                sizeof errmsg),
-                     0);
+    assert_int_equal(
+        config_set(&u->cfg, "replication", "snapshot_threshold", "16", errmsg, sizeof errmsg), 0);
     assert_int_equal(
         config_set(&u->cfg, "replication", "snapshot_trailing", "4", errmsg, sizeof errmsg), 0);
     for (int i = 0; i < 3; i++) {
