@@ -12,7 +12,7 @@ command -v "$cc" >/dev/null || cc=clang
 mkdir -p "$out"
 
 flags="-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-incs="-I$root/src/common $(pkg-config --cflags jansson inih)"
+incs="-I$root/src/common -I$root/src/order $(pkg-config --cflags jansson inih)"
 libs="$(pkg-config --libs jansson inih)"
 common="$root/src/common/util.c $root/src/common/error.c $root/src/common/log.c"
 declare -A extra=(
@@ -20,10 +20,11 @@ declare -A extra=(
   [parse]="$root/src/common/trade.c"
   [config]="$root/src/common/config.c"
   [msg]="$root/src/common/trade.c $root/src/common/msg.c"
+  [raftcodec]="$root/src/common/trade.c $root/src/order/raftcodec.c"
 )
 
 status=0
-for t in trade parse config msg; do
+for t in trade parse config msg raftcodec; do
   bin="$out/fuzz_$t"
   # shellcheck disable=SC2086
   $cc $flags $incs -o "$bin" "$here/fuzz_$t.c" $common ${extra[$t]} $libs
