@@ -656,7 +656,7 @@ static void test_random_schedules(void **state)
         run_schedule(seed);
         return;
     }
-    uint64_t count = 8;
+    uint64_t count = 20;
     const char *more = getenv("BAZAAR_RAFT_SCHEDULES");
     if (more && more[0])
         assert_int_equal(parse_u64_str(more, 100000, &count), 0);
