@@ -48,12 +48,12 @@ struct pb {
     uint64_t next_call_id;
 
     enum pb_role role;
-    int leader_id;      /* 0 when unknown */
-    uint64_t epoch;     /* the promised epoch, whose leader is leader_id */
-    int64_t start_last; /* as leader: the log's last number when the epoch began */
-    int64_t commit;     /* as leader: highest number on a write quorum in this epoch */
-    uint64_t leader_since_ms;  /* when the current role began (leader or promoting) */
-    bool broken; /* a store write failed: out of service until restarted */
+    int leader_id;            /* 0 when unknown */
+    uint64_t epoch;           /* the promised epoch, whose leader is leader_id */
+    int64_t start_last;       /* as leader: the log's last number when the epoch began */
+    int64_t commit;           /* as leader: highest number on a write quorum in this epoch */
+    uint64_t leader_since_ms; /* when the current role began (leader or promoting) */
+    bool broken;              /* a store write failed: out of service until restarted */
     char broken_why[128];
 
     /* Catch-up (role STARTING) or promotion (role PROMOTING, for sync_epoch). */

@@ -125,8 +125,13 @@ class TestReplicationReplay(bazaar.ClusterTestCase):
         self.assertEqual(reply.status, 200, reply.body)
         self.assertEqual(self.order_rows(), before)
 
-        # Make sure there is an older epoch to replay: re-select by restarting the front-end.
-        self.cluster.restart_process("frontend")
+        # Make sure there is an older epoch to replay: announce the same leader in a newer
+        # epoch, as a front-end's new selection would (a restarted front-end now follows the
+        # leader it finds instead of electing again).
+        for rid in [leader] + [r for r in self.cluster.replica_ids() if r != leader]:
+            reply = self.cluster.internal_post_json(self.cluster.order_url(rid, "/leader"),
+                                                    {"leader": leader, "epoch": epoch + 1})
+            self.assertEqual(reply.status, 200, reply.body)
         newer = bazaar.wait_for(
             lambda: (lambda st: st["epoch"] if st["epoch"] > epoch else None)(
                 bazaar.replica_state(self.cluster, follower)), 20, "a newer epoch")

@@ -1299,20 +1299,24 @@ static int sim_run(uint64_t seed, int nodes, bool verbose, const char *csv, uint
 
 int main(int argc, char **argv)
 {
-    uint64_t first = 1, count = 100, one = 0;
-    int nodes = 0, jobs = 1;
+    uint64_t first = 1, count = 100, one = 0, jobs = 1, nodes = 0;
     bool verbose = false, have_one = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc)
-            count = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--first") == 0 && i + 1 < argc)
-            first = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
-            one = strtoull(argv[++i], NULL, 10), have_one = true;
-        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc)
-            jobs = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc)
-            nodes = atoi(argv[++i]);
+        if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc &&
+            parse_u64_str(argv[i + 1], UINT32_MAX, &count) == 0)
+            i++;
+        else if (strcmp(argv[i], "--first") == 0 && i + 1 < argc &&
+                 parse_u64_str(argv[i + 1], UINT64_MAX / 2, &first) == 0)
+            i++;
+        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc &&
+                 parse_u64_str(argv[i + 1], UINT64_MAX / 2, &one) == 0)
+            i++, have_one = true;
+        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc &&
+                 parse_u64_str(argv[i + 1], 64, &jobs) == 0)
+            i++;
+        else if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc &&
+                 parse_u64_str(argv[i + 1], SIM_MAX_NODES, &nodes) == 0 && nodes >= 3)
+            i++;
         else if (strcmp(argv[i], "--verbose") == 0)
             verbose = true;
         else if (strcmp(argv[i], "--old-promise") == 0)
@@ -1343,15 +1347,13 @@ int main(int argc, char **argv)
     /* Seeds are dealt to `jobs` processes (seed k goes to job k % jobs); each reports its
      * counts through a pipe. */
     int pipes[64][2];
-    if (jobs > 64)
-        jobs = 64;
-    for (int j = 0; j < jobs; j++) {
+    for (int j = 0; j < (int)jobs; j++) {
         if (jobs > 1 && (pipe(pipes[j]) != 0 || fork() != 0))
             continue;
         uint64_t f = 0, st_total = 0, r = 0;
-        for (uint64_t k = (uint64_t)j; k < (have_one ? 1 : count); k += (uint64_t)jobs) {
+        for (uint64_t k = (uint64_t)j; k < (have_one ? 1 : count); k += jobs) {
             uint64_t st = 0;
-            f += sim_run(have_one ? one : first + k, nodes, verbose, csv, &st) != 0;
+            f += sim_run(have_one ? one : first + k, (int)nodes, verbose, csv, &st) != 0;
             st_total += st;
             r++;
         }
@@ -1363,7 +1365,7 @@ int main(int argc, char **argv)
         ssize_t w = write(pipes[j][1], counts, sizeof counts);
         _exit(w == (ssize_t)sizeof counts ? 0 : 3);
     }
-    for (int j = 0; jobs > 1 && j < jobs; j++) {
+    for (int j = 0; jobs > 1 && j < (int)jobs; j++) {
         uint64_t counts[3] = {1, 0, 0};
         if (read(pipes[j][0], counts, sizeof counts) != (ssize_t)sizeof counts)
             counts[0] = 1; /* a job that died counts as a failure */
