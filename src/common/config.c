@@ -351,16 +351,8 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
         snprintf(errmsg, errlen, "no [order.N] sections: at least one replica is needed");
         return BZ_EINVAL;
     }
-    if (cfg->mode == CONFIG_MODE_RAFT) {
-        if (config__validate_raft(cfg, errmsg, errlen))
-            return BZ_EINVAL;
-        /* Accepted by the parser because SPEC §3 names it, refused here so that nobody
-         * runs primary-backup believing it is Raft. */
-        snprintf(errmsg, errlen,
-                 "replication.mode = raft is not implemented yet; use "
-                 "primary-backup");
+    if (cfg->mode == CONFIG_MODE_RAFT && config__validate_raft(cfg, errmsg, errlen))
         return BZ_EINVAL;
-    }
     if (config__check_addr("catalog.listen", cfg->catalog_listen, errmsg, errlen) ||
         config__check_addr("frontend.listen", cfg->frontend_listen, errmsg, errlen))
         return BZ_EINVAL;

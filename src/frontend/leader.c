@@ -60,10 +60,19 @@ static void leader__ping(struct leader *l, int i)
     struct select_obs obs = {.id = l->replicas[i].id};
     if (rv == 0) {
         body = json_loadb(reply.body.data ? reply.body.data : "", reply.body.len, 0, NULL);
-        struct msg_peer_state ps;
+        struct msg_peer_state ps = {0};
         const char *role = NULL;
-        if (body && msg_peer_state_from_json(body, &ps, msg, sizeof msg) == 0 &&
-            json_unpack(body, "{s:s}", "role", &role) == 0) {
+        json_int_t term = 0;
+        bool raft = l->cfg->mode == CONFIG_MODE_RAFT;
+        if (raft && body && json_unpack(body, "{s:s,s:I}", "role", &role, "epoch", &term) == 0 &&
+            term >= 0) {
+            /* Raft: the replica's own word on who leads; a leader "promises" itself. */
+            ps.promised = (uint64_t)term;
+            ps.promised_leader = strcmp(role, "leader") == 0 ? obs.id : 0;
+        }
+        if (body && (raft ? role != NULL
+                          : msg_peer_state_from_json(body, &ps, msg, sizeof msg) == 0 &&
+                                json_unpack(body, "{s:s}", "role", &role) == 0)) {
             obs.reachable = true;
             obs.ready = reply.status == 200;
             obs.role = select_role_parse(role);
@@ -146,6 +155,17 @@ static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
     }
 
     int rv = BZ_EUNAVAIL;
+    if (l->cfg->mode == CONFIG_MODE_RAFT) {
+        /* The replicas elect their leader: find the one that says it leads, announce nothing. */
+        struct select_decision d;
+        leader__observe(l, -1, 0, &d);
+        if (d.action == SELECT_FOLLOW) {
+            leader__use(l, d.index, d.epoch, "the Raft leader");
+            rv = 0;
+        }
+        pthread_mutex_unlock(&l->select_lock);
+        return rv;
+    }
     for (int attempt = 0; attempt < 3 && rv != 0; attempt++) {
         struct select_decision d;
         leader__observe(l, -1, epoch, &d); /* the failed leader is not simply kept */
@@ -176,6 +196,20 @@ static int leader__select(struct leader *l, uint64_t seen_epoch, bool force)
     }
     pthread_mutex_unlock(&l->select_lock);
     return rv;
+}
+
+/* The index of the leader a 421 names ({"error":{"leader":id}}), or -1. */
+static int leader__hint(struct leader *l, const struct http_reply *reply)
+{
+    json_t *root = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+    json_int_t id = 0;
+    int index = -1;
+    if (root && json_unpack(root, "{s:{s:I}}", "error", "leader", &id) == 0)
+        for (int i = 0; i < l->n; i++)
+            if (l->replicas[i].id == id)
+                index = i;
+    json_decref(root);
+    return index;
 }
 
 int leader_forward(struct leader *l, const char *method, const char *path, const char *body,
@@ -216,11 +250,18 @@ int leader_forward(struct leader *l, const char *method, const char *path, const
             leader__sleep_ms(LEADER__RETRY_PAUSE_MS);
             continue;
         }
+        int hint = rv == 0 && out->status == 421 ? leader__hint(l, out) : -1;
         if (rv == 0)
             http_reply_free(out);
+        if (hint >= 0 && l->cfg->mode == CONFIG_MODE_RAFT) {
+            /* The replica named the Raft leader: go there at once. */
+            leader__use(l, hint, epoch, "named by a replica");
+            continue;
+        }
         LOG_INFO("leader %d failed (%s): re-selecting", l->replicas[cur].id,
                  rv ? bz_strerror(rv) : "not the leader");
-        leader__select(l, epoch, false);
+        if (leader__select(l, epoch, false) != 0 && l->cfg->mode == CONFIG_MODE_RAFT)
+            leader__sleep_ms(50); /* an election in progress */
     }
 }
 

@@ -1,7 +1,7 @@
 /*
- * bazaar-order: one order replica. Maps HTTP routes onto the replica
- * (replica.h) and the order log (orderlog.h); every route but /health,
- * /state and /metrics requires the cluster secret.
+ * bazaar-order: one order replica. Maps HTTP routes onto the order service
+ * (ordersvc.h: primary-backup or raft) and the order log (orderlog.h); every
+ * route but /health, /state and /metrics requires the cluster secret.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "orderlog.h"
-#include "replica.h"
+#include "ordersvc.h"
 #include "msg.h"
 #include "service.h"
 
@@ -19,7 +19,7 @@ struct order_service {
     struct bz_config cfg;
     int id;
     struct orderlog *log;
-    struct replica *replica;
+    struct ordersvc *svc;
 };
 
 static json_t *order__public_json(const struct order *o)
@@ -39,13 +39,25 @@ static int order__parse_number(const struct http_request *req, int64_t *out)
     return 0;
 }
 
+/*
+ * 421 naming the leader when known: {"error":{"code":421,"message":..,"leader":2}}. The
+ * front-end follows it (raft mode) instead of guessing.
+ */
+static void order__not_leader(struct http_response *resp, int leader, const char *msg)
+{
+    json_t *err = json_pack("{s:i,s:s}", "code", 421, "message", msg);
+    if (leader > 0)
+        json_object_set_new(err, "leader", json_integer(leader));
+    http_reply_json(resp, 421, json_pack("{s:o}", "error", err));
+}
+
 static bool order__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     (void)req;
     char why[128];
-    bool ready = replica_ready(s->replica, why, sizeof why);
-    json_t *state = replica_state_json(s->replica);
+    bool ready = ordersvc_ready(s->svc, why, sizeof why);
+    json_t *state = ordersvc_state_json(s->svc);
     json_object_set_new(state, "status", json_string(ready ? "ok" : "unavailable"));
     json_object_set_new(state, "service", json_string("order"));
     json_object_del(state, "peers");
@@ -59,7 +71,7 @@ static bool order__state(void *svc, const struct http_request *req, struct http_
 {
     struct order_service *s = svc;
     (void)req;
-    http_reply_data(resp, replica_state_json(s->replica));
+    http_reply_data(resp, ordersvc_state_json(s->svc));
     return true;
 }
 
@@ -77,12 +89,16 @@ static void order__leader(void *svc, const struct http_request *req, struct http
         http_reply_error(resp, rv, msg);
         return;
     }
-    rv = replica_notice(s->replica, &m);
+    rv = ordersvc_notice(s->svc, &m);
     if (rv) {
-        http_reply_error(resp, rv, rv == BZ_ESTALE ? "epoch older than promised" : NULL);
+        http_reply_error(resp, rv,
+                         rv == BZ_ESTALE   ? "epoch older than promised"
+                         : rv == BZ_EINVAL ? "leader notices are for primary-backup; this "
+                                             "replica runs raft"
+                                           : NULL);
         return;
     }
-    http_reply_data(resp, replica_state_json(s->replica));
+    http_reply_data(resp, ordersvc_state_json(s->svc));
 }
 
 static void order__submit(void *svc, const struct http_request *req, struct http_response *resp)
@@ -100,7 +116,12 @@ static void order__submit(void *svc, const struct http_request *req, struct http
         return;
     }
     int64_t number;
-    rv = replica_submit(s->replica, &t, &number, msg, sizeof msg);
+    int leader;
+    rv = ordersvc_submit(s->svc, &t, &number, &leader, msg, sizeof msg);
+    if (rv == BZ_ENOTLEADER) {
+        order__not_leader(resp, leader, msg);
+        return;
+    }
     if (rv) {
         if (rv == BZ_EUNAVAIL)
             resp->retry_after_s = 1;
@@ -121,7 +142,12 @@ static void order__query(void *svc, const struct http_request *req, struct http_
         http_reply_error(resp, BZ_EINVAL, "order number must be a non-negative integer");
         return;
     }
-    int rv = replica_query(s->replica, number, &o);
+    int leader;
+    int rv = ordersvc_query(s->svc, number, &o, &leader);
+    if (rv == BZ_ENOTLEADER) {
+        order__not_leader(resp, leader, "this replica is not the leader");
+        return;
+    }
     if (rv) {
         http_reply_error(resp, rv, rv == BZ_ENOTFOUND ? "order not found" : NULL);
         return;
@@ -144,10 +170,14 @@ static void order__replicate(void *svc, const struct http_request *req, struct h
         return;
     }
     json_t *reply = NULL;
-    rv = replica_append(s->replica, &m, &reply);
+    rv = ordersvc_append(s->svc, &m, &reply);
     msg_append_free(&m);
     if (rv) {
-        http_reply_error(resp, rv, rv == BZ_ESTALE ? "epoch older than promised" : NULL);
+        http_reply_error(resp, rv,
+                         rv == BZ_ESTALE ? "epoch older than promised"
+                         : rv == BZ_EINVAL
+                             ? "appends are for primary-backup; this replica runs raft"
+                             : NULL);
         return;
     }
     http_reply_data(resp, reply);
@@ -179,7 +209,7 @@ static void order__log_page(void *svc, const struct http_request *req, struct ht
 static void order__metrics(void *svc, struct strbuf *out)
 {
     struct order_service *s = svc;
-    replica_metrics(s->replica, out);
+    ordersvc_metrics(s->svc, out);
 }
 
 /* The request body ceiling (4 KiB) does not fit an append of MSG_MAX_ENTRIES entries, so
@@ -236,14 +266,15 @@ int main(int argc, char **argv)
         .svc = &s,
     };
     /* Listen first, so peers can reach us while we catch up (/health says not ready). */
-    if (replica_start(&s.replica, &s.cfg, s.id, s.log) != 0) {
+    if (ordersvc_start(&s.svc, &s.cfg, s.id, s.log, err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
         orderlog_close(s.log);
         return 1;
     }
     if (http_server_start(&http, &opts, order__routes,
                           sizeof order__routes / sizeof order__routes[0], err, sizeof err) != 0) {
         LOG_ERROR("%s", err);
-        replica_stop(s.replica);
+        ordersvc_stop(s.svc);
         orderlog_close(s.log);
         return 1;
     }
@@ -252,7 +283,7 @@ int main(int argc, char **argv)
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
     http_server_stop(http);
-    replica_stop(s.replica);
+    ordersvc_stop(s.svc);
     orderlog_close(s.log);
     return 0;
 }

@@ -21,6 +21,7 @@
 #include "error.h"
 #include "http_client.h"
 #include "log.h"
+#include "ordersvc.h"
 #include "pb.h"
 
 struct replica__queued {
@@ -135,9 +136,10 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
         break;
     case PB_CALL_EXECUTE:
-        snprintf(url, sizeof url, "%s/execute", base);
-        body = msg_exec_to_json(&c->exec);
-        break;
+        reply->err = ordersvc_catalog_execute(r->cfg, &c->exec, &reply->exec, msg, sizeof msg);
+        if (reply->err && reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
+            LOG_WARN("catalog exchange: %s", msg);
+        return;
     }
     int err = 0;
     json_t *data =
@@ -365,9 +367,18 @@ static void replica__await(struct replica *r, struct replica__waiter *w)
     pthread_cond_destroy(&w->cond);
 }
 
-int replica_submit(struct replica *r, const struct trade *t, int64_t *number, char *errmsg,
-                   size_t errlen)
+/* The leader this replica knows of, for a 421 (0 when none, or when it is us). */
+static int replica__leader_hint(struct replica *r)
 {
+    struct pb_view v;
+    replica__view(r, &v);
+    return v.leader != r->id ? v.leader : 0;
+}
+
+int replica_submit(struct replica *r, const struct trade *t, int64_t *number, int *leader,
+                   char *errmsg, size_t errlen)
+{
+    *leader = 0;
     struct replica__waiter w = {.done = false};
     clock_cond_init(&w.cond);
     pthread_mutex_lock(&r->lock);
@@ -375,14 +386,17 @@ int replica_submit(struct replica *r, const struct trade *t, int64_t *number, ch
     replica__await(r, &w);
     if (w.answer.status) {
         snprintf(errmsg, errlen, "%s", w.answer.message);
+        if (w.answer.status == BZ_ENOTLEADER)
+            *leader = replica__leader_hint(r);
         return w.answer.status;
     }
     *number = w.answer.number;
     return 0;
 }
 
-int replica_query(struct replica *r, int64_t number, struct order *out)
+int replica_query(struct replica *r, int64_t number, struct order *out, int *leader)
 {
+    *leader = 0;
     struct replica__waiter w = {.done = false};
     clock_cond_init(&w.cond);
     pthread_mutex_lock(&r->lock);
@@ -390,6 +404,8 @@ int replica_query(struct replica *r, int64_t number, struct order *out)
     replica__await(r, &w);
     if (w.answer.status == 0)
         *out = w.answer.order;
+    if (w.answer.status == BZ_ENOTLEADER)
+        *leader = replica__leader_hint(r);
     return w.answer.status;
 }
 

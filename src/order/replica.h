@@ -46,11 +46,11 @@ int replica_notice(struct replica *r, const struct msg_notice *m);
  * BZ_ETIMEDOUT (catalog unreachable), BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH
  * from the catalog or the dedupe check; errmsg says more.
  */
-int replica_submit(struct replica *r, const struct trade *t, int64_t *number, char *errmsg,
-                   size_t errlen);
+int replica_submit(struct replica *r, const struct trade *t, int64_t *number, int *leader,
+                   char *errmsg, size_t errlen);
 
 /* An order by number, answered by the leader only. 0, BZ_ENOTLEADER, BZ_ENOTFOUND. */
-int replica_query(struct replica *r, int64_t number, struct order *out);
+int replica_query(struct replica *r, int64_t number, struct order *out, int *leader);
 
 /* A follower's handling of an append; *reply is the JSON to send (200). 0 or BZ_ESTALE. */
 int replica_append(struct replica *r, const struct msg_append *m, json_t **reply);

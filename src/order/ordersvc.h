@@ -1,0 +1,57 @@
+/*
+ * ordersvc.h - the order service behind bazaar-order's HTTP routes: one
+ * interface, two replication modes. Primary-backup (replica.h: the pb core
+ * driven by threads) and raft (raftrep.h: libraft) share the routes in
+ * main.c, the SQLite order log (orderlog.h), the dedupe by request id and
+ * the one catalog exchange below. main.c calls only these functions.
+ */
+#ifndef BZ_ORDERSVC_H
+#define BZ_ORDERSVC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "msg.h"
+#include "orderlog.h"
+#include "trade.h"
+#include "util.h"
+
+struct ordersvc;
+
+/* Starts the mode cfg->mode names over `log` (kept open by the caller). 0 or BZ_E* + errmsg. */
+int ordersvc_start(struct ordersvc **out, const struct bz_config *cfg, int id, struct orderlog *log,
+                   char *errmsg, size_t errlen);
+void ordersvc_stop(struct ordersvc *s);
+
+/* /readyz: can serve now; otherwise why says why. */
+bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen);
+
+/*
+ * An order (as leader). On 0, *number is its transaction number. On
+ * BZ_ENOTLEADER, *leader is the leader's id when known (else 0): the caller
+ * answers 421 naming it. Other errors as the catalog or the log gave them.
+ */
+int ordersvc_submit(struct ordersvc *s, const struct trade *t, int64_t *number, int *leader,
+                    char *errmsg, size_t errlen);
+/* A committed order by number: 0, BZ_ENOTFOUND, BZ_ENOTLEADER (+ *leader), BZ_EUNAVAIL. */
+int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader);
+
+json_t *ordersvc_state_json(struct ordersvc *s);
+void ordersvc_metrics(struct ordersvc *s, struct strbuf *out);
+
+/* Primary-backup only (BZ_EINVAL in raft mode): a leader notice, a leader's append. */
+int ordersvc_notice(struct ordersvc *s, const struct msg_notice *m);
+int ordersvc_append(struct ordersvc *s, const struct msg_append *m, json_t **reply);
+
+/*
+ * The one exchange with the catalog (POST /execute), for both modes: sends
+ * the batch, decodes the reply strictly. 0 with *out filled (free it with
+ * msg_exec_reply_free), or BZ_E* with errmsg set.
+ */
+int ordersvc_catalog_execute(const struct bz_config *cfg, const struct msg_exec *m,
+                             struct msg_exec_reply *out, char *errmsg, size_t errlen);
+
+#endif

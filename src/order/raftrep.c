@@ -1,0 +1,402 @@
+/*
+ * raftrep.c - the order service in raft mode: the ledger's trade path (the
+ * catalog's journal copied into the order log) with the durable step going
+ * through libraft (raftnode.h) instead of the primary-backup append.
+ *
+ * A sequencer thread, while this node is the ready Raft leader, sends the
+ * trades that wait to the catalog as one batch with its cursor (the next
+ * journal number its table lacks), proposes the journal page it gets back as
+ * one Raft entry and answers each trade once the page is applied here (which
+ * in Raft means committed). Reads are served from the table, which holds only
+ * applied, hence committed, entries; a number past its end is looked up again
+ * after a barrier, so an order acknowledged by an earlier leader is never
+ * missed. The argument is in docs/design.md, "Raft mode".
+ */
+#include "raftrep.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "ordersvc.h"
+#include "raftnode.h"
+
+#define RAFTREP__IDLE_SYNC_MS 500 /* an idle leader still reads the catalog's journal */
+#define RAFTREP__RETRY_MS     100
+
+/* A trade waiting for the sequencer; on the submitting thread's stack. */
+struct raftrep__wait {
+    struct trade trade;
+    bool taken, done;
+    int status;
+    int64_t number;
+    char message[200];
+    struct raftrep__wait *next;
+};
+
+struct raftrep {
+    const struct bz_config *cfg;
+    int id;
+    struct orderlog *log;
+    struct raftnode *node;
+
+    pthread_mutex_t lock; /* the queue and the waiters */
+    pthread_cond_t cond;  /* a trade queued, a trade answered, stopping */
+    struct raftrep__wait *queue, **queue_tail;
+    bool stopping;
+    pthread_t sequencer;
+
+    atomic_uint_fast64_t batches, acked, journal_entries, failed_proposals;
+};
+
+static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int status, int64_t number,
+                            const char *message)
+{
+    w->status = status;
+    w->number = number;
+    snprintf(w->message, sizeof w->message, "%.180s", message ? message : "");
+    w->done = true;
+    if (status == 0)
+        atomic_fetch_add(&r->acked, 1);
+}
+
+/* The code of a refused trade from its HTTP status in the catalog's reply. */
+static int raftrep__refusal(int code)
+{
+    switch (code) {
+    case 404:
+        return BZ_ENOTFOUND;
+    case 409:
+        return BZ_ECONFLICT;
+    case 422:
+        return BZ_EMISMATCH;
+    default:
+        return BZ_EUPSTREAM;
+    }
+}
+
+/*
+ * One exchange and its proposal. `batch` may be empty (a journal read).
+ * Returns 0, or the failure every trade of the batch was answered with.
+ */
+static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__wait **batch,
+                             size_t n, int64_t *next_cursor)
+{
+    char msg[120];
+    struct orderlog_state st;
+    orderlog_state(r->log, &st);
+    struct msg_exec m = {.from = cursor, .committed = st.last + 1, .n = n};
+    m.trades = xcalloc(n ? n : 1, sizeof *m.trades);
+    for (size_t i = 0; i < n; i++)
+        m.trades[i] = batch[i]->trade;
+    struct msg_exec_reply x;
+    int rv = ordersvc_catalog_execute(r->cfg, &m, &x, msg, sizeof msg);
+    free(m.trades);
+    atomic_fetch_add(&r->batches, 1);
+    if (rv) {
+        char why[180];
+        snprintf(why, sizeof why, "catalog call failed (%.120s): outcome unknown, retry", msg);
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < n; i++)
+            raftrep__answer(r, batch[i], rv == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, -1, why);
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        return rv;
+    }
+    *next_cursor = cursor;
+    if (x.njournal > 0) {
+        rv = raftnode_propose_wait(r->node, x.journal, x.njournal,
+                                   (unsigned)r->cfg->call_timeout_ms);
+        if (rv == 0) {
+            *next_cursor = cursor + (int64_t)x.njournal;
+            atomic_fetch_add(&r->journal_entries, x.njournal);
+        } else {
+            atomic_fetch_add(&r->failed_proposals, 1);
+            LOG_WARN("proposing journal %lld..%lld: %s", (long long)cursor,
+                     (long long)(cursor + (int64_t)x.njournal - 1), bz_strerror(rv));
+        }
+    }
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < n; i++) {
+        const struct msg_exec_result *res = &x.results[i];
+        if (res->code != 200)
+            raftrep__answer(r, batch[i], raftrep__refusal(res->code), -1, res->message);
+        else if (rv)
+            raftrep__answer(r, batch[i], BZ_EUNAVAIL, -1,
+                            "the Raft proposal failed: outcome unknown, retry");
+        else if (res->number < *next_cursor)
+            raftrep__answer(r, batch[i], 0, res->number, NULL);
+        else {
+            /* Past this page (the journal had more than a page ahead): next exchange. */
+            batch[i]->taken = false;
+            batch[i]->next = r->queue;
+            r->queue = batch[i];
+            if (!batch[i]->next)
+                r->queue_tail = &batch[i]->next;
+        }
+    }
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    bool more = x.end > cursor + (int64_t)x.njournal;
+    msg_exec_reply_free(&x);
+    return rv ? rv : more ? 1 : 0;
+}
+
+static void *raftrep__sequencer_main(void *arg)
+{
+    struct raftrep *r = arg;
+    struct raftrep__wait **batch = xcalloc(MSG_MAX_ENTRIES, sizeof *batch);
+    bool cursor_valid = false, sync = true;
+    uint64_t cursor_term = 0, last_exchange = 0;
+    int64_t cursor = 0;
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stopping) {
+        struct raftnode_info info;
+        raftnode_info(r->node, &info);
+        bool leads = info.role == RAFTNODE_LEADER && info.leader_ready;
+        if (!leads) {
+            /* Trades queued here cannot be sequenced: the front-end takes them to the
+             * leader (same request id). */
+            for (struct raftrep__wait *w = r->queue; w; w = w->next)
+                raftrep__answer(r, w, BZ_ENOTLEADER, -1, "this replica is not the Raft leader");
+            r->queue = NULL;
+            r->queue_tail = &r->queue;
+            pthread_cond_broadcast(&r->cond);
+            cursor_valid = false;
+            struct timespec ts;
+            clock_deadline(&ts, 50);
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+            continue;
+        }
+        uint64_t now = clock_now_ms();
+        if (!r->queue && !sync && now - last_exchange < RAFTREP__IDLE_SYNC_MS) {
+            struct timespec ts;
+            clock_deadline(&ts, RAFTREP__IDLE_SYNC_MS - (now - last_exchange));
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+            continue;
+        }
+        if (!cursor_valid || cursor_term != info.term) {
+            /* A new term (or a failed proposal): the table's end, after our barrier. */
+            struct orderlog_state st;
+            orderlog_state(r->log, &st);
+            cursor = st.last + 1;
+            cursor_term = info.term;
+            cursor_valid = true;
+        }
+        size_t n = 0;
+        while (r->queue && n < MSG_MAX_ENTRIES) {
+            batch[n] = r->queue;
+            batch[n]->taken = true;
+            r->queue = r->queue->next;
+            n++;
+        }
+        if (!r->queue)
+            r->queue_tail = &r->queue;
+        pthread_mutex_unlock(&r->lock);
+
+        int64_t next = cursor;
+        int rv = raftrep__exchange(r, cursor, batch, n, &next);
+        last_exchange = clock_now_ms();
+        cursor = next;
+        sync = rv != 0; /* 1: more journal to read; < 0: retry soon */
+        if (rv < 0)
+            cursor_valid = false;
+
+        pthread_mutex_lock(&r->lock);
+        if (rv < 0 && !r->stopping) {
+            struct timespec ts;
+            clock_deadline(&ts, RAFTREP__RETRY_MS);
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+    }
+    for (struct raftrep__wait *w = r->queue; w; w = w->next)
+        raftrep__answer(r, w, BZ_EUNAVAIL, -1, "replica shutting down");
+    r->queue = NULL;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    free(batch);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- the interface */
+
+int raftrep_start(struct raftrep **out, const struct bz_config *cfg, int id, struct orderlog *log,
+                  char *errmsg, size_t errlen)
+{
+    struct raftrep *r = xcalloc(1, sizeof *r);
+    r->cfg = cfg;
+    r->id = id;
+    r->log = log;
+    r->queue_tail = &r->queue;
+    pthread_mutex_init(&r->lock, NULL);
+    clock_cond_init(&r->cond);
+    int rv = raftnode_start(&r->node, cfg, id, log, NULL, errmsg, errlen);
+    if (rv)
+        goto err_after_init;
+    if ((rv = pthread_create(&r->sequencer, NULL, raftrep__sequencer_main, r)) != 0) {
+        snprintf(errmsg, errlen, "cannot start the sequencer: %s", strerror(rv));
+        raftnode_stop(r->node);
+        rv = BZ_EINTERNAL;
+        goto err_after_init;
+    }
+    *out = r;
+    return 0;
+err_after_init:
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    free(r);
+    return rv;
+}
+
+void raftrep_stop(struct raftrep *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->sequencer, NULL);
+    raftnode_stop(r->node);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    free(r);
+}
+
+bool raftrep_ready(struct raftrep *r, char *why, size_t whylen)
+{
+    struct raftnode_info info;
+    raftnode_info(r->node, &info);
+    if (info.fsm_failed)
+        snprintf(why, whylen, "the order log refused a committed entry (see the log)");
+    else if (!info.ready)
+        snprintf(why, whylen, "catching up with the Raft leader");
+    else
+        why[0] = '\0';
+    return info.ready && !info.fsm_failed;
+}
+
+/* Not the leader: BZ_ENOTLEADER with the leader's id, if known. */
+static int raftrep__not_leader(struct raftrep *r, int *leader)
+{
+    struct raftnode_info info;
+    raftnode_info(r->node, &info);
+    *leader = info.leader_id != r->id ? info.leader_id : 0;
+    return info.role == RAFTNODE_LEADER ? BZ_EUNAVAIL /* taking over */ : BZ_ENOTLEADER;
+}
+
+int raftrep_submit(struct raftrep *r, const struct trade *t, int64_t *number, int *leader,
+                   char *errmsg, size_t errlen)
+{
+    *leader = 0;
+    if (!raftnode_is_leader(r->node)) {
+        int rv = raftrep__not_leader(r, leader);
+        snprintf(errmsg, errlen,
+                 rv == BZ_ENOTLEADER ? "replica %d is not the Raft leader"
+                                     : "replica %d is still taking over",
+                 r->id);
+        return rv;
+    }
+    /* The table holds only committed entries: a retry of one of them is answered here. */
+    struct order o;
+    int rv = orderlog_find_request(r->log, t->request_id, &o);
+    if (rv == 0) {
+        if (!trade_same(&o.trade, t)) {
+            snprintf(errmsg, errlen, "Idempotency-Key reused with a different request");
+            return BZ_EMISMATCH;
+        }
+        *number = o.number;
+        atomic_fetch_add(&r->acked, 1);
+        return 0;
+    }
+    if (rv != BZ_ENOTFOUND) {
+        snprintf(errmsg, errlen, "order log unreadable");
+        return rv;
+    }
+    struct raftrep__wait w = {.trade = *t};
+    pthread_mutex_lock(&r->lock);
+    *r->queue_tail = &w;
+    r->queue_tail = &w.next;
+    pthread_cond_broadcast(&r->cond);
+    /* The sequencer answers every trade it takes within a catalog call and a proposal,
+     * each bounded by call_timeout_ms; a trade never taken is answered when leadership goes. */
+    while (!w.done)
+        pthread_cond_wait(&r->cond, &r->lock);
+    pthread_mutex_unlock(&r->lock);
+    if (w.status) {
+        snprintf(errmsg, errlen, "%s", w.message);
+        if (w.status == BZ_ENOTLEADER)
+            raftrep__not_leader(r, leader);
+        return w.status;
+    }
+    *number = w.number;
+    return 0;
+}
+
+int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader)
+{
+    *leader = 0;
+    if (!raftnode_is_leader(r->node))
+        return raftrep__not_leader(r, leader);
+    int rv = orderlog_get(r->log, number, out);
+    if (rv != BZ_ENOTFOUND)
+        return rv;
+    /* Not here yet: everything committed before now is applied after a barrier. */
+    rv = raftnode_barrier_wait(r->node, (unsigned)r->cfg->call_timeout_ms / 2);
+    if (rv)
+        return BZ_EUNAVAIL;
+    return orderlog_get(r->log, number, out);
+}
+
+json_t *raftrep_state_json(struct raftrep *r)
+{
+    json_t *st = raftnode_status_json(r->node, 500);
+    if (!st)
+        st = json_pack("{s:i,s:s}", "id", r->id, "role", "unavailable");
+    struct raftnode_info info;
+    raftnode_info(r->node, &info);
+    struct orderlog_state ls;
+    orderlog_state(r->log, &ls);
+    /* The names primary-backup uses too, so one status page and one harness read both. */
+    json_object_set_new(st, "mode", json_string("raft"));
+    json_object_set_new(st, "epoch", json_integer((json_int_t)info.term));
+    json_object_set_new(st, "last", json_integer(ls.last));
+    json_object_set_new(st, "commit", json_integer(ls.last));
+    return st;
+}
+
+void raftrep_metrics(struct raftrep *r, struct strbuf *out)
+{
+    struct raftnode_info info;
+    raftnode_info(r->node, &info);
+    struct orderlog_state ls;
+    orderlog_state(r->log, &ls);
+    metrics_render_simple(out, "bazaar_order_last_number", "gauge",
+                          "Number of the last order in the local log (-1 when empty, shown as 0).",
+                          ls.last >= 0 ? (uint64_t)ls.last : 0);
+    metrics_render_simple(out, "bazaar_order_epoch", "gauge", "Current Raft term.", info.term);
+    metrics_render_simple(out, "bazaar_order_is_leader", "gauge", "1 when this replica leads.",
+                          info.role == RAFTNODE_LEADER);
+    metrics_render_simple(out, "bazaar_order_ready", "gauge", "1 when /health answers 200.",
+                          info.ready && !info.fsm_failed);
+    metrics_render_simple(out, "bazaar_order_raft_commit_index", "gauge", "Raft commit index.",
+                          info.commit_index);
+    metrics_render_simple(out, "bazaar_order_raft_applied_index", "gauge", "Raft applied index.",
+                          info.applied_index);
+    metrics_render_simple(out, "bazaar_order_acked_total", "counter",
+                          "Orders acknowledged as leader.", atomic_load(&r->acked));
+    metrics_render_simple(out, "bazaar_order_catalog_batches_total", "counter",
+                          "Exchanges with the catalog (batches of trades, journal reads).",
+                          atomic_load(&r->batches));
+    metrics_render_simple(out, "bazaar_order_journal_entries_total", "counter",
+                          "Journal entries proposed and applied as leader.",
+                          atomic_load(&r->journal_entries));
+    metrics_render_simple(out, "bazaar_order_failed_proposals_total", "counter",
+                          "Raft proposals that failed (outcome unknown).",
+                          atomic_load(&r->failed_proposals));
+}

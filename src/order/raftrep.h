@@ -1,0 +1,32 @@
+/*
+ * raftrep.h - the order service in raft mode (raftrep.c): the catalog's
+ * journal copied into the order log through libraft (raftnode.h). Used only
+ * through ordersvc.h; the same calls as the primary-backup replica.h.
+ */
+#ifndef BZ_RAFTREP_H
+#define BZ_RAFTREP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "orderlog.h"
+#include "trade.h"
+#include "util.h"
+
+struct raftrep;
+
+int raftrep_start(struct raftrep **out, const struct bz_config *cfg, int id, struct orderlog *log,
+                  char *errmsg, size_t errlen);
+void raftrep_stop(struct raftrep *r);
+bool raftrep_ready(struct raftrep *r, char *why, size_t whylen);
+/* *leader: on BZ_ENOTLEADER, the Raft leader's id when known (else 0). */
+int raftrep_submit(struct raftrep *r, const struct trade *t, int64_t *number, int *leader,
+                   char *errmsg, size_t errlen);
+int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader);
+json_t *raftrep_state_json(struct raftrep *r);
+void raftrep_metrics(struct raftrep *r, struct strbuf *out);
+
+#endif
