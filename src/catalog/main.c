@@ -44,6 +44,37 @@ static bool catalog__health(void *svc, const struct http_request *req, struct ht
     return true;
 }
 
+/* GET /stocks: every stock, in name order (SPEC §2), in the public shape (no version). */
+static bool catalog__list(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    (void)req;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < stockdb_count(c->db); i++) {
+        struct stock s;
+        stockdb_get_at(c->db, i, &s);
+        json_array_append_new(arr, json_pack("{s:s,s:f,s:I}", "name", s.name, "price", s.price,
+                                             "quantity", (json_int_t)s.quantity));
+    }
+    http_reply_data(resp, arr);
+    return true;
+}
+
+static bool catalog__status(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    (void)req;
+    json_t *st = service_status_json(&c->cfg, "catalog", 0);
+    json_object_set_new(st, "role", json_string("catalog"));
+    json_object_set_new(st, "stocks", json_integer((json_int_t)stockdb_count(c->db)));
+    json_object_set_new(st, "catalog_version", json_integer((json_int_t)stockdb_version(c->db)));
+    json_object_set_new(st, "pending_invalidations",
+                        json_integer((json_int_t)notify_pending(c->notify)));
+    json_object_set_new(st, "invalidation_targets", notify_status_json(c->notify));
+    http_reply_json(resp, 200, st);
+    return true;
+}
+
 static bool catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct catalog *c = svc;
@@ -227,6 +258,8 @@ static void catalog__metrics(void *svc, struct strbuf *out)
 
 static struct http_route catalog__routes[] = {
     {.method = "GET", .pattern = "/health", .fast = catalog__health},
+    {.method = "GET", .pattern = "/status", .fast = catalog__status},
+    {.method = "GET", .pattern = "/stocks", .fast = catalog__list},
     {.method = "GET", .pattern = "/stocks/{}", .fast = catalog__lookup},
     {.method = "POST", .pattern = "/trade", .handler = catalog__trade, .internal = true},
     {.method = "POST",
@@ -253,6 +286,13 @@ int main(int argc, char **argv)
         LOG_ERROR("%s is in use by another process (is this catalog already running?)", path);
         return 1;
     }
+    /* Bind before anything talks to the cluster: a catalog that cannot listen must not
+     * send a single invalidation or heartbeat (SPEC §5). */
+    int listen_fd;
+    if (http_server_bind(c.cfg.catalog_listen, &listen_fd, err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        return 1;
+    }
     if (stockdb_open(&c.db, path, c.cfg.stocks_csv, err, sizeof err) != 0) {
         LOG_ERROR("%s", err);
         return 1;
@@ -262,6 +302,7 @@ int main(int argc, char **argv)
     struct http_server *http = NULL;
     struct http_server_opts opts = {
         .listen = c.cfg.catalog_listen,
+        .listen_fd = listen_fd,
         .threads = c.cfg.catalog_threads,
         .workers = c.cfg.catalog_workers,
         .idle_timeout_s = c.cfg.idle_timeout_s,
@@ -270,7 +311,7 @@ int main(int argc, char **argv)
         .metrics = catalog__metrics,
         .svc = &c,
     };
-    notify_start(&c.notify, &c.cfg, c.db);
+    notify_start(&c.notify, &c.cfg);
     pthread_t restock;
     pthread_mutex_init(&c.restock_lock, NULL);
     clock_cond_init(&c.restock_cond);

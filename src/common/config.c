@@ -9,7 +9,15 @@
 
 #include "error.h"
 
-enum config__type { CONFIG_STR, CONFIG_INT, CONFIG_BOOL, CONFIG_MODE, CONFIG_QUORUM, CONFIG_LEVEL };
+enum config__type {
+    CONFIG_STR,
+    CONFIG_INT,
+    CONFIG_BOOL,
+    CONFIG_MODE,
+    CONFIG_QUORUM,
+    CONFIG_LEVEL,
+    CONFIG_LOGFMT
+};
 
 struct config__row {
     const char *section;
@@ -45,6 +53,7 @@ static const struct config__row config__rows[] = {
     CFG_STR("cluster", "data_dir", data_dir, "./data"),
     CFG_STR("cluster", "secret", secret, "dev-secret"),
     CFG_OF("cluster", "log_level", CONFIG_LEVEL, log_level, "info"),
+    CFG_OF("cluster", "log_format", CONFIG_LOGFMT, log_format, "text"),
     CFG_INT("cluster", "call_timeout_ms", call_timeout_ms, 10, 600000, "2000"),
     CFG_INT("cluster", "idle_timeout_s", idle_timeout_s, 1, 3600, "15"),
     CFG_STR("catalog", "listen", catalog_listen, "127.0.0.1:9001"),
@@ -53,6 +62,7 @@ static const struct config__row config__rows[] = {
     CFG_INT("catalog", "restock_interval_s", restock_interval_s, 0, 86400, "0"),
     CFG_INT("catalog", "restock_to", restock_to, 0, 1000000000, "100"),
     CFG_INT("catalog", "idempotency_window_s", idempotency_window_s, 1, 365 * 86400, "86400"),
+    CFG_INT("catalog", "heartbeat_ms", heartbeat_ms, 20, 60000, "200"),
     CFG_INT("catalog", "threads", catalog_threads, 1, 64, "2"),
     CFG_INT("catalog", "workers", catalog_workers, 1, 256, "8"),
     CFG_STR("frontend", "listen", frontend_listen, "127.0.0.1:8080"),
@@ -74,6 +84,14 @@ static const struct config__row config__rows[] = {
 
 static const char *const config__mode_names[] = {"primary-backup", "raft"};
 static const char *const config__quorum_names[] = {"majority", "1"};
+static const char *const config__logfmt_names[] = {"text", "json"};
+
+static const char *const *config__enum_names(enum config__type type)
+{
+    return type == CONFIG_MODE     ? config__mode_names
+           : type == CONFIG_QUORUM ? config__quorum_names
+                                   : config__logfmt_names;
+}
 
 /* Parses value into the field of row; 0 or BZ_EINVAL. */
 static int config__assign(struct bz_config *cfg, const struct config__row *row, const char *value,
@@ -113,9 +131,9 @@ static int config__assign(struct bz_config *cfg, const struct config__row *row, 
         snprintf(errmsg, errlen, "%s.%s: '%s' is not on/off", row->section, row->key, value);
         return BZ_EINVAL;
     case CONFIG_MODE:
-    case CONFIG_QUORUM: {
-        const char *const *names =
-            row->type == CONFIG_MODE ? config__mode_names : config__quorum_names;
+    case CONFIG_QUORUM:
+    case CONFIG_LOGFMT: {
+        const char *const *names = config__enum_names(row->type);
         for (int i = 0; i < 2; i++) {
             if (!strcmp(value, names[i])) {
                 *(int *)field = i;
@@ -189,11 +207,54 @@ static int config__set_replica(struct bz_config *cfg, const char *section, const
     return 0;
 }
 
+/* [frontend.N] sections: N is a positive integer id; the only key is listen. */
+static int config__set_frontend(struct bz_config *cfg, const char *section, const char *key,
+                                const char *value, char *errmsg, size_t errlen)
+{
+    uint64_t id;
+    if (parse_u64_str(section + strlen("frontend."), 1000000, &id) || id == 0) {
+        snprintf(errmsg, errlen, "[%s]: front-end id must be a positive integer", section);
+        return BZ_EINVAL;
+    }
+    if (strcmp(key, "listen") != 0) {
+        snprintf(errmsg, errlen, "[%s]: unknown key '%s' (shared settings go in [frontend])",
+                 section, key);
+        return BZ_EINVAL;
+    }
+    if (strlen(value) >= CONFIG_ADDR_MAX || value[0] == '\0') {
+        snprintf(errmsg, errlen, "[%s] listen: bad address", section);
+        return BZ_EINVAL;
+    }
+    struct config_frontend *f = NULL;
+    for (int i = 0; i < cfg->frontend_count; i++)
+        if (cfg->frontends[i].id == (int)id)
+            f = &cfg->frontends[i];
+    if (!f) {
+        if (cfg->frontend_count == CONFIG_MAX_FRONTENDS) {
+            snprintf(errmsg, errlen, "too many front-ends (max %d)", CONFIG_MAX_FRONTENDS);
+            return BZ_EINVAL;
+        }
+        int pos = cfg->frontend_count;
+        while (pos > 0 && cfg->frontends[pos - 1].id > (int)id) {
+            cfg->frontends[pos] = cfg->frontends[pos - 1];
+            pos--;
+        }
+        f = &cfg->frontends[pos];
+        memset(f, 0, sizeof *f);
+        f->id = (int)id;
+        cfg->frontend_count++;
+    }
+    snprintf(f->listen, sizeof f->listen, "%s", value);
+    return 0;
+}
+
 int config_set(struct bz_config *cfg, const char *section, const char *key, const char *value,
                char *errmsg, size_t errlen)
 {
     if (strncmp(section, "order.", 6) == 0)
         return config__set_replica(cfg, section, key, value, errmsg, errlen);
+    if (strncmp(section, "frontend.", 9) == 0)
+        return config__set_frontend(cfg, section, key, value, errmsg, errlen);
     for (size_t i = 0; i < CONFIG__NROWS; i++) {
         const struct config__row *row = &config__rows[i];
         if (!strcmp(row->section, section) && !strcmp(row->key, key))
@@ -362,6 +423,12 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
         if (config__check_addr(what, cfg->replicas[i].listen, errmsg, errlen))
             return BZ_EINVAL;
     }
+    for (int i = 0; i < cfg->frontend_count; i++) {
+        char what[40];
+        snprintf(what, sizeof what, "frontend.%d.listen", cfg->frontends[i].id);
+        if (config__check_addr(what, cfg->frontends[i].listen, errmsg, errlen))
+            return BZ_EINVAL;
+    }
     char targets[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX];
     int n = config_notify_targets(cfg, targets, CONFIG_MAX_NOTIFY);
     if (n < 0) {
@@ -378,8 +445,13 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
 int config_notify_targets(const struct bz_config *cfg, char out[][CONFIG_ADDR_MAX], int max)
 {
     if (cfg->notify[0] == '\0') {
-        snprintf(out[0], CONFIG_ADDR_MAX, "%s", cfg->frontend_listen);
-        return 1;
+        struct config_frontend fes[CONFIG_MAX_FRONTENDS];
+        int n = config_frontends(cfg, fes);
+        if (n > max)
+            return BZ_EINVAL;
+        for (int i = 0; i < n; i++)
+            snprintf(out[i], CONFIG_ADDR_MAX, "%s", fes[i].listen);
+        return n;
     }
     int n = 0;
     for (const char *p = cfg->notify;;) {
@@ -398,6 +470,30 @@ int config_notify_targets(const struct bz_config *cfg, char out[][CONFIG_ADDR_MA
         if (*p++ != ',')
             return BZ_EINVAL;
     }
+}
+
+int config_frontends(const struct bz_config *cfg, struct config_frontend out[CONFIG_MAX_FRONTENDS])
+{
+    if (cfg->frontend_count == 0) {
+        out[0].id = 0;
+        snprintf(out[0].listen, sizeof out[0].listen, "%s", cfg->frontend_listen);
+        return 1;
+    }
+    for (int i = 0; i < cfg->frontend_count; i++)
+        out[i] = cfg->frontends[i];
+    return cfg->frontend_count;
+}
+
+const char *config_frontend_listen(const struct bz_config *cfg, int id)
+{
+    if (cfg->frontend_count == 0)
+        return id == 0 ? cfg->frontend_listen : NULL;
+    if (id == 0 && cfg->frontend_count == 1)
+        return cfg->frontends[0].listen;
+    for (int i = 0; i < cfg->frontend_count; i++)
+        if (cfg->frontends[i].id == id)
+            return cfg->frontends[i].listen;
+    return NULL;
 }
 
 const struct config_replica *config_replica_find(const struct bz_config *cfg, int id)
@@ -434,10 +530,9 @@ int config_dump_json(const struct bz_config *cfg, struct strbuf *out)
             v = json_boolean(*(const bool *)field);
             break;
         case CONFIG_MODE:
-            v = json_string(config__mode_names[*(const int *)field]);
-            break;
         case CONFIG_QUORUM:
-            v = json_string(config__quorum_names[*(const int *)field]);
+        case CONFIG_LOGFMT:
+            v = json_string(config__enum_names(row->type)[*(const int *)field]);
             break;
         }
         json_object_set_new(sec, row->key, v);
@@ -448,6 +543,11 @@ int config_dump_json(const struct bz_config *cfg, struct strbuf *out)
                                               cfg->replicas[i].listen, "raft_listen",
                                               cfg->replicas[i].raft_listen));
     json_object_set_new(root, "replicas", reps);
+    json_t *fes = json_array();
+    for (int i = 0; i < cfg->frontend_count; i++)
+        json_array_append_new(fes, json_pack("{s:i,s:s}", "id", cfg->frontends[i].id, "listen",
+                                             cfg->frontends[i].listen));
+    json_object_set_new(root, "frontends", fes);
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     int rv = strbuf_append(out, s, strlen(s));

@@ -16,13 +16,15 @@
 
 #include "util.h"
 
-#define CONFIG_MAX_REPLICAS 16
-#define CONFIG_ADDR_MAX     64
-#define CONFIG_PATH_MAX     160 /* values must fit one inih line (200 bytes) */
-#define CONFIG_SECRET_MAX   128
+#define CONFIG_MAX_REPLICAS  16
+#define CONFIG_ADDR_MAX      64
+#define CONFIG_PATH_MAX      160 /* values must fit one inih line (200 bytes) */
+#define CONFIG_SECRET_MAX    128
+#define CONFIG_MAX_FRONTENDS 8
 
 enum config_mode { CONFIG_MODE_PRIMARY_BACKUP = 0, CONFIG_MODE_RAFT };
 enum config_quorum { CONFIG_QUORUM_MAJORITY = 0, CONFIG_QUORUM_ONE };
+enum config_log_format { CONFIG_LOG_TEXT = 0, CONFIG_LOG_JSON };
 
 struct config_replica {
     int id;                            /* from the section name [order.<id>] */
@@ -30,11 +32,18 @@ struct config_replica {
     char raft_listen[CONFIG_ADDR_MAX]; /* host:port of the Raft transport; "" unless mode = raft */
 };
 
+/* One front-end: [frontend.N] listen, or id 0 for the single [frontend] listen form. */
+struct config_frontend {
+    int id;
+    char listen[CONFIG_ADDR_MAX];
+};
+
 struct bz_config {
     /* [cluster] */
     char data_dir[CONFIG_PATH_MAX];
     char secret[CONFIG_SECRET_MAX];
     char log_level[8];
+    enum config_log_format log_format;
     int call_timeout_ms; /* deadline of one internal HTTP call */
     int idle_timeout_s;  /* idle keep-alive connections are closed after this */
     /* [catalog] */
@@ -44,6 +53,7 @@ struct bz_config {
     int restock_interval_s;
     int restock_to;
     int idempotency_window_s; /* request ids are remembered (retries answered) this long */
+    int heartbeat_ms;         /* invalidation stream heartbeat; silence of 3x this empties a cache */
     int catalog_threads;      /* event threads */
     int catalog_workers;      /* threads for blocking handlers */
     /* [frontend] */
@@ -61,6 +71,9 @@ struct bz_config {
     int order_workers;
     int snapshot_threshold; /* raft: applied entries between two snapshots */
     int snapshot_trailing;  /* raft: entries kept in the log after a snapshot */
+    /* [frontend.N], sorted by id; none means one front-end on frontend_listen */
+    int frontend_count;
+    struct config_frontend frontends[CONFIG_MAX_FRONTENDS];
     /* [order.N], sorted by id */
     int replica_count;
     struct config_replica replicas[CONFIG_MAX_REPLICAS];
@@ -85,14 +98,27 @@ int config_set(struct bz_config *cfg, const char *section, const char *key, cons
 /* Checks cross-option rules (at least one replica, addresses parse). 0 or BZ_EINVAL. */
 int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen);
 
-#define CONFIG_MAX_NOTIFY 8
+#define CONFIG_MAX_NOTIFY CONFIG_MAX_FRONTENDS
 
 /*
- * The front-ends the catalog invalidates: the [catalog] notify list, or the
- * [frontend] listen address when the list is empty. Returns how many were
- * written to out, or BZ_EINVAL for a malformed list.
+ * The front-ends the catalog invalidates: the [catalog] notify list, or every
+ * configured front-end (each [frontend.N], else [frontend] listen) when the
+ * list is empty. Returns how many were written to out, or BZ_EINVAL for a
+ * malformed list.
  */
 int config_notify_targets(const struct bz_config *cfg, char out[][CONFIG_ADDR_MAX], int max);
+
+/*
+ * Every configured front-end: the [frontend.N] sections, or one entry with
+ * id 0 and [frontend] listen when there are none. Returns how many (>= 1).
+ */
+int config_frontends(const struct bz_config *cfg, struct config_frontend out[CONFIG_MAX_FRONTENDS]);
+
+/*
+ * The listen address of front-end `id` (0: the only one, when there is one).
+ * NULL when there is no such front-end.
+ */
+const char *config_frontend_listen(const struct bz_config *cfg, int id);
 
 /* The replica with this id, or NULL. */
 const struct config_replica *config_replica_find(const struct bz_config *cfg, int id);

@@ -1,6 +1,9 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -13,6 +16,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "service.h"
 
 /* Per-connection pool: caps request line + headers. libmicrohttpd clears the whole pool for
  * every request on a keep-alive connection, so it is kept small (measured: 32 KiB spent
@@ -58,6 +62,9 @@ struct http_server {
     struct http_route *routes;
     size_t nroutes;
     struct http_route metrics_route; /* GET /metrics, built in */
+    struct http_route livez_route;   /* GET /livez, built in */
+    struct http_route readyz_route;  /* GET /readyz: the service's GET /health */
+    struct http_route *health_route; /* NULL when the service has none */
 };
 
 /* Per-request state, created on the first access-handler call. */
@@ -250,38 +257,56 @@ static bool http__match(const char *pattern, const char *path, char *param, size
 
 static void http__observe(struct http_route *route, int status, uint64_t start_us)
 {
-    int cls = status / 100;
-    if (cls < 1 || cls > 5)
-        cls = 0;
-    atomic_fetch_add_explicit(&route->stats.by_class[cls], 1, memory_order_relaxed);
+    if (status < HTTP_STATUS_MIN || status > HTTP_STATUS_MAX)
+        status = 500;
+    atomic_fetch_add_explicit(&route->stats.by_code[status - HTTP_STATUS_MIN], 1,
+                              memory_order_relaxed);
     metrics_hist_observe(&route->stats.latency, clock_now_us() - start_us);
+}
+
+/* The routes in /metrics: the service's, then the built-in ones. */
+static struct http_route *http__route_at(struct http_server *srv, size_t i)
+{
+    if (i < srv->nroutes)
+        return &srv->routes[i];
+    i -= srv->nroutes;
+    struct http_route *builtin[] = {&srv->metrics_route, &srv->livez_route, &srv->readyz_route};
+    if (i == 2 && !srv->health_route)
+        return NULL;
+    return i < 3 ? builtin[i] : NULL;
 }
 
 static void http__render_metrics(struct http_server *srv, struct strbuf *out)
 {
-    char name[128], labels[160];
-    static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    char name[128], labels[192];
+    struct http_route *r;
 
     snprintf(name, sizeof name, "%s_http_requests_total", srv->opts.metrics_prefix);
-    metrics_render_header(out, name, "counter", "HTTP requests by route and status class.");
-    for (size_t i = 0; i <= srv->nroutes; i++) {
-        struct http_route *r = i < srv->nroutes ? &srv->routes[i] : &srv->metrics_route;
-        for (int c = 0; c < 6; c++) {
-            uint64_t v = atomic_load_explicit(&r->stats.by_class[c], memory_order_relaxed);
-            if (v == 0 && c != 2)
+    metrics_render_header(out, name, "counter", "HTTP requests by route, method and status code.");
+    for (size_t i = 0; (r = http__route_at(srv, i)) != NULL; i++) {
+        bool any = false;
+        for (int c = 0; c <= HTTP_STATUS_MAX - HTTP_STATUS_MIN; c++) {
+            uint64_t v = atomic_load_explicit(&r->stats.by_code[c], memory_order_relaxed);
+            if (v == 0 && (any || c != 200 - HTTP_STATUS_MIN))
                 continue;
-            snprintf(labels, sizeof labels, "route=\"%s %s\",code=\"%s\"", r->method, r->pattern,
-                     classes[c]);
+            any = any || v;
+            snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",code=\"%d\"", r->pattern,
+                     r->method, c + HTTP_STATUS_MIN);
             metrics_render_value(out, name, labels, v);
         }
     }
     snprintf(name, sizeof name, "%s_http_request_duration_seconds", srv->opts.metrics_prefix);
-    metrics_render_header(out, name, "histogram", "HTTP request latency by route.");
-    for (size_t i = 0; i < srv->nroutes; i++) {
-        struct http_route *r = &srv->routes[i];
-        snprintf(labels, sizeof labels, "route=\"%s %s\"", r->method, r->pattern);
+    metrics_render_header(out, name, "histogram", "HTTP request latency by route and method.");
+    for (size_t i = 0; (r = http__route_at(srv, i)) != NULL; i++) {
+        snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r->pattern, r->method);
         metrics_render_hist(out, name, labels, &r->stats.latency);
     }
+    metrics_render_process(out);
+    metrics_render_header(out, "bazaar_build_info", "gauge",
+                          "Always 1; the labels say which build and service this is.");
+    snprintf(labels, sizeof labels, "version=\"%s\",service=\"%s\"", service_version(),
+             srv->opts.metrics_prefix);
+    metrics_render_value(out, "bazaar_build_info", labels, 1);
     snprintf(name, sizeof name, "%s_http_busy_refused_total", srv->opts.metrics_prefix);
     metrics_render_simple(
         out, name, "counter",
@@ -311,10 +336,15 @@ static void http__route(struct http_server *srv, const char *method, const char 
             return;
         }
     }
-    if (strcmp(path, "/metrics") == 0) {
+    struct http_route *builtin = strcmp(path, "/metrics") == 0 ? &srv->metrics_route
+                                 : strcmp(path, "/livez") == 0 ? &srv->livez_route
+                                 : strcmp(path, "/readyz") == 0 && srv->health_route
+                                     ? &srv->readyz_route
+                                     : NULL;
+    if (builtin) {
         path_known = true;
         if (strcmp(method, "GET") == 0) {
-            st->route = &srv->metrics_route;
+            st->route = builtin;
             return;
         }
     }
@@ -341,6 +371,14 @@ static bool http__dispatch_fast(struct http_server *srv, struct http__req *st,
         http__render_metrics(srv, &resp->body);
         return true;
     }
+    if (r == &srv->livez_route) {
+        http_reply_json(
+            resp, 200,
+            json_pack("{s:s,s:s}", "status", "alive", "service", srv->opts.metrics_prefix));
+        return true;
+    }
+    if (r == &srv->readyz_route)
+        r = srv->health_route; /* the same answer as GET /health (SPEC §2) */
     req->param = st->has_param ? st->param : NULL;
     req->param_len = st->param_len;
     if (r->internal) {
@@ -595,6 +633,29 @@ static int http__resolve(const char *listen, struct sockaddr_storage *ss, char *
     return 0;
 }
 
+int http_server_bind(const char *addr, int *fd, char *errmsg, size_t errlen)
+{
+    struct sockaddr_storage ss = {0};
+    int rv = http__resolve(addr, &ss, errmsg, errlen);
+    if (rv)
+        return rv;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        snprintf(errmsg, errlen, "socket: %s", strerror(errno));
+        return BZ_EUNAVAIL;
+    }
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) != 0 ||
+        listen(s, SOMAXCONN) != 0) {
+        snprintf(errmsg, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        close(s);
+        return BZ_EUNAVAIL;
+    }
+    *fd = s;
+    return 0;
+}
+
 int http_server_start(struct http_server **out, const struct http_server_opts *opts,
                       struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen)
 {
@@ -608,6 +669,14 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
     srv->nroutes = nroutes;
     srv->metrics_route.method = "GET";
     srv->metrics_route.pattern = "/metrics";
+    srv->livez_route.method = "GET";
+    srv->livez_route.pattern = "/livez";
+    srv->readyz_route.method = "GET";
+    srv->readyz_route.pattern = "/readyz";
+    for (size_t i = 0; i < nroutes; i++)
+        if (!strcmp(routes[i].method, "GET") && !strcmp(routes[i].pattern, "/health") &&
+            routes[i].fast)
+            srv->health_route = &routes[i];
     srv->conns.next = srv->conns.prev = &srv->conns;
     srv->jobs_tail = &srv->jobs_head;
     pthread_mutex_init(&srv->jobs_lock, NULL);
@@ -617,8 +686,15 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;
+    /* A socket bound earlier (http_server_bind), or the address to bind now. */
+    struct MHD_OptionItem where[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (opts->listen_fd > 0)
+        where[0] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, opts->listen_fd, NULL};
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_ARRAY, where,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONN_LIMIT,

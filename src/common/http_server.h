@@ -53,8 +53,11 @@ typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct h
 /* A handler that must not block; returns false to pass the request to the blocking one. */
 typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
 
+#define HTTP_STATUS_MIN 100
+#define HTTP_STATUS_MAX 599
+
 struct http_route_stats {
-    atomic_uint_fast64_t by_class[6]; /* index = status / 100 */
+    atomic_uint_fast64_t by_code[HTTP_STATUS_MAX - HTTP_STATUS_MIN + 1]; /* index = status - 100 */
     struct metrics_hist latency;
 };
 
@@ -73,6 +76,8 @@ typedef void (*http_metrics_fn)(void *svc, struct strbuf *out);
 
 struct http_server_opts {
     const char *listen;         /* "host:port" */
+    int listen_fd;              /* > 0: a socket from http_server_bind(), used instead of
+                                   binding `listen` (so a process binds before anything else) */
     int threads;                /* event threads (libmicrohttpd pool), >= 1 */
     int workers;                /* threads running blocking handlers, >= 1 */
     int idle_timeout_s;         /* idle connections are closed after this */
@@ -85,8 +90,17 @@ struct http_server_opts {
 struct http_server;
 
 /*
- * Starts serving. `routes` must outlive the server (the server writes stats
- * into it). Returns 0 or BZ_EINVAL/BZ_EUNAVAIL with errmsg set.
+ * Binds and listens on "host:port" without serving yet, so that a process can
+ * fail on a busy port before it changes anything else. Returns 0 with *fd
+ * set (pass it as opts.listen_fd), or BZ_EINVAL/BZ_EUNAVAIL with errmsg set.
+ */
+int http_server_bind(const char *listen, int *fd, char *errmsg, size_t errlen);
+
+/*
+ * Starts serving. Besides the routes, every server answers GET /metrics
+ * (Prometheus text, with process_* and bazaar_build_info), GET /livez (200
+ * while the process runs) and GET /readyz (the service's GET /health route). `routes` must outlive
+ * the server (the server writes stats into it). Returns 0 or BZ_EINVAL/BZ_EUNAVAIL with errmsg set.
  */
 int http_server_start(struct http_server **out, const struct http_server_opts *opts,
                       struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen);

@@ -1,5 +1,15 @@
 #include "metrics.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
 /* Bucket upper bounds in microseconds; the last bucket is +Inf. */
 static const uint64_t metrics__bounds_us[METRICS_BUCKETS - 1] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 10000000,
@@ -70,4 +80,105 @@ int metrics_render_hist(struct strbuf *out, const char *name, const char *labels
     return strbuf_appendf(out, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", name, open, labels,
                           close, (double)atomic_load(&h->sum_us) / 1e6, name, open, labels, close,
                           (unsigned long long)atomic_load(&h->count));
+}
+
+/* Field `want` (1-based, as in proc(5)) of /proc/self/stat, or 0. */
+static unsigned long long metrics__stat_field(int want)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name (field 2) may hold spaces: count fields after its ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    int field = 2;
+    unsigned long long value = 0;
+    for (p++; *p && field < want;) {
+        while (*p == ' ')
+            p++;
+        field++;
+        char *end = p;
+        while (*end && *end != ' ')
+            end++;
+        if (field == want) {
+            uint64_t v;
+            if (parse_u64(p, (size_t)(end - p), UINT64_MAX, &v) == 0)
+                value = v;
+        }
+        p = end;
+    }
+    return value;
+}
+
+static double metrics__start_time_s(void)
+{
+    long ticks = sysconf(_SC_CLK_TCK);
+    unsigned long long start_ticks = metrics__stat_field(22);
+    FILE *f = fopen("/proc/uptime", "r");
+    double uptime = 0;
+    if (f) {
+        char line[64] = "";
+        if (fgets(line, sizeof line, f)) {
+            uint64_t whole = 0;
+            size_t len = strcspn(line, ". ");
+            if (parse_u64(line, len, UINT64_MAX, &whole) == 0)
+                uptime = (double)whole;
+        }
+        fclose(f);
+    }
+    if (ticks <= 0)
+        return 0;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    double boot = (double)now.tv_sec - uptime;
+    return boot + (double)start_ticks / (double)ticks;
+}
+
+static uint64_t metrics__open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    uint64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n > 0 ? n - 1 : 0; /* minus the descriptor of the listing itself */
+}
+
+int metrics_render_process(struct strbuf *out)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long rss_pages = metrics__stat_field(24), vsize = metrics__stat_field(23);
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    int rv = 0;
+    rv |= metrics_render_header(out, "process_cpu_seconds_total", "counter",
+                                "Total user and system CPU time spent in seconds.");
+    rv |= strbuf_appendf(out, "process_cpu_seconds_total %.3f\n", cpu);
+    rv |= metrics_render_simple(out, "process_resident_memory_bytes", "gauge",
+                                "Resident memory size in bytes.",
+                                rss_pages * (unsigned long long)(page > 0 ? page : 4096));
+    rv |= metrics_render_simple(out, "process_virtual_memory_bytes", "gauge",
+                                "Virtual memory size in bytes.", vsize);
+    rv |= metrics_render_simple(out, "process_open_fds", "gauge",
+                                "Number of open file descriptors.", metrics__open_fds());
+    rv |= metrics_render_simple(out, "process_max_fds", "gauge",
+                                "Maximum number of open file descriptors.",
+                                rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur);
+    rv |= metrics_render_header(out, "process_start_time_seconds", "gauge",
+                                "Start time of the process since unix epoch in seconds.");
+    rv |= strbuf_appendf(out, "process_start_time_seconds %.2f\n", metrics__start_time_s());
+    return rv ? BZ_ENOMEM : 0;
 }

@@ -35,4 +35,11 @@ int metrics_render_value(struct strbuf *out, const char *name, const char *label
 int metrics_render_simple(struct strbuf *out, const char *name, const char *type, const char *help,
                           uint64_t value);
 
+/*
+ * The standard process_* metrics of Prometheus client libraries, read from
+ * /proc/self: resident and virtual memory, CPU seconds, open and maximum file
+ * descriptors, start time (seconds since the epoch).
+ */
+int metrics_render_process(struct strbuf *out);
+
 #endif

@@ -371,3 +371,44 @@ int msg_peer_state_from_json(const json_t *obj, struct msg_peer_state *out, char
     out->last = last;
     return 0;
 }
+
+/* ---------------------------------------------------------------- invalidation stream */
+
+json_t *msg_inval_batch_to_json(const struct msg_inval_batch *m)
+{
+    json_t *stocks = json_array();
+    for (size_t i = 0; i < m->n; i++)
+        json_array_append_new(stocks, msg_inval_to_json(&m->stocks[i]));
+    return json_pack("{s:I,s:I,s:o}", "stream", (json_int_t)m->stream, "seq", (json_int_t)m->seq,
+                     "stocks", stocks);
+}
+
+int msg_inval_batch_from_json(const json_t *obj, struct msg_inval_batch *out, char *errmsg,
+                              size_t errlen)
+{
+    static const char *const keys[] = {"stream", "seq", "stocks"};
+    json_int_t stream, seq;
+    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
+        msg__int(obj, "stream", 0, INT64_MAX, &stream, errmsg, errlen) ||
+        msg__int(obj, "seq", 0, MSG__NUMBER_MAX, &seq, errmsg, errlen))
+        return BZ_EINVAL;
+    const json_t *stocks = json_object_get(obj, "stocks");
+    if (!json_is_array(stocks) || json_array_size(stocks) > MSG_INVAL_BATCH_MAX) {
+        snprintf(errmsg, errlen, "stocks must be an array of at most %d invalidations",
+                 MSG_INVAL_BATCH_MAX);
+        return BZ_EINVAL;
+    }
+    out->stream = (uint64_t)stream;
+    out->seq = (uint64_t)seq;
+    out->n = json_array_size(stocks);
+    for (size_t i = 0; i < out->n; i++) {
+        const json_t *item = json_array_get(stocks, i);
+        if (!json_is_object(item)) {
+            snprintf(errmsg, errlen, "stocks[%zu] must be an object", i);
+            return BZ_EINVAL;
+        }
+        if (msg_inval_from_json(item, &out->stocks[i], errmsg, errlen))
+            return BZ_EINVAL;
+    }
+    return 0;
+}

@@ -2,7 +2,9 @@
  * msg.h - the internal JSON messages between services, and their strict
  * decoders (the codec of replication and invalidation; see docs/design.md).
  *
- *   invalidation   POST /invalidate {"name":"GameStart","version":12}   catalog -> front-end
+ *   invalidation   POST /invalidate {"stream":S,"seq":N,"stocks":[{"name":"GameStart",
+ *                                    "version":12}...]}                 catalog -> front-end
+ *                  (a heartbeat has no stocks; see notify.h for the numbering)
  *   leader notice  POST /leader     {"leader":2,"epoch":7}              front-end -> replicas
  *   append         POST /replicate  {"epoch":7,"leader":2,"prev":41,"prev_epoch":6,
  *                                    "start_last":40,"entries":[<entry>...]}
@@ -50,6 +52,25 @@ struct msg_inval {
     char name[STOCK_NAME_MAX + 1];
     uint64_t version; /* catalog version of the change */
 };
+
+#define MSG_INVAL_BATCH_MAX 64 /* stocks per invalidation message */
+
+/*
+ * One message of a catalog's invalidation stream to one front-end. `stream`
+ * names the catalog run (random at start), `seq` numbers the messages of that
+ * stream to this front-end: a message with stocks carries the next number, a
+ * heartbeat (n == 0) repeats the last one.
+ */
+struct msg_inval_batch {
+    uint64_t stream;
+    uint64_t seq;
+    struct msg_inval stocks[MSG_INVAL_BATCH_MAX];
+    size_t n;
+};
+
+json_t *msg_inval_batch_to_json(const struct msg_inval_batch *m);
+int msg_inval_batch_from_json(const json_t *obj, struct msg_inval_batch *out, char *errmsg,
+                              size_t errlen);
 
 json_t *msg_inval_to_json(const struct msg_inval *m);
 int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, size_t errlen);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -15,18 +16,68 @@
 #include "error.h"
 #include "http_client.h"
 #include "log.h"
+#include "util.h"
 
-static void service__usage(const char *prog, bool needs_id)
+static const char *service__id_synopsis(int id_kind)
 {
-    fprintf(stderr,
+    return id_kind == SERVICE_ID_REPLICA    ? " --id N"
+           : id_kind == SERVICE_ID_FRONTEND ? " [--id N]"
+                                            : "";
+}
+
+static void service__usage(FILE *out, const char *prog, int id_kind)
+{
+    fprintf(out,
             "usage: %s --config FILE%s [--set section.key=value]... [--log-level LEVEL]\n"
             "  --config FILE       cluster configuration (INI, see config/bazaar.conf)\n"
             "%s"
             "  --set S.K=V         override one option, e.g. --set frontend.cache=off\n"
             "  --log-level LEVEL   debug, info, warn or error\n"
+            "  --version           print the version and exit\n"
+            "  --help              print this help and exit\n"
             "BAZAAR_SECRET in the environment overrides [cluster] secret.\n",
-            prog, needs_id ? " --id N" : "",
-            needs_id ? "  --id N              which [order.N] replica this process is\n" : "");
+            prog, service__id_synopsis(id_kind),
+            id_kind == SERVICE_ID_REPLICA
+                ? "  --id N              which [order.N] replica this process is\n"
+            : id_kind == SERVICE_ID_FRONTEND
+                ? "  --id N              which [frontend.N] this process is (needed when "
+                  "there are several)\n"
+                : "");
+}
+
+/* The one-line answer to a bad command line. */
+static void service__short_usage(const char *prog, int id_kind)
+{
+    fprintf(stderr, "usage: %s --config FILE%s [--set S.K=V]... (--help for more)\n", prog,
+            service__id_synopsis(id_kind));
+}
+
+const char *service_version(void)
+{
+    return BAZAAR_VERSION " (commit " BAZAAR_COMMIT ")";
+}
+
+void service_print_version(const char *prog)
+{
+    const char *slash = strrchr(prog, '/');
+    printf("%s %s\n", slash ? slash + 1 : prog, service_version());
+}
+
+static uint64_t service__started_ms;
+
+json_t *service_status_json(const struct bz_config *cfg, const char *role, int id)
+{
+    struct strbuf dump;
+    strbuf_init(&dump, 64 * 1024);
+    config_dump_json(cfg, &dump);
+    json_t *config = json_loads(dump.data ? dump.data : "{}", 0, NULL);
+    strbuf_free(&dump);
+    uint64_t now = clock_wall_ms();
+    return json_pack("{s:s,s:i,s:s,s:i,s:I,s:I,s:o}", "service", role, "id", id, "version",
+                     service_version(), "pid", (int)getpid(), "started_at_ms",
+                     (json_int_t)service__started_ms, "uptime_s",
+                     (json_int_t)((now - service__started_ms) / 1000), "config",
+                     config ? config : json_object());
 }
 
 /* Thousands of client connections need more descriptors than the usual soft limit (1024). */
@@ -42,14 +93,20 @@ static void service__raise_fd_limit(void)
     }
 }
 
-int service_init(int argc, char **argv, const char *role, bool needs_id, struct bz_config *cfg,
+int service_init(int argc, char **argv, const char *role, int id_kind, struct bz_config *cfg,
                  int *id)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"id", required_argument, NULL, 'i'},
-        {"set", required_argument, NULL, 's'},    {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"id", required_argument, NULL, 'i'},
+        {"set", required_argument, NULL, 's'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
+    bool needs_id = id_kind == SERVICE_ID_REPLICA;
+    service__started_ms = clock_wall_ms();
     const char *config_path = NULL, *level = NULL;
     const char *sets[64];
     int nsets = 0;
@@ -57,7 +114,8 @@ int service_init(int argc, char **argv, const char *role, bool needs_id, struct 
     char err[512];
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:i:s:l:h", longopts, NULL)) != -1) {
+    opterr = 0; /* our own one-line message instead of getopt's */
+    while ((c = getopt_long(argc, argv, "c:i:s:l:hV", longopts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
@@ -79,15 +137,33 @@ int service_init(int argc, char **argv, const char *role, bool needs_id, struct 
             level = optarg;
             break;
         case 'h':
-            service__usage(argv[0], needs_id);
-            return 1;
+            service__usage(stdout, argv[0], id_kind);
+            exit(0);
+        case 'V':
+            service_print_version(argv[0]);
+            exit(0);
         default:
-            service__usage(argv[0], needs_id);
+            if (optopt)
+                fprintf(stderr, "%s: option '-%c' is unknown or needs a value\n", argv[0], optopt);
+            else
+                fprintf(stderr, "%s: unknown option '%s'\n", argv[0], argv[optind - 1]);
+            service__short_usage(argv[0], id_kind);
             return 1;
         }
     }
+    if (id_kind == SERVICE_ID_NONE && idv != 0) {
+        fprintf(stderr, "%s: --id is not an option of this program\n", argv[0]);
+        service__short_usage(argv[0], id_kind);
+        return 1;
+    }
     if (!config_path || optind != argc || (needs_id && idv == 0)) {
-        service__usage(argv[0], needs_id);
+        if (!config_path)
+            fprintf(stderr, "%s: --config FILE is required\n", argv[0]);
+        else if (optind != argc)
+            fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        else
+            fprintf(stderr, "%s: --id N is required\n", argv[0]);
+        service__short_usage(argv[0], id_kind);
         return 1;
     }
 
@@ -116,11 +192,26 @@ int service_init(int argc, char **argv, const char *role, bool needs_id, struct 
                 config_path);
         return 1;
     }
+    if (id_kind == SERVICE_ID_FRONTEND) {
+        if (idv == 0 && cfg->frontend_count > 1) {
+            fprintf(stderr, "%s: %s has %d [frontend.N] sections: pass --id N\n", argv[0],
+                    config_path, cfg->frontend_count);
+            return 1;
+        }
+        if (idv == 0 && cfg->frontend_count == 1)
+            idv = (uint64_t)cfg->frontends[0].id;
+        if (idv != 0 && !config_frontend_listen(cfg, (int)idv)) {
+            fprintf(stderr, "%s: no [frontend.%llu] section in %s\n", argv[0],
+                    (unsigned long long)idv, config_path);
+            return 1;
+        }
+    }
     *id = (int)idv;
 
     enum log_level lvl;
     log_parse_level(cfg->log_level, &lvl);
     log_set_level(lvl);
+    log_set_json(cfg->log_format == CONFIG_LOG_JSON);
     log_init(role, *id);
 
     /* Only the main thread takes SIGINT/SIGTERM (every thread inherits this mask);

@@ -14,14 +14,37 @@
 
 #include "config.h"
 
+#include <jansson.h>
+
+/* What --id means for a binary; 0 and 1 keep the old bool (needs_id) meaning. */
+enum service_id_kind {
+    SERVICE_ID_NONE = 0,     /* no --id */
+    SERVICE_ID_REPLICA = 1,  /* --id N required, naming an [order.N] */
+    SERVICE_ID_FRONTEND = 2, /* --id N names a [frontend.N]; optional with one front-end */
+};
+
 /*
  * Parses argv into cfg. `role` names the process in logs ("catalog");
- * `needs_id` requires --id N naming an [order.N] section. Prints a usage or
- * config error to stderr and returns nonzero if the process should exit.
- * Must be called before any thread is started.
+ * `id_kind` says what --id means (see above). --help prints the usage to
+ * stdout and --version the version, and both exit 0; a bad flag prints a
+ * short usage line to stderr. Prints a usage or config error to stderr and
+ * returns nonzero if the process should exit (status 2). Must be called
+ * before any thread is started.
  */
-int service_init(int argc, char **argv, const char *role, bool needs_id, struct bz_config *cfg,
+int service_init(int argc, char **argv, const char *role, int id_kind, struct bz_config *cfg,
                  int *id);
+
+/* "0.4.0 (commit 1a2b3c4d5e6f)": the version of this build. */
+const char *service_version(void);
+
+/* Prints "<prog> <version>" to stdout: the --version answer of every binary. */
+void service_print_version(const char *prog);
+
+/*
+ * The part of /status every service shares: {"service", "id", "version",
+ * "pid", "started_at", "uptime_s", "config"} (the secret redacted). New reference.
+ */
+json_t *service_status_json(const struct bz_config *cfg, const char *role, int id);
 
 /* Blocks until SIGINT or SIGTERM arrives; returns the signal number. */
 int service_wait_for_signal(void);

@@ -74,6 +74,8 @@ int parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port);
 /* Monotonic clock, for durations and deadlines. */
 uint64_t clock_now_us(void);
 uint64_t clock_now_ms(void);
+/* Wall-clock time in milliseconds since the Unix epoch, for timestamps shown to people. */
+uint64_t clock_wall_ms(void);
 
 /* A condition variable whose timed waits use the monotonic clock (see clock_deadline). */
 void clock_cond_init(pthread_cond_t *cond);

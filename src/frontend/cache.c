@@ -264,6 +264,26 @@ void cache_invalidate(struct cache *c, const char *key, uint64_t version)
     LOG_DEBUG("cache INVALIDATE %s (version %llu)", key, (unsigned long long)version);
 }
 
+size_t cache_clear(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t dropped = c->lru.count;
+    for (size_t b = 0; b < c->nbuckets; b++) {
+        for (struct cache__node *n = c->buckets[b], *next; n; n = next) {
+            next = n->hnext;
+            free(n->bytes);
+            free(n);
+        }
+        c->buckets[b] = NULL;
+    }
+    cache__list_init(&c->lru);
+    cache__list_init(&c->tombs);
+    c->floor = ++c->seq; /* every key now stands behind this invalidation */
+    c->stats.invalidations += dropped;
+    pthread_mutex_unlock(&c->lock);
+    return dropped;
+}
+
 void cache_stats(struct cache *c, struct cache_stats *out)
 {
     pthread_mutex_lock(&c->lock);

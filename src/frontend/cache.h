@@ -49,6 +49,13 @@ bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void
 /* Drops key (if present) and fences out fills that began before now. */
 void cache_invalidate(struct cache *c, const char *key, uint64_t version);
 
+/*
+ * Drops every entry and fences out every fill that began before now: what a
+ * front-end does when it may have missed invalidations. Returns how many
+ * entries were dropped.
+ */
+size_t cache_clear(struct cache *c);
+
 void cache_stats(struct cache *c, struct cache_stats *out);
 
 /* [{"name","version","age_ms"}...], most recently used first; new reference. */

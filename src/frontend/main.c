@@ -3,6 +3,7 @@
  * LRU cache or the catalog, and routes orders to the order leader with a
  * request id that survives retries and failover.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +18,161 @@
 #include "msg.h"
 #include "service.h"
 
+#define FRONTEND__RECENT_ORDERS 16 /* acknowledged orders kept for the status page */
+
+/* An order this front-end acknowledged, for GET /status and the status page. */
+struct frontend__order_seen {
+    int64_t number;
+    char name[STOCK_NAME_MAX + 1];
+    char type[8];
+    int64_t quantity;
+    uint64_t at_ms; /* wall clock */
+};
+
+/*
+ * What this front-end knows of the catalog's invalidation stream (notify.h).
+ * The cache is trusted only while the stream is heard from without gaps: a
+ * gap, a new stream (the catalog restarted) or a silence longer than three
+ * heartbeats empties the cache, and a silence also bypasses it until the
+ * stream is heard again.
+ */
+struct frontend__stream {
+    pthread_mutex_t lock; /* guards id and seq, and every change of the atomics below */
+    uint64_t id, seq;     /* the stream and its last number */
+    /* Read without the lock on every lookup. */
+    atomic_bool known;             /* a message was received */
+    atomic_uint_fast64_t heard_ms; /* monotonic time of the last message */
+    atomic_bool silent;            /* the cache is bypassed until the next message */
+    atomic_uint_fast64_t resets_gap, resets_silence, resets_restart;
+};
+
 struct frontend {
     struct bz_config cfg;
+    int id;
+    const char *listen;
     struct leader *leader;
     struct cache *cache; /* NULL when cache = off */
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
+    atomic_bool catalog_ok; /* the last catalog call got an answer */
+    struct frontend__stream stream;
+
+    pthread_mutex_t recent_lock;
+    struct frontend__order_seen recent[FRONTEND__RECENT_ORDERS];
+    size_t recent_next, recent_count;
 };
+
+extern const char frontend_page_html[]; /* page.c */
+
+/* ---------------------------------------------------------------- cache trust */
+
+static uint64_t frontend__silence_ms(const struct frontend *fe)
+{
+    return 3u * (uint64_t)fe->cfg.heartbeat_ms;
+}
+
+/* Heard within the silence limit (a message stamped after `now_ms` was taken counts). */
+static bool frontend__fresh(const struct frontend *fe, uint64_t heard_ms, uint64_t now_ms)
+{
+    return heard_ms >= now_ms || now_ms - heard_ms <= frontend__silence_ms(fe);
+}
+
+/* Empties the cache because invalidations may have been missed; logs why once. */
+static void frontend__reset_cache(struct frontend *fe, const char *why)
+{
+    size_t dropped = fe->cache ? cache_clear(fe->cache) : 0;
+    LOG_WARN("cache emptied (%zu entries): %s", dropped, why);
+}
+
+/*
+ * True when cached entries may be served and filled now: the invalidation
+ * stream was heard within the silence limit. The first check that finds a
+ * silence empties the cache (and says so).
+ */
+static bool frontend__cache_trusted(struct frontend *fe, uint64_t now_ms)
+{
+    if (!fe->cache)
+        return false;
+    struct frontend__stream *st = &fe->stream;
+    if (atomic_load(&st->known) && !atomic_load(&st->silent) &&
+        frontend__fresh(fe, atomic_load(&st->heard_ms), now_ms))
+        return true; /* the common case, lock-free */
+    pthread_mutex_lock(&st->lock);
+    uint64_t heard = atomic_load(&st->heard_ms);
+    bool trusted = st->known && !st->silent && frontend__fresh(fe, heard, now_ms);
+    if (!trusted && st->known && !st->silent) {
+        st->silent = true;
+        atomic_fetch_add(&st->resets_silence, 1);
+        char why[128];
+        snprintf(why, sizeof why,
+                 "no word from the catalog for %llu ms (limit %llu): bypassing the cache",
+                 (unsigned long long)(now_ms - heard),
+                 (unsigned long long)frontend__silence_ms(fe));
+        frontend__reset_cache(fe, why);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return trusted;
+}
+
+/* Takes one message of the stream: detects gaps and restarts, then applies it. */
+static void frontend__stream_receive(struct frontend *fe, const struct msg_inval_batch *m)
+{
+    struct frontend__stream *st = &fe->stream;
+    char why[160] = "";
+    pthread_mutex_lock(&st->lock);
+    bool was_known = st->known;
+    if (!st->known || st->id != m->stream) {
+        if (st->known) {
+            atomic_fetch_add(&st->resets_restart, 1);
+            snprintf(why, sizeof why, "the catalog restarted (new invalidation stream)");
+        } else {
+            LOG_INFO("invalidation stream from the catalog: seq %llu", (unsigned long long)m->seq);
+        }
+        st->known = true;
+        st->id = m->stream;
+        st->seq = m->seq;
+        if (fe->cache)
+            cache_clear(fe->cache); /* nothing can be known about what came before */
+    } else {
+        /* A message with stocks takes the next number; a heartbeat repeats the last. */
+        uint64_t expect = m->n ? st->seq + 1 : st->seq;
+        if (m->seq > expect) {
+            atomic_fetch_add(&st->resets_gap, 1);
+            snprintf(why, sizeof why, "invalidations %llu..%llu were lost",
+                     (unsigned long long)(st->seq + 1),
+                     (unsigned long long)(m->n ? m->seq - 1 : m->seq));
+        }
+        if (m->seq > st->seq)
+            st->seq = m->seq; /* an older number is a late retry: applied, not counted */
+    }
+    if (why[0])
+        frontend__reset_cache(fe, why);
+    if (st->silent && was_known)
+        LOG_INFO("invalidation stream heard again (seq %llu): cache in use again",
+                 (unsigned long long)m->seq);
+    atomic_store(&st->heard_ms, clock_now_ms());
+    st->silent = false;
+    for (size_t i = 0; i < m->n && fe->cache; i++)
+        cache_invalidate(fe->cache, m->stocks[i].name, m->stocks[i].version);
+    pthread_mutex_unlock(&st->lock);
+}
+
+static json_t *frontend__stream_json(struct frontend *fe, uint64_t now_ms)
+{
+    struct frontend__stream *st = &fe->stream;
+    pthread_mutex_lock(&st->lock);
+    uint64_t heard = atomic_load(&st->heard_ms);
+    json_t *obj = json_pack(
+        "{s:b,s:I,s:o,s:b,s:I,s:I,s:I}", "known", st->known, "seq", (json_int_t)st->seq,
+        "heard_ms_ago",
+        st->known && now_ms >= heard ? json_integer((json_int_t)(now_ms - heard)) : json_null(),
+        "trusted", st->known && !st->silent && frontend__fresh(fe, heard, now_ms), "resets_gap",
+        (json_int_t)atomic_load(&st->resets_gap), "resets_silence",
+        (json_int_t)atomic_load(&st->resets_silence), "resets_restart",
+        (json_int_t)atomic_load(&st->resets_restart));
+    pthread_mutex_unlock(&st->lock);
+    return obj;
+}
 
 /* Replies 503 with Retry-After: the documented answer when a dependency is down. */
 static void frontend__unavailable(struct http_response *resp, const char *msg)
@@ -32,28 +181,82 @@ static void frontend__unavailable(struct http_response *resp, const char *msg)
     http_reply_error(resp, BZ_EUNAVAIL, msg);
 }
 
-/* Ready once a first order leader is known: before that no order could be taken. */
+/*
+ * GET /health = /readyz (SPEC §2): ready when an order leader is known and the
+ * catalog is reachable (its invalidation stream or its last answer), else 503
+ * with the reason.
+ */
 static bool frontend__health(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct frontend *fe = svc;
     (void)req;
-    bool ready = leader_ever_selected(fe->leader);
+    uint64_t now = clock_now_ms();
     json_t *st = leader_status_json(fe->leader);
-    if (!ready)
+    bool has_leader = json_is_integer(json_object_get(st, "leader"));
+    pthread_mutex_lock(&fe->stream.lock);
+    bool stream_alive =
+        fe->stream.known && frontend__fresh(fe, atomic_load(&fe->stream.heard_ms), now);
+    pthread_mutex_unlock(&fe->stream.lock);
+    bool catalog = stream_alive || atomic_load(&fe->catalog_ok);
+    const char *reason = !has_leader ? "no order leader" : !catalog ? "catalog unreachable" : NULL;
+    json_t *body = json_pack("{s:s,s:s,s:i,s:O,s:O}", "status", reason ? "unavailable" : "ok",
+                             "service", "frontend", "id", fe->id, "leader",
+                             json_object_get(st, "leader"), "epoch", json_object_get(st, "epoch"));
+    if (reason) {
+        json_object_set_new(body, "reason", json_string(reason));
         resp->retry_after_s = 1;
-    http_reply_json(resp, ready ? 200 : 503,
-                    json_pack("{s:s,s:s,s:O,s:O}", "status", ready ? "ok" : "starting", "service",
-                              "frontend", "leader", json_object_get(st, "leader"), "epoch",
-                              json_object_get(st, "epoch")));
+    }
     json_decref(st);
+    http_reply_json(resp, reason ? 503 : 200, body);
     return true;
+}
+
+static json_t *frontend__recent_json(struct frontend *fe)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&fe->recent_lock);
+    for (size_t k = 0; k < fe->recent_count; k++) {
+        size_t i = (fe->recent_next + FRONTEND__RECENT_ORDERS - 1 - k) % FRONTEND__RECENT_ORDERS;
+        const struct frontend__order_seen *o = &fe->recent[i];
+        json_array_append_new(arr,
+                              json_pack("{s:I,s:s,s:s,s:I,s:I}", "number", (json_int_t)o->number,
+                                        "name", o->name, "type", o->type, "quantity",
+                                        (json_int_t)o->quantity, "at_ms", (json_int_t)o->at_ms));
+    }
+    pthread_mutex_unlock(&fe->recent_lock);
+    return arr; /* newest first */
+}
+
+static void frontend__recent_add(struct frontend *fe, const struct trade *t, int64_t number)
+{
+    pthread_mutex_lock(&fe->recent_lock);
+    struct frontend__order_seen *o = &fe->recent[fe->recent_next];
+    o->number = number;
+    snprintf(o->name, sizeof o->name, "%s", t->name);
+    snprintf(o->type, sizeof o->type, "%s", trade_type_name(t->type));
+    o->quantity = t->quantity;
+    o->at_ms = clock_wall_ms();
+    fe->recent_next = (fe->recent_next + 1) % FRONTEND__RECENT_ORDERS;
+    if (fe->recent_count < FRONTEND__RECENT_ORDERS)
+        fe->recent_count++;
+    pthread_mutex_unlock(&fe->recent_lock);
 }
 
 static bool frontend__status(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct frontend *fe = svc;
     (void)req;
-    json_t *st = leader_status_json(fe->leader);
+    uint64_t now = clock_now_ms();
+    json_t *st = service_status_json(&fe->cfg, "frontend", fe->id);
+    json_object_set_new(st, "role", json_string("frontend"));
+    json_object_set_new(st, "listen", json_string(fe->listen));
+    json_t *lst = leader_status_json(fe->leader);
+    json_object_update(st, lst);
+    json_decref(lst);
+    frontend__cache_trusted(fe, now); /* notices a silence even with no lookups */
+    json_object_set_new(st, "invalidation_stream", frontend__stream_json(fe, now));
+    json_object_set_new(st, "recent_orders", frontend__recent_json(fe));
+    json_object_set_new(st, "now_ms", json_integer((json_int_t)clock_wall_ms()));
     json_t *cache;
     if (fe->cache) {
         struct cache_stats cs;
@@ -62,16 +265,11 @@ static bool frontend__status(void *svc, const struct http_request *req, struct h
             "{s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:o}", "enabled", 1, "capacity", fe->cfg.cache_size,
             "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses, "evictions",
             (json_int_t)cs.evictions, "invalidations", (json_int_t)cs.invalidations, "stale_fills",
-            (json_int_t)cs.stale_fills, "entries", cache_entries_json(fe->cache, clock_now_ms()));
+            (json_int_t)cs.stale_fills, "entries", cache_entries_json(fe->cache, now));
     } else {
         cache = json_pack("{s:b,s:[]}", "enabled", 0, "entries");
     }
     json_object_set_new(st, "cache", cache);
-    struct strbuf cfg;
-    strbuf_init(&cfg, 64 * 1024);
-    config_dump_json(&fe->cfg, &cfg);
-    json_object_set_new(st, "config", json_loads(cfg.data, 0, NULL));
-    strbuf_free(&cfg);
     http_reply_json(resp, 200, st);
     return true;
 }
@@ -87,7 +285,8 @@ static bool frontend__lookup_fast(void *svc, const struct http_request *req,
         http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
         return true;
     }
-    if (fe->cache && cache_get(fe->cache, req->param, clock_now_ms(), &resp->body)) {
+    uint64_t now = clock_now_ms();
+    if (frontend__cache_trusted(fe, now) && cache_get(fe->cache, req->param, now, &resp->body)) {
         resp->status = 200;
         return true;
     }
@@ -106,9 +305,11 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
+        atomic_store(&fe->catalog_ok, false);
         frontend__unavailable(resp, "catalog unavailable");
         return;
     }
+    atomic_store(&fe->catalog_ok, true);
     json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
     http_reply_free(&reply);
     json_int_t version = 0;
@@ -123,9 +324,46 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     }
     json_object_del(data, "version");
     http_reply_data(resp, data);
-    if (fe->cache && resp->status == 200)
+    uint64_t now = clock_now_ms();
+    if (resp->status == 200 && frontend__cache_trusted(fe, now))
         cache_fill_end(fe->cache, req->param, token, resp->body.data, resp->body.len,
-                       (uint64_t)version, clock_now_ms());
+                       (uint64_t)version, now);
+}
+
+/* GET /stocks: the catalog's list, passed through (never cached: it is not a hot path). */
+static void frontend__list(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    (void)req;
+    char url[CONFIG_ADDR_MAX + 32], msg[160];
+    struct http_reply reply;
+    snprintf(url, sizeof url, "%s/stocks", fe->catalog_url);
+    int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
+    if (rv) {
+        atomic_fetch_add(&fe->catalog_failures, 1);
+        atomic_store(&fe->catalog_ok, false);
+        frontend__unavailable(resp, "catalog unavailable");
+        return;
+    }
+    atomic_store(&fe->catalog_ok, true);
+    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
+    http_reply_free(&reply);
+    if (!json_is_array(data)) {
+        json_decref(data);
+        frontend__unavailable(resp, "catalog gave a bad reply");
+        return;
+    }
+    http_reply_data(resp, data);
+}
+
+/* GET /: the live status page (one self-contained HTML page reading /status). */
+static bool frontend__page(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    (void)svc;
+    (void)req;
+    http_reply_bytes(resp, 200, frontend_page_html, strlen(frontend_page_html));
+    resp->content_type = "text/html; charset=utf-8";
+    return true;
 }
 
 /* ---------------------------------------------------------------- orders */
@@ -196,6 +434,13 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     }
     frontend__relay(resp, &reply);
     http_reply_free(&reply);
+    if (resp->status == 200) {
+        json_t *ack = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+        json_int_t number = -1;
+        if (ack && json_unpack(ack, "{s:{s:I}}", "data", "transaction_number", &number) == 0)
+            frontend__recent_add(fe, &t, (int64_t)number);
+        json_decref(ack);
+    }
 }
 
 static void frontend__query(void *svc, const struct http_request *req, struct http_response *resp)
@@ -223,21 +468,21 @@ static bool frontend__invalidate(void *svc, const struct http_request *req,
                                  struct http_response *resp)
 {
     struct frontend *fe = svc;
-    struct msg_inval m;
+    struct msg_inval_batch m;
     char msg[160];
     json_t *body = http_request_json_object(req, resp);
     if (!body)
         return true;
-    int rv = msg_inval_from_json(body, &m, msg, sizeof msg);
+    int rv = msg_inval_batch_from_json(body, &m, msg, sizeof msg);
     json_decref(body);
     if (rv) {
         http_reply_error(resp, rv, msg);
         return true;
     }
-    atomic_fetch_add(&fe->invalidations_received, 1);
-    if (fe->cache)
-        cache_invalidate(fe->cache, m.name, m.version);
-    http_reply_data(resp, json_pack("{s:s}", "invalidated", m.name));
+    atomic_fetch_add(&fe->invalidations_received, m.n);
+    frontend__stream_receive(fe, &m);
+    http_reply_data(resp,
+                    json_pack("{s:I,s:i}", "seq", (json_int_t)m.seq, "invalidated", (int)m.n));
     return true;
 }
 
@@ -264,6 +509,18 @@ static void frontend__metrics(void *svc, struct strbuf *out)
                           cs.stale_fills);
     metrics_render_simple(out, "bazaar_frontend_cache_entries", "gauge", "Entries cached.",
                           cs.entries);
+    metrics_render_header(out, "bazaar_frontend_cache_resets_total", "counter",
+                          "Times the cache was emptied because invalidations may have been "
+                          "missed (a gap in the stream, a silence, a catalog restart).");
+    metrics_render_value(out, "bazaar_frontend_cache_resets_total", "reason=\"gap\"",
+                         atomic_load(&fe->stream.resets_gap));
+    metrics_render_value(out, "bazaar_frontend_cache_resets_total", "reason=\"silence\"",
+                         atomic_load(&fe->stream.resets_silence));
+    metrics_render_value(out, "bazaar_frontend_cache_resets_total", "reason=\"catalog_restart\"",
+                         atomic_load(&fe->stream.resets_restart));
+    metrics_render_simple(out, "bazaar_frontend_cache_trusted", "gauge",
+                          "1 while the invalidation stream is heard and the cache is in use.",
+                          frontend__cache_trusted(fe, clock_now_ms()) ? 1 : 0);
     metrics_render_simple(out, "bazaar_frontend_catalog_failures_total", "counter",
                           "Catalog lookups that could not reach the catalog.",
                           atomic_load(&fe->catalog_failures));
@@ -273,6 +530,8 @@ static void frontend__metrics(void *svc, struct strbuf *out)
 static struct http_route frontend__routes[] = {
     {.method = "GET", .pattern = "/health", .fast = frontend__health},
     {.method = "GET", .pattern = "/status", .fast = frontend__status},
+    {.method = "GET", .pattern = "/", .fast = frontend__page},
+    {.method = "GET", .pattern = "/stocks", .handler = frontend__list},
     {.method = "GET",
      .pattern = "/stocks/{}",
      .fast = frontend__lookup_fast,
@@ -284,20 +543,31 @@ static struct http_route frontend__routes[] = {
 
 int main(int argc, char **argv)
 {
-    struct frontend fe = {0};
+    static struct frontend fe; /* large (the recent-orders ring); lives as long as the process */
     char err[512];
-    int id;
 
-    if (service_init(argc, argv, "frontend", false, &fe.cfg, &id) != 0)
+    if (service_init(argc, argv, "frontend", SERVICE_ID_FRONTEND, &fe.cfg, &fe.id) != 0)
         return 2;
+    fe.listen = config_frontend_listen(&fe.cfg, fe.id);
+    /* Bind before anything else: a front-end that cannot listen must not pick a leader or
+     * send a single notice to the replicas (SPEC §5). */
+    int listen_fd;
+    if (http_server_bind(fe.listen, &listen_fd, err, sizeof err) != 0) {
+        LOG_ERROR("%s", err);
+        return 1;
+    }
     snprintf(fe.catalog_url, sizeof fe.catalog_url, "http://%s", fe.cfg.catalog_listen);
+    pthread_mutex_init(&fe.stream.lock, NULL);
+    pthread_mutex_init(&fe.recent_lock, NULL);
+    fe.stream.silent = true; /* nothing heard yet: the cache waits for the stream */
     if (fe.cfg.cache_on)
         fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
     leader_start(&fe.leader, &fe.cfg);
 
     struct http_server *http = NULL;
     struct http_server_opts opts = {
-        .listen = fe.cfg.frontend_listen,
+        .listen = fe.listen,
+        .listen_fd = listen_fd,
         .threads = fe.cfg.frontend_threads,
         .workers = fe.cfg.frontend_workers,
         .idle_timeout_s = fe.cfg.idle_timeout_s,
@@ -314,8 +584,8 @@ int main(int argc, char **argv)
         cache_free(fe.cache);
         return 1;
     }
-    LOG_INFO("API on http://%s (cache %s, %d entries)", fe.cfg.frontend_listen,
-             fe.cache ? "on" : "off", fe.cfg.cache_size);
+    LOG_INFO("API on http://%s (cache %s, %d entries)", fe.listen, fe.cache ? "on" : "off",
+             fe.cfg.cache_size);
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);

@@ -59,6 +59,8 @@ static bool order__health(void *svc, const struct http_request *req, struct http
     bool ready = ordersvc_ready(s->svc, why, sizeof why);
     json_t *state = ordersvc_state_json(s->svc);
     json_object_set_new(state, "status", json_string(ready ? "ok" : "unavailable"));
+    if (!ready)
+        json_object_set_new(state, "reason", json_string(why)); /* SPEC §2: 503 says why */
     json_object_set_new(state, "service", json_string("order"));
     json_object_del(state, "peers");
     if (!ready)
@@ -72,6 +74,21 @@ static bool order__state(void *svc, const struct http_request *req, struct http_
     struct order_service *s = svc;
     (void)req;
     http_reply_data(resp, ordersvc_state_json(s->svc));
+    return true;
+}
+
+/* GET /status (SPEC §2): the replica's state with lag, version and configuration. */
+static bool order__status(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct order_service *s = svc;
+    (void)req;
+    json_t *st = service_status_json(&s->cfg, "order", s->id);
+    json_t *state = replica_state_json(s->replica);
+    char why[128];
+    json_object_set_new(state, "ready", json_boolean(replica_ready(s->replica, why, sizeof why)));
+    json_object_update(st, state);
+    json_decref(state);
+    http_reply_json(resp, 200, st);
     return true;
 }
 
@@ -217,6 +234,7 @@ static void order__metrics(void *svc, struct strbuf *out)
 static struct http_route order__routes[] = {
     {.method = "GET", .pattern = "/health", .fast = order__health},
     {.method = "GET", .pattern = "/state", .fast = order__state},
+    {.method = "GET", .pattern = "/status", .fast = order__status},
     {.method = "POST", .pattern = "/leader", .handler = order__leader, .internal = true},
     {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
     {.method = "GET", .pattern = "/orders/{}", .handler = order__query, .internal = true},
@@ -254,9 +272,19 @@ int main(int argc, char **argv)
     LOG_INFO("opened %s: last order %lld, promised epoch %llu, log epoch %llu", path,
              (long long)st.last, (unsigned long long)st.promised, (unsigned long long)st.log_epoch);
 
+    /* Bind before the replica talks to its peers: a replica that cannot listen changes
+     * nothing in the cluster (SPEC §5). */
+    int listen_fd;
+    if (http_server_bind(config_replica_find(&s.cfg, s.id)->listen, &listen_fd, err, sizeof err) !=
+        0) {
+        LOG_ERROR("%s", err);
+        orderlog_close(s.log);
+        return 1;
+    }
     struct http_server *http = NULL;
     struct http_server_opts opts = {
         .listen = config_replica_find(&s.cfg, s.id)->listen,
+        .listen_fd = listen_fd,
         .threads = s.cfg.order_threads,
         .workers = s.cfg.order_workers,
         .idle_timeout_s = s.cfg.idle_timeout_s,
