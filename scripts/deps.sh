@@ -4,14 +4,22 @@
 # everything is installed. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(
+# What `make run` needs: the compiler, the libraries, the sqlite3 shell.
+run_packages=(
   build-essential cmake pkg-config
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libinih-dev
   libraft-dev libuv1-dev        # raft mode of the order replicas: CMake requires them, so `make run` does
-  libcmocka-dev python3 sqlite3 curl
+  libcmocka-dev python3 sqlite3 curl   # cmocka: the default build configures the unit tests too
+)
+# What `make test`, `make bench` and `make eval` need on top: sanitizers, formatting, plots,
+# load generators and references, network namespaces, and a headless browser for the
+# status-page test.
+test_packages=(
   clang-14 libclang-rt-14-dev clang-format
   gnuplot-nox wrk nginx-light iproute2
+  chromium
 )
+packages=("${run_packages[@]}" "${test_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "http_client.h"
 #include "log.h"
+#include "service.h"
 #include "stats.h"
 #include "util.h"
 #include "workload.h"
@@ -45,7 +46,7 @@ static volatile sig_atomic_t client__interrupted;
 struct client_opts {
     char url[CLIENT__URL_MAX]; /* without trailing slashes */
     const char *stocks_list;   /* --stocks, or NULL */
-    const char *stocks_file;   /* --stocks-file, default config/stocks.csv */
+    const char *stocks_file;   /* --stocks-file, or NULL: the list comes from GET /stocks */
     bool stocks_file_given;
     uint64_t sessions;
     uint64_t iterations; /* 0 = until --duration-s */
@@ -89,8 +90,8 @@ static const char client__usage[] =
     "  --iterations N     lookups per session (default 100); 0 = until --duration-s\n"
     "  --p P              probability of a trade after each lookup, 0..1 (default 0.5)\n"
     "  --seed S           PRNG seed, 0..2^64-1 (default random; always printed)\n"
-    "  --stocks A,B,C     stock names to trade\n"
-    "  --stocks-file FILE CSV with header name,price,quantity (default config/stocks.csv)\n"
+    "  --stocks A,B,C     stock names to trade (default: every stock, from GET /stocks)\n"
+    "  --stocks-file FILE CSV with header name,price,quantity, instead of GET /stocks\n"
     "  --csv FILE         one row per request: session,type,start_us,latency_us,status\n"
     "  --json             print the summary as one JSON object\n"
     "  --timeout-ms N     deadline of every request, 1..600000 (default 5000)\n"
@@ -98,6 +99,7 @@ static const char client__usage[] =
     "  --max-tries N      attempts for a request answered 502/503/504, timed out or refused,\n"
     "                     1..1000, pausing 100 ms doubling to 1 s (default 20)\n"
     "  --quiet            no progress line, only errors on stderr\n"
+    "  --version          print the version and exit\n"
     "  --help             this text\n"
     "Exit status: 0 all orders verified and no unexpected error, 1 otherwise, 2 bad flags.\n";
 
@@ -116,6 +118,7 @@ enum client__flag {
     CLIENT__F_TRIES,
     CLIENT__F_QUIET,
     CLIENT__F_HELP,
+    CLIENT__F_VERSION,
 };
 
 static const struct {
@@ -137,6 +140,7 @@ static const struct {
     {"max-tries", CLIENT__F_TRIES, true},
     {"quiet", CLIENT__F_QUIET, false},
     {"help", CLIENT__F_HELP, false},
+    {"version", CLIENT__F_VERSION, false},
 };
 
 static int client__parse_uint(const char *flag, const char *val, uint64_t min, uint64_t max,
@@ -228,17 +232,18 @@ static int client__apply_flag(struct client_opts *o, enum client__flag flag, con
         o->quiet = true;
         return 0;
     case CLIENT__F_HELP:
+    case CLIENT__F_VERSION:
         return 0;
     }
     return BZ_EINVAL;
 }
 
-/* Returns 0 to run, 1 after --help, BZ_EINVAL with a message in err. */
+/* Returns 0 to run, 1 for --help, 2 for --version, BZ_EINVAL with a message in err. */
 static int client__parse_args(struct client_opts *o, int argc, char **argv, char *err,
                               size_t errlen)
 {
     snprintf(o->url, sizeof o->url, "http://127.0.0.1:8080");
-    o->stocks_file = "config/stocks.csv";
+    o->stocks_file = NULL;
     o->sessions = 5;
     o->iterations = 100;
     o->p = 0.5;
@@ -279,6 +284,8 @@ static int client__parse_args(struct client_opts *o, int argc, char **argv, char
         }
         if (client__flags[f].flag == CLIENT__F_HELP)
             return 1;
+        if (client__flags[f].flag == CLIENT__F_VERSION)
+            return 2;
         int rv =
             client__apply_flag(o, client__flags[f].flag, client__flags[f].name, val, err, errlen);
         if (rv)
@@ -340,8 +347,7 @@ static int client__stocks_from_file(struct client *c, const char *path, char *er
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "cannot open stock list %s: %s (use --stocks or --stocks-file)", path,
-                 strerror(errno));
+        snprintf(err, errlen, "cannot open stock list %s: %s", path, strerror(errno));
         return BZ_EINVAL;
     }
     int rv = 0;
@@ -390,6 +396,65 @@ static int client__stocks_from_file(struct client *c, const char *path, char *er
     }
     free(line);
     fclose(f);
+    return rv;
+}
+
+/*
+ * The stock list from the front-end's GET /stocks (SPEC §2), so the client needs no
+ * local file. Retried like any request (a cluster that is still starting answers 503).
+ */
+static int client__stocks_from_api(struct client *c, char *err, size_t errlen)
+{
+    char url[CLIENT__URL_MAX + 16], msg[160];
+    snprintf(url, sizeof url, "%s/stocks", c->opts.url);
+    int rv = BZ_EUNAVAIL;
+    for (uint64_t attempt = 0; attempt < c->opts.max_tries; attempt++) {
+        if (attempt > 0) {
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        struct http_reply reply;
+        rv = http_client_request("GET", url, NULL, NULL, 0, (int)c->opts.timeout_ms, &reply);
+        if (rv)
+            continue;
+        int status = reply.status;
+        json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
+        http_reply_free(&reply);
+        if (status == 503 || status == 502 || status == 504) {
+            json_decref(data);
+            rv = BZ_EUNAVAIL;
+            continue;
+        }
+        if (!json_is_array(data)) {
+            json_decref(data);
+            snprintf(err, errlen, "GET %.200s answered %d, not a list of stocks", url, status);
+            return BZ_EINVAL;
+        }
+        size_t i;
+        json_t *item;
+        rv = 0;
+        json_array_foreach(data, i, item)
+        {
+            json_t *name = json_object_get(item, "name");
+            if (!json_is_string(name)) {
+                snprintf(err, errlen, "GET %.200s: entry %zu has no name", url, i);
+                rv = BZ_EINVAL;
+                break;
+            }
+            rv = client__add_stock(c, json_string_value(name), json_string_length(name), url, err,
+                                   errlen);
+            if (rv)
+                break;
+        }
+        json_decref(data);
+        if (rv == 0 && c->nstocks == 0) {
+            snprintf(err, errlen, "GET %.200s: the catalog lists no stocks", url);
+            rv = BZ_EINVAL;
+        }
+        return rv;
+    }
+    snprintf(err, errlen, "cannot read the stock list from %.200s: %s (or pass --stocks)", url,
+             bz_strerror(rv));
     return rv;
 }
 
@@ -670,15 +735,30 @@ int main(int argc, char **argv)
         fputs(client__usage, stdout);
         return 0;
     }
-    if (rv == 0)
-        rv = c.opts.stocks_list ? client__stocks_from_list(&c, c.opts.stocks_list, err, sizeof err)
-                                : client__stocks_from_file(&c, c.opts.stocks_file, err, sizeof err);
+    if (rv == 2) {
+        service_print_version(argv[0]);
+        return 0;
+    }
+    if (rv) {
+        fprintf(stderr,
+                "bazaar-client: %s\nusage: bazaar-client [--url URL] [--sessions N] "
+                "[--iterations N] [--p P] [--seed S] [--csv FILE] (--help for more)\n",
+                err);
+        return 2;
+    }
+    http_client_global_init();
+    if (c.opts.stocks_list)
+        rv = client__stocks_from_list(&c, c.opts.stocks_list, err, sizeof err);
+    else if (c.opts.stocks_file)
+        rv = client__stocks_from_file(&c, c.opts.stocks_file, err, sizeof err);
+    else
+        rv = client__stocks_from_api(&c, err, sizeof err);
     if (rv == 0 && c.opts.csv && !(c.csv = fopen(c.opts.csv, "w"))) {
         snprintf(err, sizeof err, "cannot write %s: %s", c.opts.csv, strerror(errno));
         rv = BZ_EINVAL;
     }
     if (rv) {
-        fprintf(stderr, "bazaar-client: %s\n%s", err, client__usage);
+        fprintf(stderr, "bazaar-client: %s\n", err);
         status = 2;
         goto out;
     }
@@ -687,7 +767,6 @@ int main(int argc, char **argv)
     if (c.opts.quiet)
         log_set_level(LOG_LEVEL_ERROR);
     util_random_hex(c.run_id, 4);
-    http_client_global_init();
     client__install_signals();
 
     c.cfg = (struct workload_config){

@@ -121,6 +121,13 @@ static void frontend__stream_receive(struct frontend *fe, const struct msg_inval
     char why[160] = "";
     pthread_mutex_lock(&st->lock);
     bool was_known = st->known;
+    uint64_t now = clock_now_ms();
+    if (st->known && !st->silent && !frontend__fresh(fe, atomic_load(&st->heard_ms), now)) {
+        /* A silence nobody looked at yet (the process was paused, say): messages may have been
+         * lost in it even if this one looks in sequence. */
+        atomic_fetch_add(&st->resets_silence, 1);
+        frontend__reset_cache(fe, "no word from the catalog for longer than the silence limit");
+    }
     if (!st->known || st->id != m->stream) {
         if (st->known) {
             atomic_fetch_add(&st->resets_restart, 1);
@@ -150,7 +157,7 @@ static void frontend__stream_receive(struct frontend *fe, const struct msg_inval
     if (st->silent && was_known)
         LOG_INFO("invalidation stream heard again (seq %llu): cache in use again",
                  (unsigned long long)m->seq);
-    atomic_store(&st->heard_ms, clock_now_ms());
+    atomic_store(&st->heard_ms, now);
     st->silent = false;
     for (size_t i = 0; i < m->n && fe->cache; i++)
         cache_invalidate(fe->cache, m->stocks[i].name, m->stocks[i].version);

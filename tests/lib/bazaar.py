@@ -632,9 +632,14 @@ class Process:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _section_of(name):
-    """Config section of a process name: order2 -> order.2."""
-    return f"order.{name[len('order'):]}" if name.startswith("order") else name
+def _section_of(name, frontends=1):
+    """Config section of a process name: order2 -> order.2; with several front-ends
+    frontend -> frontend.1 and frontend2 -> frontend.2."""
+    if name.startswith("order"):
+        return f"order.{name[len('order'):]}"
+    if name.startswith("frontend") and frontends > 1:
+        return f"frontend.{name[len('frontend'):] or '1'}"
+    return name
 
 
 def _looks_like_port_clash(text):
@@ -672,9 +677,10 @@ class Cluster:
     """
 
     def __init__(self, tmpdir, replicas=3, overrides=None, stocks_csv=None,
-                 secret=DEFAULT_SECRET, log_level="info", startup_timeout=20.0):
+                 secret=DEFAULT_SECRET, log_level="info", startup_timeout=20.0, frontends=1):
         self.tmpdir = os.path.abspath(tmpdir)
         self.replicas = replicas
+        self.frontends = frontends  # > 1: [frontend.1..N], processes frontend, frontend2, ...
         self.secret = secret
         self.startup_timeout = startup_timeout
         self.data_dir = os.path.join(self.tmpdir, "data")
@@ -698,6 +704,10 @@ class Cluster:
             "frontend": {"listen": f"127.0.0.1:{free_port()}", "cache": "on", "cache_size": "8"},
             "replication": {"mode": "primary-backup", "write_quorum": "majority"},
         }
+        if self.frontends > 1:
+            del config["frontend"]["listen"]
+            for k in range(1, self.frontends + 1):
+                config[f"frontend.{k}"] = {"listen": f"127.0.0.1:{free_port()}"}
         for rid in range(1, self.replicas + 1):
             config[f"order.{rid}"] = {"listen": f"127.0.0.1:{free_port()}"}
         return config
@@ -727,8 +737,14 @@ class Cluster:
         for rid in range(1, self.replicas + 1):
             name = f"order{rid}"
             procs[name] = make(name, "bazaar-order", _section_of(name), ["--id", str(rid)])
-        procs["frontend"] = make("frontend", "bazaar-frontend", "frontend")
+        for name in self.frontend_names():
+            extra = ["--id", name[len("frontend"):] or "1"] if self.frontends > 1 else []
+            procs[name] = make(name, "bazaar-frontend", _section_of(name, self.frontends), extra)
         return procs
+
+    def frontend_names(self):
+        """Process names of the front-ends: frontend, frontend2, ..."""
+        return ["frontend"] + [f"frontend{k}" for k in range(2, self.frontends + 1)]
 
     # -- addresses ---------------------------------------------------------
 
@@ -836,10 +852,10 @@ class Cluster:
         for attempt in range(1, attempts + 1):
             self._write_files()
             try:
-                backends = [n for n in self.processes if n != "frontend" and n not in skip]
+                backends = [n for n in self.processes
+                            if not n.startswith("frontend") and n not in skip]
                 self._start_and_wait(backends)
-                if "frontend" not in skip:
-                    self._start_and_wait(["frontend"])
+                self._start_and_wait([n for n in self.frontend_names() if n not in skip])
                 return self
             except ClusterError as exc:
                 self.stop()
@@ -857,7 +873,7 @@ class Cluster:
                 values["listen"] = f"127.0.0.1:{free_port()}"
         shutil.rmtree(self.data_dir, ignore_errors=True)
         for proc in self.processes.values():
-            section = _section_of(proc.name)
+            section = _section_of(proc.name, self.frontends)
             proc.url = "http://" + self.config[section]["listen"]
 
     def _start_and_wait(self, names):
@@ -919,7 +935,8 @@ class Cluster:
     def stop(self):
         """Stop every process (front-end first). Returns {name: exit code}. Safe to call twice."""
         codes = {}
-        for name in ["frontend"] + [n for n in self.processes if n != "frontend"]:
+        fronts = self.frontend_names()
+        for name in fronts + [n for n in self.processes if n not in fronts]:
             codes[name] = self.processes[name].stop()
         close_connections()
         _live_clusters.discard(self)
@@ -963,6 +980,7 @@ class ClusterTestCase(unittest.TestCase):
     """
 
     replicas = 1
+    frontends = 1
     overrides = None
     stocks_csv = None
     cluster = None
@@ -975,7 +993,7 @@ class ClusterTestCase(unittest.TestCase):
         cls.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{cls.__name__}-")
         cls.addClassCleanup(cls._cleanup_tmp)
         cls.cluster = Cluster(cls.tmpdir, replicas=cls.replicas, overrides=cls.overrides,
-                              stocks_csv=cls.stocks_csv)
+                              stocks_csv=cls.stocks_csv, frontends=cls.frontends)
         cls.addClassCleanup(cls.cluster.stop)
         try:
             cls.cluster.start()
