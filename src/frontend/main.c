@@ -54,7 +54,7 @@ struct frontend {
     struct cache *cache; /* NULL when cache = off */
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
-    atomic_bool catalog_ok; /* the last catalog call got an answer */
+    atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
     struct frontend__stream stream;
 
     pthread_mutex_t recent_lock;
@@ -204,7 +204,10 @@ static bool frontend__health(void *svc, const struct http_request *req, struct h
     bool stream_alive =
         fe->stream.known && frontend__fresh(fe, atomic_load(&fe->stream.heard_ms), now);
     pthread_mutex_unlock(&fe->stream.lock);
-    bool catalog = stream_alive || atomic_load(&fe->catalog_ok);
+    /* The catalog counts as reachable while its stream is heard, or it answered a lookup
+     * within the same limit (its pushes may be cut off while its answers still arrive). */
+    uint64_t answered = atomic_load(&fe->catalog_ok_ms);
+    bool catalog = stream_alive || (answered && frontend__fresh(fe, answered, now));
     const char *reason = !has_leader ? "no order leader" : !catalog ? "catalog unreachable" : NULL;
     json_t *body = json_pack("{s:s,s:s,s:i,s:O,s:O}", "status", reason ? "unavailable" : "ok",
                              "service", "frontend", "id", fe->id, "leader",
@@ -312,11 +315,10 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
-        atomic_store(&fe->catalog_ok, false);
         frontend__unavailable(resp, "catalog unavailable");
         return;
     }
-    atomic_store(&fe->catalog_ok, true);
+    atomic_store(&fe->catalog_ok_ms, clock_now_ms());
     json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
     http_reply_free(&reply);
     json_int_t version = 0;
@@ -348,11 +350,10 @@ static void frontend__list(void *svc, const struct http_request *req, struct htt
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
-        atomic_store(&fe->catalog_ok, false);
         frontend__unavailable(resp, "catalog unavailable");
         return;
     }
-    atomic_store(&fe->catalog_ok, true);
+    atomic_store(&fe->catalog_ok_ms, clock_now_ms());
     json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
     http_reply_free(&reply);
     if (!json_is_array(data)) {

@@ -49,6 +49,24 @@ class TestClient(bazaar.ClusterTestCase):
         idle = bazaar.wait_replicas_idle(self.cluster)
         self.assertGreaterEqual(idle["last"] + 1, summary["orders_recorded"])
 
+    def test_runs_from_any_directory_with_spec_flags_only(self):
+        """No local files: the stock list comes from GET /stocks (SPEC §5)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_path = os.path.join(tmp, "requests.csv")
+            argv = [os.path.join(bazaar._bin_dir(), "bazaar-client"),
+                    "--url", self.cluster.frontend_url(), "--sessions", "2", "--iterations", "40",
+                    "--p", "0.5", "--seed", "11", "--csv", csv_path, "--json", "--quiet"]
+            run = subprocess.run(argv, capture_output=True, text=True, cwd=tmp,
+                                 timeout=bazaar.scaled(120))
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(csv_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        summary = json.loads(run.stdout)
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["requests"]["lookup"]["count"], 80)
+        self.assertEqual(summary["orders_verified"], summary["orders_recorded"])
+        self.assertTrue(all(r["status"] == "200" for r in rows if r["type"] == "lookup"), rows[:5])
+
     def test_bad_flags_exit_2(self):
         for flags in (["--sessions", "0"], ["--p", "nan"], ["--p", "0.5x"], ["--p", "1.5"],
                       ["--iterations", "0"], ["--stocks", "A,,B"], ["--url", "ftp://x"],
