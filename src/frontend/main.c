@@ -18,7 +18,15 @@
 #include "msg.h"
 #include "service.h"
 
-#define FRONTEND__RECENT_ORDERS 16 /* acknowledged orders kept for the status page */
+#define FRONTEND__RECENT_ORDERS 16  /* acknowledged orders kept for the status page */
+#define FRONTEND__EVENTS        16  /* changes of leader and replica state kept for it */
+#define FRONTEND__WATCH_MS      200 /* how often the watcher compares the leader's view */
+
+/* Something an operator wants to see on the status page: a leader change, a replica down. */
+struct frontend__event {
+    uint64_t at_ms; /* wall clock */
+    char text[96];
+};
 
 /* An order this front-end acknowledged, for GET /status and the status page. */
 struct frontend__order_seen {
@@ -57,9 +65,17 @@ struct frontend {
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
     struct frontend__stream stream;
 
-    pthread_mutex_t recent_lock;
+    pthread_mutex_t recent_lock; /* guards recent[] and events[] */
     struct frontend__order_seen recent[FRONTEND__RECENT_ORDERS];
     size_t recent_next, recent_count;
+    struct frontend__event events[FRONTEND__EVENTS];
+    size_t events_next, events_count;
+
+    /* The watcher thread: turns changes of the leader's view into events. */
+    pthread_t watcher;
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_cond;
+    bool stopping;
 };
 
 extern const char frontend_page_html[]; /* page.c */
@@ -237,6 +253,95 @@ static json_t *frontend__recent_json(struct frontend *fe)
     return arr; /* newest first */
 }
 
+static void frontend__event_add(struct frontend *fe, const char *text)
+{
+    pthread_mutex_lock(&fe->recent_lock);
+    struct frontend__event *e = &fe->events[fe->events_next];
+    e->at_ms = clock_wall_ms();
+    snprintf(e->text, sizeof e->text, "%s", text);
+    fe->events_next = (fe->events_next + 1) % FRONTEND__EVENTS;
+    if (fe->events_count < FRONTEND__EVENTS)
+        fe->events_count++;
+    pthread_mutex_unlock(&fe->recent_lock);
+}
+
+static json_t *frontend__events_json(struct frontend *fe)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&fe->recent_lock);
+    for (size_t k = 0; k < fe->events_count; k++) {
+        size_t i = (fe->events_next + FRONTEND__EVENTS - 1 - k) % FRONTEND__EVENTS;
+        json_array_append_new(arr, json_pack("{s:I,s:s}", "at_ms", (json_int_t)fe->events[i].at_ms,
+                                             "text", fe->events[i].text));
+    }
+    pthread_mutex_unlock(&fe->recent_lock);
+    return arr; /* newest first */
+}
+
+/*
+ * Compares the leader module's view (leader, epoch, each replica reachable or
+ * not) with the previous one every FRONTEND__WATCH_MS and records what changed.
+ */
+static void *frontend__watch_main(void *arg)
+{
+    struct frontend *fe = arg;
+    json_int_t leader = 0, epoch = 0;
+    bool reachable[CONFIG_MAX_REPLICAS] = {0};
+    bool primed = false; /* a first leader was named: from then on, changes are events */
+    pthread_mutex_lock(&fe->watch_lock);
+    while (!fe->stopping) {
+        pthread_mutex_unlock(&fe->watch_lock);
+        json_t *st = leader_status_json(fe->leader);
+        json_t *l = json_object_get(st, "leader");
+        json_int_t now_leader = json_is_integer(l) ? json_integer_value(l) : 0;
+        json_int_t now_epoch = json_integer_value(json_object_get(st, "epoch"));
+        bool report = primed;
+        char text[96];
+        if (!primed && now_leader) {
+            primed = true;
+            snprintf(text, sizeof text, "leader is replica %lld (epoch %lld)",
+                     (long long)now_leader, (long long)now_epoch);
+            frontend__event_add(fe, text);
+        } else if (report && now_leader != leader) {
+            if (now_leader)
+                snprintf(text, sizeof text, "leader changed to replica %lld (epoch %lld)",
+                         (long long)now_leader, (long long)now_epoch);
+            else
+                snprintf(text, sizeof text, "no leader (replica %lld lost)", (long long)leader);
+            frontend__event_add(fe, text);
+        } else if (report && now_epoch != epoch && now_leader) {
+            snprintf(text, sizeof text, "replica %lld leads again in epoch %lld",
+                     (long long)now_leader, (long long)now_epoch);
+            frontend__event_add(fe, text);
+        }
+        leader = now_leader;
+        epoch = now_epoch;
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(st, "replicas"), i, r)
+        {
+            if (i >= CONFIG_MAX_REPLICAS)
+                break;
+            bool up = json_is_true(json_object_get(r, "reachable"));
+            if (report && up != reachable[i]) {
+                snprintf(text, sizeof text, "replica %lld %s",
+                         (long long)json_integer_value(json_object_get(r, "id")),
+                         up ? "is back" : "is down");
+                frontend__event_add(fe, text);
+            }
+            reachable[i] = up;
+        }
+        json_decref(st);
+        pthread_mutex_lock(&fe->watch_lock);
+        struct timespec ts;
+        clock_deadline(&ts, FRONTEND__WATCH_MS);
+        if (!fe->stopping)
+            pthread_cond_timedwait(&fe->watch_cond, &fe->watch_lock, &ts);
+    }
+    pthread_mutex_unlock(&fe->watch_lock);
+    return NULL;
+}
+
 static void frontend__recent_add(struct frontend *fe, const struct trade *t, int64_t number)
 {
     pthread_mutex_lock(&fe->recent_lock);
@@ -266,6 +371,7 @@ static bool frontend__status(void *svc, const struct http_request *req, struct h
     frontend__cache_trusted(fe, now); /* notices a silence even with no lookups */
     json_object_set_new(st, "invalidation_stream", frontend__stream_json(fe, now));
     json_object_set_new(st, "recent_orders", frontend__recent_json(fe));
+    json_object_set_new(st, "events", frontend__events_json(fe));
     json_object_set_new(st, "now_ms", json_integer((json_int_t)clock_wall_ms()));
     json_t *cache;
     if (fe->cache) {
@@ -549,6 +655,15 @@ static struct http_route frontend__routes[] = {
     {.method = "POST", .pattern = "/invalidate", .fast = frontend__invalidate, .internal = true},
 };
 
+static void frontend__watch_stop(struct frontend *fe)
+{
+    pthread_mutex_lock(&fe->watch_lock);
+    fe->stopping = true;
+    pthread_cond_signal(&fe->watch_cond);
+    pthread_mutex_unlock(&fe->watch_lock);
+    pthread_join(fe->watcher, NULL);
+}
+
 int main(int argc, char **argv)
 {
     static struct frontend fe; /* large (the recent-orders ring); lives as long as the process */
@@ -571,6 +686,9 @@ int main(int argc, char **argv)
     if (fe.cfg.cache_on)
         fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
     leader_start(&fe.leader, &fe.cfg);
+    pthread_mutex_init(&fe.watch_lock, NULL);
+    clock_cond_init(&fe.watch_cond);
+    pthread_create(&fe.watcher, NULL, frontend__watch_main, &fe);
 
     struct http_server *http = NULL;
     struct http_server_opts opts = {
@@ -588,6 +706,7 @@ int main(int argc, char **argv)
                           sizeof frontend__routes / sizeof frontend__routes[0], err,
                           sizeof err) != 0) {
         LOG_ERROR("%s", err);
+        frontend__watch_stop(&fe);
         leader_stop(fe.leader);
         cache_free(fe.cache);
         return 1;
@@ -598,6 +717,7 @@ int main(int argc, char **argv)
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
     http_server_stop(http);
+    frontend__watch_stop(&fe);
     leader_stop(fe.leader);
     cache_free(fe.cache);
     return 0;
