@@ -186,8 +186,8 @@ static json_t *frontend__stream_json(struct frontend *fe, uint64_t now_ms)
     pthread_mutex_lock(&st->lock);
     uint64_t heard = atomic_load(&st->heard_ms);
     json_t *obj = json_pack(
-        "{s:b,s:I,s:o,s:b,s:I,s:I,s:I}", "known", st->known, "seq", (json_int_t)st->seq,
-        "heard_ms_ago",
+        "{s:b,s:I,s:I,s:o,s:b,s:I,s:I,s:I}", "known", st->known, "stream", (json_int_t)st->id,
+        "seq", (json_int_t)st->seq, "heard_ms_ago",
         st->known && now_ms >= heard ? json_integer((json_int_t)(now_ms - heard)) : json_null(),
         "trusted", st->known && !st->silent && frontend__fresh(fe, heard, now_ms), "resets_gap",
         (json_int_t)atomic_load(&st->resets_gap), "resets_silence",

@@ -332,7 +332,7 @@ class TestInternalAuth(ApiTestCase):
         self.assertRefused("GET", self.cluster.order_url(1, f"/orders/{self.first_number}"))
 
     def test_frontend_invalidate_refused(self):
-        body = json.dumps({"name": "GameStart", "version": 1}).encode()
+        body = json.dumps(self.cluster.invalidation(("GameStart", 1))).encode()
         self.assertRefused("POST", self.cluster.frontend_url("/invalidate"), body)
 
     def test_catalog_trade_with_secret_dedupes_by_request_id(self):
@@ -361,7 +361,7 @@ class TestInternalAuth(ApiTestCase):
 
     def test_frontend_invalidate_with_secret(self):
         reply = self.cluster.internal_post_json(self.cluster.frontend_url("/invalidate"),
-                                                {"name": "GameStart", "version": 1})
+                                                self.cluster.invalidation(("GameStart", 1)))
         self.assertIn(reply.status, (200, 202, 204), reply.body[:200])
         self.assertEqual(self.lookup("GameStart")["name"], "GameStart")
 

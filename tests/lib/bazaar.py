@@ -829,6 +829,18 @@ class Cluster:
             raise ClusterError(f"{name} /metrics has no sample {sample!r}")
         return samples[sample]
 
+    def invalidation(self, *stocks, frontend="frontend"):
+        """A POST /invalidate body for (name, version) pairs that the front-end takes as a
+        late copy of a message of its current stream: applied, with no gap (see notify.h)."""
+        st = get(self.url(frontend, "/status")).json["invalidation_stream"]
+        return {"stream": st["stream"], "seq": st["seq"],
+                "stocks": [{"name": n, "version": v} for n, v in stocks]}
+
+    def metric_sum(self, name, process="frontend"):
+        """The sum of every sample of a metric family (all label sets)."""
+        return sum(v for k, v in self.metrics(process).items()
+                   if k == name or k.startswith(name + "{"))
+
     def leader(self):
         """The leader replica id the front-end reports in /status (an int, or a dict with "id")."""
         leader = self.status().get("leader")
