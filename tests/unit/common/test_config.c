@@ -409,6 +409,78 @@ static void test_replicas_update_in_place(void **state)
     assert_int_equal(cfg.replicas[2].id, 10); /* numeric order, not string order */
 }
 
+/* [frontend.N] (SPEC §5): several front-ends share [frontend] and each has its own listen. */
+static void test_several_frontends(void **state)
+{
+    (void)state;
+    struct bz_config cfg;
+    char errmsg[256];
+    struct config_frontend fes[CONFIG_MAX_FRONTENDS];
+    char targets[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX];
+
+    /* The old single form: one front-end, id 0, and it is the one invalidated. */
+    assert_int_equal(
+        load_text(&cfg, "one.conf", "[frontend]\nlisten = 127.0.0.1:8080\n", errmsg, sizeof errmsg),
+        0);
+    assert_int_equal(config_frontends(&cfg, fes), 1);
+    assert_int_equal(fes[0].id, 0);
+    assert_string_equal(config_frontend_listen(&cfg, 0), "127.0.0.1:8080");
+    assert_null(config_frontend_listen(&cfg, 1));
+    assert_int_equal(config_notify_targets(&cfg, targets, CONFIG_MAX_NOTIFY), 1);
+    assert_string_equal(targets[0], "127.0.0.1:8080");
+
+    assert_int_equal(load_text(&cfg, "two.conf",
+                               "[frontend]\ncache_size = 3\n[frontend.2]\nlisten = 127.0.0.1:8082\n"
+                               "[frontend.1]\nlisten = 127.0.0.1:8081\n[order.1]\nlisten = h:1\n",
+                               errmsg, sizeof errmsg),
+                     0);
+    assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), 0);
+    assert_int_equal(cfg.cache_size, 3);
+    assert_int_equal(config_frontends(&cfg, fes), 2);
+    assert_int_equal(fes[0].id, 1); /* sorted by id */
+    assert_string_equal(config_frontend_listen(&cfg, 2), "127.0.0.1:8082");
+    assert_null(config_frontend_listen(&cfg, 0)); /* ambiguous with two */
+    assert_null(config_frontend_listen(&cfg, 3));
+    assert_int_equal(config_notify_targets(&cfg, targets, CONFIG_MAX_NOTIFY), 2);
+    assert_string_equal(targets[0], "127.0.0.1:8081");
+    assert_string_equal(targets[1], "127.0.0.1:8082");
+
+    /* With exactly one [frontend.N], id 0 names it. */
+    assert_int_equal(load_text(&cfg, "single.conf", "[frontend.4]\nlisten = 127.0.0.1:8084\n",
+                               errmsg, sizeof errmsg),
+                     0);
+    assert_string_equal(config_frontend_listen(&cfg, 0), "127.0.0.1:8084");
+
+    static const char *const bad[] = {
+        "[frontend.0]\nlisten = 127.0.0.1:1\n",
+        "[frontend.x]\nlisten = 127.0.0.1:1\n",
+        "[frontend.1]\ncache = on\n", /* shared settings belong in [frontend] */
+        "[frontend.1]\nlisten = \n",
+    };
+    for (size_t i = 0; i < UNIT_COUNT(bad); i++)
+        if (load_text(&cfg, "bad.conf", bad[i], errmsg, sizeof errmsg) == 0)
+            fail_msg("accepted: %s", bad[i]);
+    assert_int_equal(load_text(&cfg, "badaddr.conf",
+                               "[frontend.1]\nlisten = nope\n[order.1]\nlisten = h:1\n", errmsg,
+                               sizeof errmsg),
+                     0);
+    assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "frontend.1.listen"));
+}
+
+static void test_log_format(void **state)
+{
+    (void)state;
+    struct bz_config cfg;
+    char errmsg[256];
+    config_init_defaults(&cfg);
+    assert_int_equal(cfg.log_format, CONFIG_LOG_TEXT);
+    assert_int_equal(config_set_option(&cfg, "cluster.log_format=json", errmsg, sizeof errmsg), 0);
+    assert_int_equal(cfg.log_format, CONFIG_LOG_JSON);
+    assert_int_equal(config_set_option(&cfg, "cluster.log_format=xml", errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+}
+
 static void test_too_many_replicas(void **state)
 {
     (void)state;
@@ -702,6 +774,8 @@ int main(void)
         cmocka_unit_test(test_int_bounds_table),
         cmocka_unit_test(test_replicas_update_in_place),
         cmocka_unit_test(test_too_many_replicas),
+        cmocka_unit_test(test_several_frontends),
+        cmocka_unit_test(test_log_format),
         cmocka_unit_test(test_set_option_good),
         cmocka_unit_test(test_set_option_bad_forms),
         cmocka_unit_test(test_env_secret_override),

@@ -112,6 +112,64 @@ static void test_inval_round_trip(void **state)
     json_decref(obj);
 }
 
+/* The invalidation stream: {"stream","seq","stocks":[...]} with at most MSG_INVAL_BATCH_MAX. */
+static void test_inval_batch_table(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"stream\":7,\"seq\":0,\"stocks\":[]}", true}, /* a heartbeat */
+        {"{\"stream\":7,\"seq\":3,\"stocks\":[{\"name\":\"A\",\"version\":1},"
+         "{\"name\":\"B\",\"version\":2}]}",
+         true},
+        {"{\"stream\":7,\"seq\":3}", false},
+        {"{\"seq\":3,\"stocks\":[]}", false},
+        {"{\"stream\":7,\"stocks\":[]}", false},
+        {"{\"stream\":-7,\"seq\":3,\"stocks\":[]}", false},
+        {"{\"stream\":7,\"seq\":-3,\"stocks\":[]}", false},
+        {"{\"stream\":7,\"seq\":1.5,\"stocks\":[]}", false},
+        {"{\"stream\":\"7\",\"seq\":3,\"stocks\":[]}", false},
+        {"{\"stream\":7,\"seq\":3,\"stocks\":{}}", false},
+        {"{\"stream\":7,\"seq\":3,\"stocks\":[1]}", false},
+        {"{\"stream\":7,\"seq\":3,\"stocks\":[{\"name\":\"A\"}]}", false},
+        {"{\"stream\":7,\"seq\":3,\"stocks\":[{\"name\":\"bad name\",\"version\":1}]}", false},
+        {"{\"stream\":7,\"seq\":3,\"stocks\":[],\"x\":1}", false},
+        {"{\"name\":\"A\",\"version\":1}", false}, /* the old single-stock message */
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_inval_batch m;
+        char errmsg[128] = "";
+        int rv = msg_inval_batch_from_json(obj, &m, errmsg, sizeof errmsg);
+        json_decref(obj);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("batch %s: rv %d (%s)", cases[i].json, rv, errmsg);
+    }
+}
+
+static void test_inval_batch_bounds_and_round_trip(void **state)
+{
+    (void)state;
+    static struct msg_inval_batch in, out;
+    in.stream = (uint64_t)INT64_MAX;
+    in.seq = 41;
+    in.n = MSG_INVAL_BATCH_MAX;
+    for (size_t i = 0; i < in.n; i++) {
+        snprintf(in.stocks[i].name, sizeof in.stocks[i].name, "S%zu", i);
+        in.stocks[i].version = i;
+    }
+    json_t *obj = msg_inval_batch_to_json(&in);
+    char errmsg[128];
+    assert_int_equal(msg_inval_batch_from_json(obj, &out, errmsg, sizeof errmsg), 0);
+    assert_true(out.stream == in.stream && out.seq == 41 && out.n == MSG_INVAL_BATCH_MAX);
+    assert_string_equal(out.stocks[MSG_INVAL_BATCH_MAX - 1].name,
+                        in.stocks[MSG_INVAL_BATCH_MAX - 1].name);
+    /* One more than the bound is refused, not truncated. */
+    json_array_append_new(json_object_get(obj, "stocks"),
+                          json_pack("{s:s,s:i}", "name", "Extra", "version", 1));
+    assert_int_equal(msg_inval_batch_from_json(obj, &out, errmsg, sizeof errmsg), BZ_EINVAL);
+    json_decref(obj);
+}
+
 /* ---------------------------------------------------------------- entries */
 
 static json_t *entry_json(int64_t number, uint64_t epoch)
@@ -482,6 +540,8 @@ int main(void)
         cmocka_unit_test(test_notice_round_trip),
         cmocka_unit_test(test_inval_table),
         cmocka_unit_test(test_inval_round_trip),
+        cmocka_unit_test(test_inval_batch_table),
+        cmocka_unit_test(test_inval_batch_bounds_and_round_trip),
         cmocka_unit_test(test_entry_table),
         cmocka_unit_test(test_entry_round_trip),
         cmocka_unit_test(test_entries_page),

@@ -598,6 +598,28 @@ static void test_threads_smoke(void **state)
     cache_free(sm.c);
 }
 
+/* cache_clear: what a front-end does after a gap or silence in its invalidation stream. */
+static void test_clear_drops_everything_and_fences_fills(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    char buf[64];
+    assert_true(fill(c, "A", "a1", 1, 0));
+    assert_true(fill(c, "B", "b1", 1, 0));
+    cache_invalidate(c, "C", 5);           /* a tombstone */
+    uint64_t before = cache_fill_begin(c); /* a fetch that started before the clear */
+    assert_int_equal(cache_clear(c), 2);
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    assert_null(get(c, "B", 0, buf, sizeof buf));
+    assert_false(cache_fill_end(c, "A", before, "old", 3, 1, 0)); /* may be stale: refused */
+    assert_false(cache_fill_end(c, "Z", before, "old", 3, 1, 0)); /* any key */
+    assert_true(fill(c, "A", "a2", 2, 0)); /* a fetch after the clear is fine */
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "a2");
+    assert_int_equal(cache_clear(c), 1);
+    assert_int_equal(cache_clear(c), 0);
+    cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -622,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_ttl_expiry),
         cmocka_unit_test(test_ttl_refill_restarts_the_clock),
         cmocka_unit_test(test_threads_smoke),
+        cmocka_unit_test(test_clear_drops_everything_and_fences_fills),
     };
     return cmocka_run_group_tests_name("unit.frontend.cache", tests, NULL, NULL);
 }
