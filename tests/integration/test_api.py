@@ -393,7 +393,7 @@ class TestOperational(ApiTestCase):
 
     def test_unknown_route_404_everywhere(self):
         for name, proc in self.cluster.processes.items():
-            for path in ("/nope", "/stocks", "/", "/health/extra"):
+            for path in ("/nope", "/index.html", "/stocks/a/b", "/health/extra"):
                 with self.subTest(name, path=path):
                     self.assertError(bazaar.get(proc.url + path), 404)
 
