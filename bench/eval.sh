@@ -16,11 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN_DIR=${BIN_DIR:-build/bin}
-if [ "$BIN_DIR" = build/bin ]; then
-  command="make eval"
-else
-  command="BIN_DIR=$BIN_DIR bash bench/eval.sh"
-fi
+# The command docs/eval.md prints to regenerate it: always one that works from a fresh clone
+# (make eval builds build/bin first), with the knobs this run used.
+command="make eval"
 for var in EVAL_REPS EVAL_ITERATIONS EVAL_CRASH_RUNS EVAL_CRASH_DURATION EVAL_KILLS EVAL_SEED; do
   if [ -n "${!var:-}" ]; then
     command="$var=${!var} $command"

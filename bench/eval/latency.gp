@@ -38,13 +38,9 @@ unset multiplot
 
 set terminal pngcairo size 800,480 font "Sans,11"
 set output "hitrate.png"
-set title "Cache hit rate and lookup latency ratio vs p"
-set ylabel "cache hit rate (%)"
+set title "Cache hit rate, and lookup latency with the cache as a share of without, vs p"
+set ylabel "percent"
 set yrange [0:105]
-set y2label "mean lookup latency, cache on / cache off"
-set y2range [0:*]
-set y2tics
-set ytics nomirror
 set key bottom left
-plot "latency.csv" using 1:($38*100) with linespoints lw 2 pt 7 lc rgb on title "hit rate (cache on)", \
-     ""            using 1:($2/$8) axes x1y2 with linespoints lw 2 pt 5 lc rgb "#2ca02c" title "lookup latency on/off (right axis)"
+plot "latency.csv" using 1:($38*100) with linespoints lw 2 pt 7 lc rgb on title "hit rate (cache on), %", \
+     ""            using 1:($2/$8*100) with linespoints lw 2 pt 5 lc rgb "#2ca02c" title "mean lookup latency, cache on as % of cache off"

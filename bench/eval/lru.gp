@@ -16,7 +16,9 @@ load "lru_stocks.gp"
 set xrange [0:*]
 set format x ""
 set grid xtics
-set palette defined (1 "#08306b", 2 "#2171b5", 3 "#6baed6", 4 "#c6dbef")
+# Four discrete, distinguishable colours, one per LRU position.
+set palette maxcolors 4
+set palette defined (0 "#1b9e77", 1 "#d95f02", 2 "#7570b3", 3 "#e7298a")
 set cbrange [0.5:4.5]
 set cbtics 1
 set cblabel "LRU position (1 = most recent)"
@@ -30,13 +32,16 @@ unset colorbox
 set tmargin at screen 0.40
 set bmargin at screen 0.07
 set ytics auto
-set yrange [0:*]
+set logscale y
+set yrange [1:*]
 set format x "%g"
 set xlabel "time (s)"
-set ylabel "cumulative count"
+set ylabel "cumulative count (log)"
 set key top left
 set grid
-plot "lru_counters.csv" using 1:4 skip 1 with lines lw 2 lc rgb "#d62728" title "evictions", \
-     ""                 using 1:5 skip 1 with lines lw 2 lc rgb "#2ca02c" title "invalidations", \
-     ""                 using 1:3 skip 1 with lines lw 2 dt 2 lc rgb "#7f7f7f" title "misses"
+pos(v) = v > 0 ? v : 1/0
+plot "lru_counters.csv" using 1:(pos($2)) skip 1 with lines lw 2 lc rgb "#1f77b4" title "hits", \
+     ""                 using 1:(pos($3)) skip 1 with lines lw 2 dt 2 lc rgb "#7f7f7f" title "misses", \
+     ""                 using 1:(pos($4)) skip 1 with lines lw 2 lc rgb "#d62728" title "evictions", \
+     ""                 using 1:(pos($5)) skip 1 with lines lw 2 lc rgb "#2ca02c" title "invalidations"
 unset multiplot
