@@ -63,6 +63,7 @@ struct frontend {
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
+    uint64_t started_ms;
     struct frontend__stream stream;
 
     pthread_mutex_t recent_lock; /* guards recent[] and events[] */
@@ -282,15 +283,46 @@ static json_t *frontend__events_json(struct frontend *fe)
  * Compares the leader module's view (leader, epoch, each replica reachable or
  * not) with the previous one every FRONTEND__WATCH_MS and records what changed.
  */
+/*
+ * While the invalidation stream is silent, asks the catalog's /livez, so that
+ * readiness says whether the catalog is reachable rather than whether it pushes
+ * to us (a front-end missing from [catalog] notify serves, uncached, and says why).
+ */
+static void frontend__probe_catalog(struct frontend *fe, bool *warned)
+{
+    uint64_t now = clock_now_ms();
+    if (atomic_load(&fe->stream.known) &&
+        frontend__fresh(fe, atomic_load(&fe->stream.heard_ms), now))
+        return;
+    char url[CONFIG_ADDR_MAX + 32];
+    struct http_reply reply;
+    snprintf(url, sizeof url, "%s/livez", fe->catalog_url);
+    if (http_client_request("GET", url, NULL, NULL, 0, 300, &reply) != 0)
+        return;
+    bool alive = reply.status == 200;
+    http_reply_free(&reply);
+    if (!alive)
+        return;
+    atomic_store(&fe->catalog_ok_ms, clock_now_ms());
+    if (!atomic_load(&fe->stream.known) && !*warned && now > fe->started_ms + 5000) {
+        *warned = true;
+        LOG_WARN("the catalog answers but sends no invalidations here: the cache stays bypassed "
+                 "(is %s in the catalog's notify list?)",
+                 fe->listen);
+    }
+}
+
 static void *frontend__watch_main(void *arg)
 {
     struct frontend *fe = arg;
     json_int_t leader = 0, epoch = 0;
     bool reachable[CONFIG_MAX_REPLICAS] = {0};
     bool primed = false; /* a first leader was named: from then on, changes are events */
+    bool warned = false;
     pthread_mutex_lock(&fe->watch_lock);
     while (!fe->stopping) {
         pthread_mutex_unlock(&fe->watch_lock);
+        frontend__probe_catalog(fe, &warned);
         json_t *st = leader_status_json(fe->leader);
         json_t *l = json_object_get(st, "leader");
         json_int_t now_leader = json_is_integer(l) ? json_integer_value(l) : 0;
@@ -672,6 +704,7 @@ int main(int argc, char **argv)
     if (service_init(argc, argv, "frontend", SERVICE_ID_FRONTEND, &fe.cfg, &fe.id) != 0)
         return 2;
     fe.listen = config_frontend_listen(&fe.cfg, fe.id);
+    fe.started_ms = clock_now_ms();
     /* Bind before anything else: a front-end that cannot listen must not pick a leader or
      * send a single notice to the replicas (SPEC §5). */
     int listen_fd;
