@@ -195,7 +195,7 @@ int notify_start(struct notify **out, const struct bz_config *cfg)
         struct notify__target *t = &n->targets[i];
         t->owner = n;
         snprintf(t->addr, sizeof t->addr, "%.*s", CONFIG_ADDR_MAX - 1, targets[i]);
-        snprintf(t->url, sizeof t->url, "http://%s/invalidate", t->addr);
+        snprintf(t->url, sizeof t->url, "http://%.*s/invalidate", CONFIG_ADDR_MAX - 1, targets[i]);
         pthread_create(&t->thread, NULL, notify__main, t);
     }
     *out = n;
