@@ -53,9 +53,9 @@ struct bz_config {
     int restock_interval_s;
     int restock_to;
     int idempotency_window_s; /* request ids are remembered (retries answered) this long */
-    int heartbeat_ms;         /* invalidation stream heartbeat; silence of 3x this empties a cache */
-    int catalog_threads;      /* event threads */
-    int catalog_workers;      /* threads for blocking handlers */
+    int heartbeat_ms;    /* invalidation stream heartbeat; silence of 3x this empties a cache */
+    int catalog_threads; /* event threads */
+    int catalog_workers; /* threads for blocking handlers */
     /* [frontend] */
     char frontend_listen[CONFIG_ADDR_MAX];
     bool cache_on;
