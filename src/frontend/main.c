@@ -18,9 +18,10 @@
 #include "msg.h"
 #include "service.h"
 
-#define FRONTEND__RECENT_ORDERS 16  /* acknowledged orders kept for the status page */
-#define FRONTEND__EVENTS        16  /* changes of leader and replica state kept for it */
-#define FRONTEND__WATCH_MS      200 /* how often the watcher compares the leader's view */
+#define FRONTEND__RECENT_ORDERS   16   /* acknowledged orders kept for the status page */
+#define FRONTEND__EVENTS          16   /* changes of leader and replica state kept for it */
+#define FRONTEND__WATCH_MS        200  /* how often the watcher compares the leader's view */
+#define FRONTEND__STREAM_GRACE_MS 5000 /* not ready at start until the stream is heard, or this */
 
 /* Something an operator wants to see on the status page: a leader change, a replica down. */
 struct frontend__event {
@@ -225,7 +226,14 @@ static bool frontend__health(void *svc, const struct http_request *req, struct h
      * within the same limit (its pushes may be cut off while its answers still arrive). */
     uint64_t answered = atomic_load(&fe->catalog_ok_ms);
     bool catalog = stream_alive || (answered && frontend__fresh(fe, answered, now));
-    const char *reason = !has_leader ? "no order leader" : !catalog ? "catalog unreachable" : NULL;
+    /* At start, a cached front-end waits (a few heartbeats at most) for the catalog's stream,
+     * so that it does not take traffic with a cache it cannot use yet. */
+    bool waiting =
+        fe->cache && !fe->stream.known && now - fe->started_ms < FRONTEND__STREAM_GRACE_MS;
+    const char *reason = !has_leader ? "no order leader"
+                         : !catalog  ? "catalog unreachable"
+                         : waiting   ? "waiting for the catalog's invalidation stream"
+                                     : NULL;
     json_t *body = json_pack("{s:s,s:s,s:i,s:O,s:O}", "status", reason ? "unavailable" : "ok",
                              "service", "frontend", "id", fe->id, "leader",
                              json_object_get(st, "leader"), "epoch", json_object_get(st, "epoch"));
@@ -304,7 +312,8 @@ static void frontend__probe_catalog(struct frontend *fe, bool *warned)
     if (!alive)
         return;
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
-    if (!atomic_load(&fe->stream.known) && !*warned && now > fe->started_ms + 5000) {
+    if (!atomic_load(&fe->stream.known) && !*warned &&
+        now > fe->started_ms + FRONTEND__STREAM_GRACE_MS) {
         *warned = true;
         LOG_WARN("the catalog answers but sends no invalidations here: the cache stays bypassed "
                  "(is %s in the catalog's notify list?)",
