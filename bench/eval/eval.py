@@ -586,7 +586,7 @@ def experiment_crash(args, tmp, out, run_no):
     with open(os.path.join(out, "eval", f"crash{run_no}_p99.csv"), "w", encoding="utf-8") as f:
         f.write("t_s,p99_ms,requests\n")
         for sec in sorted(by_second):
-            f.write(f"{sec + 0.5:.1f},{pct(by_second[sec], 0.99):.3f},{len(by_second[sec])}\n")
+            f.write(f"{sec + 0.5:.1f},{pct(by_second[sec], 99):.3f},{len(by_second[sec])}\n")
     with open(os.path.join(out, "eval", f"crash{run_no}_marks.gp"), "w", encoding="utf-8") as f:
         for i, k in enumerate(kills):
             # `back`: the lines stay behind the latency points
