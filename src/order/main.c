@@ -83,9 +83,9 @@ static bool order__status(void *svc, const struct http_request *req, struct http
     struct order_service *s = svc;
     (void)req;
     json_t *st = service_status_json(&s->cfg, "order", s->id);
-    json_t *state = replica_state_json(s->replica);
+    json_t *state = ordersvc_state_json(s->svc);
     char why[128];
-    json_object_set_new(state, "ready", json_boolean(replica_ready(s->replica, why, sizeof why)));
+    json_object_set_new(state, "ready", json_boolean(ordersvc_ready(s->svc, why, sizeof why)));
     json_object_update(st, state);
     json_decref(state);
     http_reply_json(resp, 200, st);
