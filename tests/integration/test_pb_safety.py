@@ -13,7 +13,6 @@ acknowledged order). Each case failed on the code before the fix:
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,9 +27,11 @@ from bazaar import (Cluster, find_leader, replica_state, wait_for,  # noqa: E402
 
 
 class SafetyTestCase(unittest.TestCase):
+    frontends = 1
+
     def setUp(self):
         self.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{self._testMethodName}-")
-        self.cluster = Cluster(self.tmpdir, replicas=3)
+        self.cluster = Cluster(self.tmpdir, replicas=3, frontends=self.frontends)
         self.cluster.start()
         self.addCleanup(self._cleanup)
 
@@ -102,18 +103,11 @@ class DamagedLogTest(SafetyTestCase):
 
 
 class TwoFrontendsTest(SafetyTestCase):
+    frontends = 2
+
     def test_two_frontends_agree_on_one_leader(self):
         c = self.cluster
-        port = bazaar.free_port()
-        url2 = f"http://127.0.0.1:{port}"
-        log = open(os.path.join(self.tmpdir, "frontend2.log"), "wb")
-        fe2 = subprocess.Popen([os.path.join(bazaar._bin_dir(), "bazaar-frontend"),
-                                "--config", c.config_path, "--set",
-                                f"frontend.listen=127.0.0.1:{port}"],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=bazaar.REPO_ROOT)
-        self.addCleanup(lambda: (fe2.kill(), fe2.wait(), log.close()))
-        wait_for(lambda: bazaar.get(url2 + "/health").status == 200, timeout=20,
-                 what="second front-end ready")
+        url1, url2 = c.url("frontend"), c.url("frontend2")
         before = max(self.epoch(r) for r in c.replica_ids())
         stop = threading.Event()
         errors = []
@@ -130,7 +124,7 @@ class TwoFrontendsTest(SafetyTestCase):
                     errors.append((tag, repr(exc)))
 
         threads = [threading.Thread(target=traffic, args=(u, t))
-                   for u, t in ((c.frontend_url(), "a"), (url2, "b"))]
+                   for u, t in ((url1, "a"), (url2, "b"))]
         for t in threads:
             t.start()
         time.sleep(bazaar.scaled(6))
