@@ -13,6 +13,7 @@ ROUNDS     ?= 200
 SEED       ?= 1
 FUZZ_SECONDS ?= 60
 SEEDS      ?= 10000
+MODE       ?= primary-backup
 
 .PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak sim fuzz bench eval \
         format check-format lint clean
@@ -51,7 +52,8 @@ test-asan: asan
 	  ctest --test-dir $(BUILD_ASAN) --output-on-failure $(CTEST_ARGS)
 
 soak: build
-	python3 tests/fault/fault_runner.py --bin-dir $(BUILD)/bin --rounds $(ROUNDS) --seed $(SEED)
+	BAZAAR_MODE=$(MODE) python3 tests/fault/fault_runner.py --bin-dir $(BUILD)/bin \
+	  --rounds $(ROUNDS) --seed $(SEED)
 
 # The deterministic simulator: `make sim SEEDS=N` runs seeds 1..N on every core,
 # `make sim SEED=s` replays one schedule with its whole trace.

@@ -51,6 +51,7 @@ class SafetyTestCase(unittest.TestCase):
         return replica_state(self.cluster, rid)["promised"]
 
 
+@bazaar.skip_unless_mode("primary-backup", "epochs and notices are primary-backup's")
 class OneLeaderPerEpochTest(SafetyTestCase):
     def test_promise_names_its_leader_across_restarts(self):
         c = self.cluster
@@ -102,6 +103,7 @@ class DamagedLogTest(SafetyTestCase):
         self.assertEqual(self.trade(key="still").status, 200)
 
 
+@bazaar.skip_unless_mode("primary-backup", "in raft mode front-ends choose no leader")
 class TwoFrontendsTest(SafetyTestCase):
     frontends = 2
 

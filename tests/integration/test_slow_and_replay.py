@@ -92,6 +92,8 @@ class TestSlowClients(bazaar.ClusterTestCase):
         self.assertTrue(self.lookup_ok())
 
 
+@bazaar.skip_unless_mode("primary-backup", "leader notices and appends are primary-backup's "
+                         "messages (Raft's are libraft's, tested in unit.order.raftnode)")
 class TestReplicationReplay(bazaar.ClusterTestCase):
     replicas = 3
 

@@ -660,6 +660,19 @@ def _stop_live_clusters():
 atexit.register(_stop_live_clusters)
 
 
+def replication_mode():
+    """The replication mode tests run in: BAZAAR_MODE (primary-backup or raft)."""
+    mode = os.environ.get("BAZAAR_MODE", "primary-backup")
+    if mode not in ("primary-backup", "raft"):
+        raise ValueError(f"BAZAAR_MODE must be primary-backup or raft, not {mode!r}")
+    return mode
+
+
+def skip_unless_mode(mode, why):
+    """A unittest skip decorator for tests of one replication mode only."""
+    return unittest.skipUnless(replication_mode() == mode, f"{mode} only: {why}")
+
+
 def _bin_dir():
     return os.environ.get("BAZAAR_BIN_DIR") or os.path.join(REPO_ROOT, "build", "bin")
 
@@ -677,9 +690,12 @@ class Cluster:
     """
 
     def __init__(self, tmpdir, replicas=3, overrides=None, stocks_csv=None,
-                 secret=DEFAULT_SECRET, log_level="info", startup_timeout=20.0, frontends=1):
+                 secret=DEFAULT_SECRET, log_level="info", startup_timeout=20.0, frontends=1,
+                 mode=None):
         self.tmpdir = os.path.abspath(tmpdir)
         self.replicas = replicas
+        # Replication mode: BAZAAR_MODE (ctest runs every integration and fault test in both).
+        self.mode = mode or replication_mode()
         self.frontends = frontends  # > 1: [frontend.1..N], processes frontend, frontend2, ...
         self.secret = secret
         self.startup_timeout = startup_timeout
@@ -710,6 +726,9 @@ class Cluster:
                 config[f"frontend.{k}"] = {"listen": f"127.0.0.1:{free_port()}"}
         for rid in range(1, self.replicas + 1):
             config[f"order.{rid}"] = {"listen": f"127.0.0.1:{free_port()}"}
+            if self.mode == "raft":
+                config[f"order.{rid}"]["raft_listen"] = f"127.0.0.1:{free_port()}"
+        config["replication"]["mode"] = self.mode
         return config
 
     def _write_files(self):
@@ -881,8 +900,9 @@ class Cluster:
 
     def _pick_new_ports(self):
         for values in self.config.values():
-            if "listen" in values:
-                values["listen"] = f"127.0.0.1:{free_port()}"
+            for key in ("listen", "raft_listen"):
+                if key in values:
+                    values[key] = f"127.0.0.1:{free_port()}"
         shutil.rmtree(self.data_dir, ignore_errors=True)
         for proc in self.processes.values():
             section = _section_of(proc.name, self.frontends)
