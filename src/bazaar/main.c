@@ -358,20 +358,41 @@ static int launcher__up(struct launcher *l, char **flags, int nflags)
     l->control = -1;
 
     launcher__plan(l, bin_dir, flags, nflags);
-    for (int i = 0; i < l->n; i++) {
-        struct launcher__child *c = &l->children[i];
+    /* The order replicas start together and are then awaited: in raft mode none is ready
+     * before a majority runs and has elected a leader. The others start one by one. */
+    int pending[CONFIG_MAX_REPLICAS], npending = 0;
+    for (int i = 0; i <= l->n; i++) {
+        struct launcher__child *c = i < l->n ? &l->children[i] : NULL;
+        bool replica = c && strncmp(c->name, "order.", 6) == 0;
+        if (!replica) {
+            for (int k = 0; k < npending; k++) {
+                struct launcher__child *p = &l->children[pending[k]];
+                if (launcher__await_ready(l, p) != 0) {
+                    LOG_ERROR("%s failed to start; stopping the cluster", p->name);
+                    launcher__stop(l, NULL);
+                    return 1;
+                }
+                LOG_INFO("%s ready on %s (pid %d)", p->name, p->listen, (int)p->pid);
+            }
+            npending = 0;
+        }
+        if (!c)
+            break;
         if (launcher__healthy(c->listen)) {
             LOG_ERROR("something already answers on %s (%s): is a cluster already running?",
                       c->listen, c->name);
             launcher__stop(l, NULL);
             return 1;
         }
-        if (launcher__spawn(c) != 0 || launcher__await_ready(l, c) != 0) {
+        if (launcher__spawn(c) != 0 || (!replica && launcher__await_ready(l, c) != 0)) {
             LOG_ERROR("%s failed to start; stopping the cluster", c->name);
             launcher__stop(l, NULL);
             return 1;
         }
-        LOG_INFO("%s ready on %s (pid %d)", c->name, c->listen, (int)c->pid);
+        if (replica && npending < CONFIG_MAX_REPLICAS)
+            pending[npending++] = i;
+        else
+            LOG_INFO("%s ready on %s (pid %d)", c->name, c->listen, (int)c->pid);
     }
     launcher__control_listen(l);
 
