@@ -78,6 +78,8 @@ static void leader__ping(struct leader *l, int i)
             obs.role = select_role_parse(role);
             obs.promised = ps.promised;
             obs.promised_leader = ps.promised_leader;
+            json_t *cat = json_object_get(body, "catalog_ok");
+            obs.catalog_ok = !json_is_false(cat); /* raft replicas do not say: assume yes */
         }
         http_reply_free(&reply);
     }

@@ -43,15 +43,24 @@ void select_decide(const struct select_obs *obs, int n, int current, uint64_t ep
         *out = (struct select_decision){SELECT_FOLLOW, newest, obs[newest].promised};
         return;
     }
-    if (current >= 0 && current < n && select__leads(&obs[current], epoch)) {
+    int with_catalog = -1, any = -1; /* the highest ready replica, with and without */
+    for (int i = n - 1; i >= 0; i--) {
+        if (!obs[i].reachable || !obs[i].ready)
+            continue;
+        if (any < 0)
+            any = i;
+        if (with_catalog < 0 && obs[i].catalog_ok)
+            with_catalog = i;
+    }
+    if (current >= 0 && current < n && select__leads(&obs[current], epoch) &&
+        (obs[current].catalog_ok || with_catalog < 0 || with_catalog == current)) {
         *out = (struct select_decision){SELECT_KEEP, current, epoch};
         return;
     }
-    for (int i = n - 1; i >= 0; i--) {
-        if (obs[i].reachable && obs[i].ready) {
-            *out = (struct select_decision){SELECT_NEW, i, max_promised + 1};
-            return;
-        }
+    if (any >= 0) {
+        int pick = with_catalog >= 0 ? with_catalog : any;
+        *out = (struct select_decision){SELECT_NEW, pick, max_promised + 1};
+        return;
     }
     *out = (struct select_decision){SELECT_NONE, -1, 0};
 }

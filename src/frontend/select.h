@@ -7,7 +7,9 @@
  * leader this front-end uses and its epoch. Output: keep it, follow a leader
  * that another front-end chose in a newer epoch (no new election: several
  * front-ends agree instead of fighting), or select a new one: the ready
- * replica with the highest id, in an epoch above every promise seen.
+ * replica with the highest id, in an epoch above every promise seen,
+ * preferring one that reaches the catalog. A leader that cannot reach the
+ * catalog gives way when another ready replica can.
  */
 #ifndef BZ_SELECT_H
 #define BZ_SELECT_H
@@ -30,6 +32,7 @@ struct select_obs {
     enum select_role role;
     uint64_t promised;   /* its promised epoch */
     int promised_leader; /* the leader it promised that epoch to (0: none named) */
+    bool catalog_ok;     /* it reaches the catalog (its last exchange or probe did) */
 };
 
 enum select_action { SELECT_KEEP = 0, SELECT_FOLLOW, SELECT_NEW, SELECT_NONE };

@@ -29,15 +29,16 @@
 #include "trade.h"
 #include "util.h"
 
-#define PB_MAX_PEERS      16
-#define PB_APPEND_BATCH   500  /* entries per append */
-#define PB_HEARTBEAT_MS   200  /* an idle pipeline still sends this often */
-#define PB_RETRY_MS       100  /* after a failed call */
-#define PB_PROBE_MS       500  /* deadline of a notice, state or page call */
-#define PB_IDLE_SYNC_MS   500  /* an idle leader still reads the catalog's journal */
-#define PB_QUORUM_LOST_MS 1500 /* a leader without a quorum's replies for this long is unready */
-#define PB_MATCH_WINDOW   256  /* entries compared per page when looking for a match point */
-#define PB_BACKOFF        64   /* how far a pipeline steps back on a mismatch */
+#define PB_MAX_PEERS        16
+#define PB_APPEND_BATCH     500  /* entries per append */
+#define PB_HEARTBEAT_MS     200  /* an idle pipeline still sends this often */
+#define PB_RETRY_MS         100  /* after a failed call */
+#define PB_PROBE_MS         500  /* deadline of a notice, state or page call */
+#define PB_IDLE_SYNC_MS     500  /* an idle leader still reads the catalog's journal */
+#define PB_QUORUM_LOST_MS   1500 /* a leader without a quorum's replies for this long is unready */
+#define PB_MATCH_WINDOW     256  /* entries compared per page when looking for a match point */
+#define PB_BACKOFF          64   /* how far a pipeline steps back on a mismatch */
+#define PB_CATALOG_PROBE_MS 500  /* a replica that does not lead probes the catalog this often */
 
 enum pb_role { PB_STARTING = 0, PB_FOLLOWER, PB_PROMOTING, PB_LEADER };
 
@@ -70,6 +71,7 @@ enum pb_call_kind {
     PB_CALL_APPEND,     /* POST /replicate -> {ok, match, last} */
     PB_CALL_PAGE,       /* GET /log/{from} -> entries */
     PB_CALL_EXECUTE,    /* POST /execute to the catalog -> results and journal */
+    PB_CALL_CATALOG,    /* GET /health of the catalog (a follower's probe) -> reachable or not */
 };
 
 /*

@@ -315,8 +315,24 @@ void pb_free(struct pb *pb)
     free(pb);
 }
 
+/*
+ * A replica that does not lead probes the catalog now and then, so a front-end can
+ * tell which replica could lead when the leader cannot reach the catalog.
+ */
+static void pb__catalog_probe(struct pb *pb)
+{
+    uint64_t now = pb__now(pb);
+    if (pb->role == PB_LEADER || pb->catalog_probe_call || now < pb->next_catalog_probe_ms)
+        return;
+    pb->next_catalog_probe_ms = now + PB_CATALOG_PROBE_MS;
+    struct pb_call *c = pb__call_new(pb, PB_CALL_CATALOG, -1, PB_PROBE_MS);
+    pb->catalog_probe_call = c->id;
+    pb->io.send(pb->io.ctx, c);
+}
+
 void pb__pump(struct pb *pb)
 {
+    pb__catalog_probe(pb);
     pb__sync_pump(pb);
     pb__leader_pump(pb);
     pb__answer_committed(pb);
@@ -340,6 +356,13 @@ void pb_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *rep
     case PB_CALL_APPEND:
     case PB_CALL_EXECUTE:
         pb__leader_on_reply(pb, call, reply);
+        break;
+    case PB_CALL_CATALOG:
+        if (call->id == pb->catalog_probe_call) {
+            pb->catalog_probe_call = 0;
+            if (pb->role != PB_LEADER)
+                pb->catalog_ok = reply->err == 0;
+        }
         break;
     }
     pb__pump(pb);

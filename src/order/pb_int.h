@@ -71,6 +71,7 @@ struct pb {
         uint64_t call;         /* id of the page call in flight */
         int64_t mine_last;     /* our last number when the sync began (logging) */
         uint64_t started_ms;
+        uint64_t round_ms; /* when the current probe round began */
     } sync;
 
     /* The sequencer (leader only). */
@@ -81,7 +82,8 @@ struct pb {
     uint64_t exec_epoch;
     uint64_t last_exec_ms, exec_retry_at_ms;
     bool sync_needed; /* the journal may hold entries past our log */
-    bool catalog_ok;
+    bool catalog_ok;  /* the last exchange or probe reached the catalog */
+    uint64_t catalog_probe_call, next_catalog_probe_ms;
     struct pb_wait *committing; /* waiting for the commit index */
 
     atomic_uint_fast64_t promotions, orders_acked, commit_timeouts, appends_received,

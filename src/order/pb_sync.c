@@ -40,6 +40,7 @@ static void pb__sync_round(struct pb *pb)
 {
     pb->sync.phase = PB_SYNC_PROBE;
     pb->sync.call = 0;
+    pb->sync.round_ms = pb__now(pb);
     struct orderlog_state st;
     pb->st.state(pb->st.ctx, &st);
     pb->sync.mine_last = st.last;
@@ -86,6 +87,16 @@ static void pb__sync_finish(struct pb *pb, int rv)
     if (rv) {
         pb->sync.phase = PB_SYNC_WAIT;
         pb->sync.retry_at_ms = pb__now(pb) + PB_RETRY_MS;
+        return;
+    }
+    /* The quorum's promises must be recent: a replica paused in the middle of a promotion
+     * wakes with answers from long ago, when peers may since have promised newer epochs.
+     * Confirm with a new round (it finds our log newest, so it is quick). */
+    if (pb__now(pb) - pb->sync.round_ms > PB_QUORUM_LOST_MS) {
+        LOG_INFO("promotion to epoch %llu: the quorum answered %llu ms ago; asking again",
+                 (unsigned long long)pb->sync.epoch,
+                 (unsigned long long)(pb__now(pb) - pb->sync.round_ms));
+        pb__sync_round(pb);
         return;
     }
     int err = pb->st.set_log_epoch(pb->st.ctx, pb->sync.epoch);

@@ -140,6 +140,16 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         if (reply->err && reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
             LOG_WARN("catalog exchange: %s", msg);
         return;
+    case PB_CALL_CATALOG: {
+        struct http_reply h;
+        snprintf(url, sizeof url, "%s/health", base);
+        reply->err = http_client_request("GET", url, NULL, NULL, 0, c->timeout_ms, &h);
+        if (reply->err == 0) {
+            reply->err = h.status == 200 ? 0 : BZ_EUNAVAIL;
+            http_reply_free(&h);
+        }
+        return;
+    }
     }
     int err = 0;
     json_t *data =
@@ -170,9 +180,8 @@ static void replica__perform(struct replica *r, const char *base, const struct p
                                     msg, sizeof msg);
         break;
     case PB_CALL_EXECUTE:
-        err =
-            msg_exec_reply_from_json(data, c->exec.n, c->exec.from, &reply->exec, msg, sizeof msg);
-        break;
+    case PB_CALL_CATALOG:
+        break; /* performed above */
     }
     json_decref(data);
     if (err) {

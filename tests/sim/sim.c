@@ -545,6 +545,7 @@ static struct pb_reply *sim_process_node(struct sim *s, struct sim_node *t,
         r->err = orderlog_read(t->log, call->from, MSG_MAX_ENTRIES, r->entries, &r->n);
         break;
     case PB_CALL_EXECUTE:
+    case PB_CALL_CATALOG:
         break;
     }
     (void)caller_id;
@@ -634,6 +635,7 @@ static void sim_fe_check(struct sim *s, int f)
             obs[i].role = select_role_parse(pb_role_name(v.role));
             obs[i].promised = v.log.promised;
             obs[i].promised_leader = v.log.promised_leader;
+            obs[i].catalog_ok = v.catalog_ok;
         }
         struct select_decision d;
         select_decide(obs, s->nnodes, attempt == 0 ? fe->current : -1, fe->epoch, &d);
