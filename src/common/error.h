@@ -19,13 +19,17 @@
     X(ECONFLICT, 409, "conflict")                                                                  \
     X(ESTALE, 409, "stale epoch")                                                                  \
     X(ETOOBIG, 413, "request body too large")                                                      \
+    X(EURI, 414, "request target too long")                                                        \
+    X(EHEADERS, 431, "request header fields too large")                                            \
     X(EMISMATCH, 422, "Idempotency-Key reused with a different request")                           \
     X(EINTERNAL, 500, "internal error")                                                            \
+    X(ENOTIMPL, 501, "not implemented")                                                            \
     X(EUPSTREAM, 502, "bad reply from an internal service")                                        \
     X(EUNAVAIL, 503, "service unavailable")                                                        \
     X(ETIMEDOUT, 504, "internal call timed out")                                                   \
     X(EIO, 500, "storage error")                                                                   \
-    X(ENOMEM, 500, "out of memory")
+    X(ENOMEM, 500, "out of memory")                                                                \
+    X(EVERSION, 505, "HTTP version not supported")
 
 /* Codes are negative and distinct from 0 (success). */
 enum bz_error {
