@@ -478,8 +478,10 @@ void http_reply_data(struct http_response *resp, json_t *data)
 void http_reply_error(struct http_response *resp, int err, const char *message)
 {
     int status = bz_error_status(err);
-    json_t *body = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message",
-                             message ? message : bz_strerror(err));
+    /* Messages may quote client input, cut by snprintf: never let that make a 5xx. */
+    char safe[512];
+    util_utf8_copy(safe, sizeof safe, message ? message : bz_strerror(err));
+    json_t *body = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", safe);
     http_reply_json(resp, status, body);
 }
 

@@ -85,6 +85,14 @@ void clock_deadline(struct timespec *ts, uint64_t ms);
 /* Fills buf with 2*nbytes lowercase hex characters of random data and a NUL. */
 void util_random_hex(char *buf, size_t nbytes);
 
+/*
+ * Copies src into dst (dstlen >= 1, always NUL-terminated) as valid UTF-8:
+ * each byte that does not begin a complete, well-formed sequence (RFC 3629:
+ * no overlongs, surrogates or values past U+10FFFF) becomes '?', and a cut
+ * never splits a character. For messages that may quote client input.
+ */
+void util_utf8_copy(char *dst, size_t dstlen, const char *src);
+
 /* Constant-time comparison of two strings (time depends only on the lengths). */
 bool util_secret_equal(const char *a, const char *b);
 
