@@ -28,8 +28,7 @@
     X(EUNAVAIL, 503, "service unavailable")                                                        \
     X(ETIMEDOUT, 504, "internal call timed out")                                                   \
     X(EIO, 500, "storage error")                                                                   \
-    X(ENOMEM, 500, "out of memory")                                                                \
-    X(EVERSION, 505, "HTTP version not supported")
+    X(ENOMEM, 500, "out of memory")
 
 /* Codes are negative and distinct from 0 (success). */
 enum bz_error {

@@ -138,14 +138,11 @@ static int http_head__request_line(const char *s, size_t n, bool *http10, const 
     size_t vlen = n - i - 1;
     if (vlen && v[vlen - 1] == '\r')
         vlen--;
-    if (vlen != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
-        v[7] < '0' || v[7] > '9') {
-        *why = "not an HTTP/1.x request";
+    /* Only HTTP/1.0 and HTTP/1.1: the HTTP/2 preface ("PRI * HTTP/2.0") is not an
+     * HTTP/1.x request, and SPEC §6 asks for 400 there. */
+    if (vlen != 8 || memcmp(v, "HTTP/1.", 7) != 0 || (v[7] != '0' && v[7] != '1')) {
+        *why = "not an HTTP/1.0 or HTTP/1.1 request";
         return BZ_EINVAL;
-    }
-    if (v[5] != '1') {
-        *why = "only HTTP/1.0 and HTTP/1.1 are supported";
-        return BZ_EVERSION;
     }
     *http10 = v[7] == '0';
     return 0;
@@ -180,11 +177,11 @@ static int http_head__line_prefix(const char *s, size_t n, const char **why)
         *why = "malformed request target";
         return BZ_EINVAL;
     }
-    /* The version so far must be a prefix of "HTTP/d.d" (then an optional CR). */
-    static const char pat[] = "HTTP/0.0\r";
+    /* The version so far must be a prefix of "HTTP/1.0" or "HTTP/1.1" (then a CR). */
+    static const char pat[] = "HTTP/1.x\r";
     for (size_t k = i + 1, j = 0; k < n; k++, j++) {
         bool ok =
-            j < sizeof pat - 1 && (pat[j] == '0' ? (s[k] >= '0' && s[k] <= '9') : s[k] == pat[j]);
+            j < sizeof pat - 1 && (pat[j] == 'x' ? (s[k] == '0' || s[k] == '1') : s[k] == pat[j]);
         if (!ok) {
             *why = "not an HTTP/1.x request";
             return BZ_EINVAL;

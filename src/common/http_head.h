@@ -58,7 +58,7 @@ size_t http_query_param_count(const char *target, size_t len);
  *   1       a complete, acceptable head of *head_len bytes;
  *   < 0     a BZ_E* code: BZ_EINVAL (not HTTP/1.x, malformed, bad framing),
  *           BZ_EURI (target or query too long), BZ_EHEADERS (too many or too
- *           large fields), BZ_ENOTIMPL, BZ_EVERSION (HTTP/2.0 and others);
+ *           large fields) or BZ_ENOTIMPL (a transfer coding);
  *           *why says why.
  * Decides as early as the bytes allow: a TLS record is refused on its first
  * byte. Leading empty lines are skipped (RFC 9112 §2.2).
