@@ -18,6 +18,7 @@
     X(ENOTLEADER, 421, "this replica is not the leader")                                           \
     X(ECONFLICT, 409, "conflict")                                                                  \
     X(ESTALE, 409, "stale epoch")                                                                  \
+    X(ELENGTH, 411, "Content-Length required")                                                     \
     X(ETOOBIG, 413, "request body too large")                                                      \
     X(EURI, 414, "request target too long")                                                        \
     X(EHEADERS, 431, "request header fields too large")                                            \

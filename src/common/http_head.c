@@ -95,6 +95,13 @@ int http_framing_verdict(const struct http_framing *f, const char **why)
         *why = "HTTP/1.1 requests need a Host header";
         return BZ_EINVAL;
     }
+    if (f->n_te) {
+        /* A lone chunked is well-formed, but libmicrohttpd 0.9.75's chunk parser answers
+         * some malformed chunks (a 100 KB chunk extension) with its own 500: bodies are
+         * at most a few KiB, so we ask for a Content-Length (RFC 9110 §15.5.12). */
+        *why = "request bodies need a Content-Length (chunked is not accepted)";
+        return BZ_ELENGTH;
+    }
     return 0;
 }
 

@@ -41,11 +41,12 @@ void http_framing_init(struct http_framing *f, bool http10);
 void http_framing_add(struct http_framing *f, const char *name, size_t name_len, const char *value,
                       size_t value_len);
 /*
- * 0 when the framing is unambiguous; otherwise BZ_EINVAL (400: duplicate or
- * malformed Content-Length or Host, Content-Length with Transfer-Encoding,
- * Transfer-Encoding on HTTP/1.0 or repeated, HTTP/1.1 without Host) or
- * BZ_ENOTIMPL (501: a transfer coding other than a lone `chunked`), with *why
- * set to a static message.
+ * 0 when the framing is unambiguous and supported; otherwise BZ_EINVAL (400:
+ * duplicate or malformed Content-Length or Host, Content-Length with
+ * Transfer-Encoding, Transfer-Encoding on HTTP/1.0 or repeated, HTTP/1.1
+ * without Host), BZ_ENOTIMPL (501: a transfer coding other than a lone
+ * `chunked`) or BZ_ELENGTH (411: a lone `chunked`, see docs/security.md), with
+ * *why set to a static message.
  */
 int http_framing_verdict(const struct http_framing *f, const char **why);
 

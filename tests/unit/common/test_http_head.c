@@ -29,9 +29,11 @@ static void test_heads_table(void **state)
         {"HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n", 0, 1},
         {"bare LF", "GET / HTTP/1.1\nHost: x\n\n", 0, 1},
         {"leading CRLF", "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 1},
-        {"chunked POST", "POST /o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 1},
+        /* A lone chunked is well-formed but not accepted: 411 (docs/security.md). */
+        {"chunked POST", "POST /o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
+         BZ_ELENGTH},
         {"chunked any case, OWS",
-         "POST /o HTTP/1.1\r\nHost: x\r\ntransfer-encoding:  Chunked \r\n\r\n", 0, 1},
+         "POST /o HTTP/1.1\r\nHost: x\r\ntransfer-encoding:  Chunked \r\n\r\n", 0, BZ_ELENGTH},
         {"incomplete head", "GET /health HTTP/1.1\r\nHost: x\r\n", 0, 0},
         {"incomplete line", "GET /heal", 0, 0},
         {"incomplete version", "GET / HTTP/1", 0, 0},
