@@ -1,7 +1,8 @@
 # Stock Bazaar: the two commands are `make run` and `make test`.
 #   make run      installs missing packages, builds, starts a local 3-replica cluster
 #   make test     builds twice (plain and ASan+UBSan) and runs every test in both
-# Other targets: build, asan, tsan, soak, sim, fuzz, bench, eval, format, check-format, clean.
+# Other targets: build, asan, tsan, soak, sim, fuzz, bench, eval, format, check-format, matrix,
+# clean.
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
@@ -16,7 +17,7 @@ SEEDS      ?= 10000
 MODE       ?= primary-backup
 
 .PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak sim fuzz bench eval \
-        format check-format lint clean
+        format check-format lint matrix clean
 
 all: build
 
@@ -44,7 +45,7 @@ run: build
 
 test: test-plain test-asan
 
-test-plain: build lint
+test-plain: build lint matrix
 	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
 
 test-asan: asan
@@ -73,6 +74,10 @@ bench: build
 eval: build
 	bash bench/eval.sh
 
+# Every build type with gcc and clang, -Werror (build only); part of `make test`.
+matrix: deps
+	@bash scripts/build-matrix.sh
+
 # Style and banned-function checks run as part of `make test`.
 lint:
 	@bash scripts/lint.sh
@@ -81,4 +86,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-matrix build-fuzz

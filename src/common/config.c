@@ -162,7 +162,7 @@ static int config__assign(struct bz_config *cfg, const struct config__row *row, 
 
 void config_init_defaults(struct bz_config *cfg)
 {
-    char ignored[8];
+    char ignored[256]; /* defaults always parse; sized so -Wformat-truncation (Release) holds */
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < CONFIG__NROWS; i++)
         config__assign(cfg, &config__rows[i], config__rows[i].def, ignored, sizeof ignored);

@@ -999,7 +999,10 @@ static void *http__uri_cb(void *cls, const char *uri, struct MHD_Connection *con
     return st;
 }
 
-static void http__mhd_log(void *cls, const char *fmt, va_list ap)
+/* libmicrohttpd's format strings; the attribute tells the compiler fmt is one (clang's
+ * -Wformat-nonliteral otherwise refuses to build). */
+__attribute__((format(printf, 2, 0))) static void http__mhd_log(void *cls, const char *fmt,
+                                                                va_list ap)
 {
     (void)cls;
     if (!log_enabled(LOG_LEVEL_DEBUG))

@@ -51,7 +51,8 @@ void strbuf_free(struct strbuf *b);
 void strbuf_reset(struct strbuf *b);
 int strbuf_append(struct strbuf *b, const void *data, size_t len);
 int strbuf_appendf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int strbuf_vappendf(struct strbuf *b, const char *fmt, va_list ap);
+int strbuf_vappendf(struct strbuf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Hands the bytes to the caller (who frees them) and leaves the strbuf empty. */
 char *strbuf_steal(struct strbuf *b, size_t *len);
 
