@@ -12,7 +12,8 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 ROUNDS     ?= 200
 SEED       ?= 1
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 900
+FUZZ_RUNS    ?= 10000000
 SEEDS      ?= 10000
 MODE       ?= primary-backup
 
@@ -66,7 +67,7 @@ else
 endif
 
 fuzz: deps
-	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
 bench: build
 	bash bench/run.sh

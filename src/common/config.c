@@ -357,14 +357,21 @@ static int config__ini_handler(void *user, const char *section, const char *key,
 
 int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen)
 {
-    struct config__ini_ctx ctx = {.cfg = cfg};
-    ctx.file = fopen(path, "r");
-    if (!ctx.file) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
         snprintf(errmsg, errlen, "%s: cannot open", path);
         return BZ_EINVAL;
     }
+    int rv = config_load_stream(cfg, f, path, errmsg, errlen);
+    fclose(f);
+    return rv;
+}
+
+int config_load_stream(struct bz_config *cfg, FILE *f, const char *path, char *errmsg,
+                       size_t errlen)
+{
+    struct config__ini_ctx ctx = {.cfg = cfg, .file = f};
     int line = ini_parse_stream(config__ini_reader, &ctx, config__ini_handler, &ctx);
-    fclose(ctx.file);
     for (int i = 0; i < ctx.nseen; i++)
         free(ctx.seen[i]);
     if (ctx.long_line && (line == 0 || ctx.long_line <= line)) {

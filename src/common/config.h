@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -88,6 +89,9 @@ void config_init_defaults(struct bz_config *cfg);
  * Returns 0 or BZ_EINVAL with errmsg set.
  */
 int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen);
+/* The same from an open stream (the caller closes it); `path` names it in messages. */
+int config_load_stream(struct bz_config *cfg, FILE *f, const char *path, char *errmsg,
+                       size_t errlen);
 
 /*
  * Applies environment overrides (BAZAAR_SECRET; empty means unset). A secret
