@@ -58,8 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *line_end = nl ? nl : end;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
         if (colon)
-            http_framing_add(&f, p, (size_t)(colon - p), colon + 1,
-                             (size_t)(line_end - colon - 1));
+            http_framing_add(&f, p, (size_t)(colon - p), colon + 1, (size_t)(line_end - colon - 1));
         p = nl ? nl + 1 : end;
     }
     why = NULL;

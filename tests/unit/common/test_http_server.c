@@ -37,7 +37,8 @@ static void test_error_message_cut_mid_character_is_still_400(void **state)
     /* Raw invalid bytes in a message are replaced, not a reason for a 5xx. */
     http_reply_error(&resp, BZ_EINVAL, "near '\xff\xfe'");
     assert_int_equal(resp.status, 400);
-    assert_non_null(strstr(resp.body.data, "near '?" "?'"));
+    assert_non_null(strstr(resp.body.data, "near '?"
+                                           "?'"));
     strbuf_free(&resp.body);
 }
 
