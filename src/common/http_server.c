@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,7 +371,12 @@ static void http__door_read(struct http_server *srv, struct http__pending *p, ui
         http__door_close(srv, p, true);
         return;
     }
-    /* A complete, acceptable head: libmicrohttpd reads it (still unread) from here on. */
+    /* A complete, acceptable head: libmicrohttpd reads it (still unread) from here on.
+     * It sets TCP_NODELAY only on sockets it accepts itself; without it a keep-alive reply
+     * sent in two writes waits for the peer's delayed ACK (measured: 0.44 -> 1.35 ms per
+     * cached lookup). */
+    int one = 1;
+    setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     http__door_unlink(srv, p);
     int fd = p->fd;
     struct sockaddr_in addr = p->addr;
