@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (fuzzer + ASan + UBSan) and runs each from its
 # seed corpus until RUNS executions (default 10^7; 0 = no count) or SECONDS seconds (a cap,
-# default 900), whichever comes first. Prints executions per target; with RUNS > 0 a
+# default 1800, reached only on a busy machine), whichever comes first. Prints executions per target; with RUNS > 0 a
 # target that stops short of RUNS fails the run.
 # Usage: tests/fuzz/run.sh [SECONDS] [RUNS]     (make fuzz FUZZ_SECONDS=N FUZZ_RUNS=M)
 set -euo pipefail
-seconds=${1:-900}
+seconds=${1:-1800}
 runs=${2:-10000000}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -30,8 +30,9 @@ declare -A extra=(
 # Per-target libFuzzer options: config files longer than 512 bytes add no coverage (inih
 # reads 200-byte lines) but cost parse time; that target is the slowest.
 declare -A opts=([config]="-max_len=512")
-# A small quarantine: the default 256 MiB makes every allocation touch fresh pages.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16}
+# A small quarantine and no malloc fill: with the defaults (256 MiB, fill every block) each
+# allocation touches fresh pages; measured on fuzz_config: 3.9 -> 2.7 s per 10^5 inputs.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16:max_malloc_fill_size=0}
 
 status=0
 for t in ${FUZZ_TARGETS:-trade parse config msg raftcodec head}; do
