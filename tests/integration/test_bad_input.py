@@ -571,13 +571,22 @@ class TestHostileRoundTwo(bazaar.ClusterTestCase):
 
     def test_f7_forged_invalidation_version_does_not_disable_the_cache(self):
         """An invalidation with version 2^62 used to keep the stock out of the cache for good."""
+        # Sent in the catalog's own stream with the next sequence number, so the front-end
+        # takes it as genuine (a new stream would empty the cache and forget the version).
+        stream = self.find_key(self.cluster.status(), "invalidation_stream")
+        self.assertTrue(stream and stream.get("known"), stream)
         url = self.cluster.frontend_url("/invalidate")
-        reply = self.cluster.internal_post_json(url, {"name": "FishCo", "version": 2 ** 62})
+        reply = self.cluster.internal_post_json(url, {
+            "stream": stream["stream"], "seq": stream["seq"] + 1,
+            "stocks": [{"name": "FishCo", "version": 2 ** 62}]})
         self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(self.find_key(self.cluster.status(), "invalidation_stream")["resets_gap"],
+                         stream["resets_gap"])
 
         def cached():
             self.cluster.get("/stocks/FishCo")
-            entries = self.cluster.status().get("cache", {}).get("entries", [])
+            cache = self.find_key(self.cluster.status(), "cache") or {}
+            entries = cache.get("entries", []) if isinstance(cache, dict) else []
             return any(e.get("name") == "FishCo" for e in entries)
         bazaar.wait_for(cached, 5, "FishCo cached again after a forged invalidation")
 
@@ -609,6 +618,19 @@ class TestHostileRoundTwo(bazaar.ClusterTestCase):
         self.assertEqual(headers.get("allow"), "GET, HEAD", headers)
 
     # -- helpers ----------------------------------------------------------------
+
+    def find_key(self, doc, key):
+        """The first value under `key` anywhere in a JSON document, or None."""
+        if isinstance(doc, dict):
+            if key in doc:
+                return doc[key]
+            doc = list(doc.values())
+        if isinstance(doc, list):
+            for item in doc:
+                found = self.find_key(item, key)
+                if found is not None:
+                    return found
+        return None
 
     def assertJsonError(self, data, status):
         replies = split_replies(data)

@@ -126,7 +126,7 @@ class TestSecrets(unittest.TestCase):
                 self.assertEqual(reply.status, status, reply.body)
             # A child that dies is reported with its command line: without the secret.
             os.kill(kids[0], signal.SIGKILL)
-            bazaar.wait_for(lambda: "Restart by hand" in log_text(), 10, "the exit report")
+            bazaar.wait_for(lambda: "not restarting it" in log_text(), 10, "the exit report")
             time.sleep(0.2)
             self.assertNotIn(secret, log_text())
         finally:

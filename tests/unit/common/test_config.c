@@ -429,11 +429,12 @@ static void test_several_frontends(void **state)
     assert_int_equal(config_notify_targets(&cfg, targets, CONFIG_MAX_NOTIFY), 1);
     assert_string_equal(targets[0], "127.0.0.1:8080");
 
-    assert_int_equal(load_text(&cfg, "two.conf",
-                               "[frontend]\ncache_size = 3\n[frontend.2]\nlisten = 127.0.0.1:8082\n"
-                               "[frontend.1]\nlisten = 127.0.0.1:8081\n[order.1]\nlisten = h:1\n",
-                               errmsg, sizeof errmsg),
-                     0);
+    assert_int_equal(
+        load_text(&cfg, "two.conf",
+                  "[frontend]\ncache_size = 3\n[frontend.2]\nlisten = 127.0.0.1:8082\n"
+                  "[frontend.1]\nlisten = 127.0.0.1:8081\n[order.1]\nlisten = 127.0.0.1:1\n",
+                  errmsg, sizeof errmsg),
+        0);
     assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), 0);
     assert_int_equal(cfg.cache_size, 3);
     assert_int_equal(config_frontends(&cfg, fes), 2);
@@ -461,8 +462,8 @@ static void test_several_frontends(void **state)
         if (load_text(&cfg, "bad.conf", bad[i], errmsg, sizeof errmsg) == 0)
             fail_msg("accepted: %s", bad[i]);
     assert_int_equal(load_text(&cfg, "badaddr.conf",
-                               "[frontend.1]\nlisten = nope\n[order.1]\nlisten = h:1\n", errmsg,
-                               sizeof errmsg),
+                               "[frontend.1]\nlisten = nope\n[order.1]\nlisten = 127.0.0.1:1\n",
+                               errmsg, sizeof errmsg),
                      0);
     assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), BZ_EINVAL);
     assert_non_null(strstr(errmsg, "frontend.1.listen"));
