@@ -1,7 +1,8 @@
 # Stock Bazaar: the two commands are `make run` and `make test`.
 #   make run      installs missing packages, builds, starts a local 3-replica cluster
 #   make test     builds twice (plain and ASan+UBSan) and runs every test in both
-# Other targets: build, asan, tsan, soak, sim, fuzz, bench, eval, format, check-format, clean.
+# Other targets: build, asan, tsan, soak, sim, fuzz, bench, eval, format, check-format, matrix,
+# clean.
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
@@ -11,12 +12,13 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 ROUNDS     ?= 200
 SEED       ?= 1
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 1800
+FUZZ_RUNS    ?= 10000000
 SEEDS      ?= 10000
 MODE       ?= primary-backup
 
 .PHONY: all deps build asan tsan run test test-plain test-asan test-tsan soak sim fuzz bench eval \
-        format check-format lint clean
+        format check-format lint matrix clean
 
 all: build
 
@@ -44,7 +46,7 @@ run: build
 
 test: test-plain test-asan
 
-test-plain: build lint
+test-plain: build lint matrix
 	ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
 
 test-asan: asan
@@ -65,13 +67,17 @@ else
 endif
 
 fuzz: deps
-	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
 bench: build
 	bash bench/run.sh
 
 eval: build
 	bash bench/eval.sh
+
+# Every build type with gcc and clang, -Werror (build only); part of `make test`.
+matrix: deps
+	@bash scripts/build-matrix.sh
 
 # Style and banned-function checks run as part of `make test`.
 lint:
@@ -81,4 +87,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-matrix build-fuzz

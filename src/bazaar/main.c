@@ -96,6 +96,17 @@ static void launcher__sleep_ms(int ms)
 
 /* ---------------------------------------------------------------- the process table */
 
+/* Does this argument carry the secret ("cluster.secret=..." as --set's value)? */
+static bool launcher__secret_arg(const char *a)
+{
+    return strstr(a, "cluster.secret=") != NULL;
+}
+
+/*
+ * Builds argv: binary, the launcher's own flags (minus the subcommand and any
+ * --set cluster.secret=..., which children get as BAZAAR_SECRET instead: argv
+ * is world-readable in ps), and --id.
+ */
 static void launcher__add(struct launcher *l, const char *name, const char *bin_dir,
                           const char *binary, const char *listen, int id, char **flags, int nflags)
 {
@@ -106,8 +117,16 @@ static void launcher__add(struct launcher *l, const char *name, const char *bin_
     snprintf(path, sizeof path, "%s/%s", bin_dir, binary);
     int k = 0;
     c->argv[k++] = xstrdup(path);
-    for (int i = 0; i < nflags && k < 76; i++)
+    for (int i = 0; i < nflags && k < 76; i++) {
+        if (launcher__secret_arg(flags[i])) {
+            /* Also drop a separate "--set"/"-s" flag that preceded the value. */
+            if (flags[i][0] != '-' && k > 1 && c->argv[k - 1][0] == '-' &&
+                !strchr(c->argv[k - 1], '='))
+                free(c->argv[--k]);
+            continue;
+        }
         c->argv[k++] = xstrdup(flags[i]);
+    }
     if (id > 0) {
         char idbuf[16];
         snprintf(idbuf, sizeof idbuf, "%d", id);
@@ -357,6 +376,12 @@ static int launcher__up(struct launcher *l, char **flags, int nflags)
     l->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
     l->control = -1;
 
+    /* The secret in force (file, environment or --set) reaches the children through the
+     * environment, which overrides their config file and is not shown by ps. */
+    if (setenv("BAZAAR_SECRET", l->cfg.secret, 1) != 0) {
+        LOG_ERROR("cannot pass the secret to the services");
+        return 1;
+    }
     launcher__plan(l, bin_dir, flags, nflags);
     /* The order replicas start together and are then awaited: in raft mode none is ready
      * before a majority runs and has elected a leader. The others start one by one. */

@@ -66,7 +66,42 @@ static struct stock *stockdb__find(struct stockdb *db, const char *name)
     return bsearch(&key, db->stocks, db->nstocks, sizeof *db->stocks, stockdb__cmp);
 }
 
-/* Seeds an empty stocks table from the CSV, in one transaction. */
+#define STOCKDB__CSV_HEADER   "name,price,quantity"
+#define STOCKDB__CSV_LINE_MAX 1024 /* a valid line is under 100 bytes */
+
+/* A price: digits, optionally '.' and digits; at most 12 integer digits (no sign, hex,
+ * exponent, inf or nan, which strtod alone would accept). */
+static bool stockdb__price_valid(const char *s)
+{
+    size_t whole = strspn(s, "0123456789");
+    if (whole == 0 || whole > 12)
+        return false;
+    if (s[whole] == '\0')
+        return true;
+    return s[whole] == '.' && strspn(s + whole + 1, "0123456789") > 0 &&
+           s[whole + 1 + strspn(s + whole + 1, "0123456789")] == '\0';
+}
+
+/* Splits line in place into exactly three non-empty comma-separated fields. */
+static bool stockdb__split3(char *line, char *fields[3])
+{
+    fields[0] = line;
+    for (int i = 1; i < 3; i++) {
+        char *comma = strchr(fields[i - 1], ',');
+        if (!comma)
+            return false;
+        *comma = '\0';
+        fields[i] = comma + 1;
+    }
+    return !strchr(fields[2], ',') && fields[0][0] && fields[1][0] && fields[2][0];
+}
+
+/*
+ * Reads the stocks CSV strictly: the header line must be name,price,quantity;
+ * then one stock per line (blank lines and # comments allowed), no empty fields,
+ * decimal prices, lines read whole whatever their length. Every line is checked
+ * and the stock limit applied before anything is written; then one transaction.
+ */
 static int stockdb__seed(struct stockdb *db, const char *csv, char *errmsg, size_t errlen)
 {
     FILE *f = fopen(csv, "r");
@@ -74,46 +109,104 @@ static int stockdb__seed(struct stockdb *db, const char *csv, char *errmsg, size
         snprintf(errmsg, errlen, "%s: cannot open the stocks CSV", csv);
         return BZ_EINVAL;
     }
-    sqlite3_stmt *ins = store_prepare(db->sql, "INSERT INTO stocks VALUES(?,?,?)");
-    char line[256];
-    int lineno = 0, rv = store_begin(db->sql), added = 0;
-    while (rv == 0 && fgets(line, sizeof line, f)) {
+    struct stock *rows = NULL;
+    int *linenos = NULL; /* line of each row, for messages */
+    size_t nrows = 0, cap = 0;
+    char *line = NULL;
+    size_t linecap = 0;
+    ssize_t got;
+    int lineno = 0, rv = 0;
+    while (rv == 0 && (got = getline(&line, &linecap, f)) >= 0) {
         lineno++;
-        line[strcspn(line, "\r\n")] = '\0';
-        if (lineno == 1 || line[0] == '\0' || line[0] == '#')
-            continue; /* header, blank lines and comments */
-        char *name = strtok(line, ","), *price = strtok(NULL, ","), *qty = strtok(NULL, ",");
-        char *end = NULL;
-        double p = price ? strtod(price, &end) : -1;
-        uint64_t q;
-        if (!name || !price || !qty || strtok(NULL, ",") || !stock_name_valid(name, strlen(name)) ||
-            *end != '\0' || !(p >= 0 && p < 1e12) || parse_u64_str(qty, 1000000000, &q)) {
-            snprintf(errmsg, errlen, "%s:%d: expected name,price,quantity", csv, lineno);
+        if ((size_t)got != strlen(line) || (size_t)got > STOCKDB__CSV_LINE_MAX) {
+            snprintf(errmsg, errlen, "%s:%d: %s", csv, lineno,
+                     (size_t)got != strlen(line) ? "NUL byte in the line" : "line too long");
             rv = BZ_EINVAL;
             break;
         }
-        sqlite3_bind_text(ins, 1, name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_double(ins, 2, p);
-        sqlite3_bind_int64(ins, 3, (sqlite3_int64)q);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            snprintf(errmsg, errlen, "%s:%d: %s", csv, lineno, sqlite3_errmsg(db->sql));
-            rv = BZ_EINVAL;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (lineno == 1) {
+            if (strcmp(line, STOCKDB__CSV_HEADER) != 0) {
+                snprintf(errmsg, errlen, "%s:1: the first line must be the header %s", csv,
+                         STOCKDB__CSV_HEADER);
+                rv = BZ_EINVAL;
+            }
+            continue;
         }
-        sqlite3_reset(ins);
-        added++;
+        if (line[0] == '\0' || line[0] == '#')
+            continue; /* blank lines and comments */
+        char *fields[3];
+        uint64_t q;
+        if (!stockdb__split3(line, fields) || !stock_name_valid(fields[0], strlen(fields[0])) ||
+            !stockdb__price_valid(fields[1]) || parse_u64_str(fields[2], 1000000000, &q)) {
+            snprintf(errmsg, errlen,
+                     "%s:%d: expected name,price,quantity (a name of 1-64 [A-Za-z0-9_.-], a "
+                     "decimal price, an integer quantity 0..1000000000)",
+                     csv, lineno);
+            rv = BZ_EINVAL;
+            break;
+        }
+        if (nrows == STOCKDB__MAX_STOCKS) {
+            snprintf(errmsg, errlen, "%s:%d: more than %d stocks", csv, lineno,
+                     STOCKDB__MAX_STOCKS);
+            rv = BZ_EINVAL;
+            break;
+        }
+        if (nrows == cap) {
+            cap = cap ? cap * 2 : 64;
+            rows = xrealloc(rows, cap * sizeof *rows);
+            linenos = xrealloc(linenos, cap * sizeof *linenos);
+        }
+        linenos[nrows] = lineno;
+        struct stock *s = &rows[nrows++];
+        memset(s, 0, sizeof *s);
+        snprintf(s->name, sizeof s->name, "%s", fields[0]);
+        s->price = strtod(fields[1], NULL);
+        s->quantity = (int64_t)q;
+    }
+    free(line);
+    if (rv == 0 && ferror(f)) {
+        snprintf(errmsg, errlen, "%s: read error", csv);
+        rv = BZ_EINVAL;
     }
     fclose(f);
-    sqlite3_finalize(ins);
-    if (rv == 0 && added == 0) {
+    if (rv == 0 && lineno == 0) {
+        snprintf(errmsg, errlen, "%s: empty file (expected the header %s)", csv,
+                 STOCKDB__CSV_HEADER);
+        rv = BZ_EINVAL;
+    }
+    if (rv == 0 && nrows == 0) {
         snprintf(errmsg, errlen, "%s: no stocks", csv);
         rv = BZ_EINVAL;
     }
+    if (rv) {
+        free(rows);
+        free(linenos);
+        return rv;
+    }
+
+    sqlite3_stmt *ins = store_prepare(db->sql, "INSERT INTO stocks VALUES(?,?,?)");
+    rv = store_begin(db->sql);
+    for (size_t i = 0; rv == 0 && i < nrows; i++) {
+        sqlite3_bind_text(ins, 1, rows[i].name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(ins, 2, rows[i].price);
+        sqlite3_bind_int64(ins, 3, (sqlite3_int64)rows[i].quantity);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            snprintf(errmsg, errlen, "%s:%d: stock %s: %s", csv, linenos[i], rows[i].name,
+                     sqlite3_errmsg(db->sql));
+            rv = BZ_EINVAL;
+        }
+        sqlite3_reset(ins);
+    }
+    sqlite3_finalize(ins);
     if (rv == 0)
         rv = store_commit(db->sql);
     if (rv)
         store_rollback(db->sql);
     else
-        LOG_INFO("seeded %d stocks from %s", added, csv);
+        LOG_INFO("seeded %zu stocks from %s", nrows, csv);
+    free(rows);
+    free(linenos);
     return rv;
 }
 

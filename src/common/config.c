@@ -51,7 +51,7 @@ struct config__row {
 
 static const struct config__row config__rows[] = {
     CFG_STR("cluster", "data_dir", data_dir, "./data"),
-    CFG_STR("cluster", "secret", secret, "dev-secret"),
+    CFG_STR("cluster", "secret", secret, CONFIG_DEFAULT_SECRET),
     CFG_OF("cluster", "log_level", CONFIG_LEVEL, log_level, "info"),
     CFG_OF("cluster", "log_format", CONFIG_LOGFMT, log_format, "text"),
     CFG_INT("cluster", "call_timeout_ms", call_timeout_ms, 10, 600000, "2000"),
@@ -162,7 +162,7 @@ static int config__assign(struct bz_config *cfg, const struct config__row *row, 
 
 void config_init_defaults(struct bz_config *cfg)
 {
-    char ignored[8];
+    char ignored[256]; /* defaults always parse; sized so -Wformat-truncation (Release) holds */
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < CONFIG__NROWS; i++)
         config__assign(cfg, &config__rows[i], config__rows[i].def, ignored, sizeof ignored);
@@ -264,14 +264,42 @@ int config_set(struct bz_config *cfg, const char *section, const char *key, cons
     return BZ_EINVAL;
 }
 
+#define CONFIG__SEEN_MAX 256
+
 struct config__ini_ctx {
     struct bz_config *cfg;
+    /* "section" and "section\nkey" already read, to refuse duplicates. */
+    char *seen[CONFIG__SEEN_MAX];
+    int nseen;
+    int dup_section; /* first line opening a section a second time, 0 if none */
+    char dup_detail[96];
     FILE *file;
     int lineno;       /* line being parsed (counted by our reader) */
     int long_line;    /* first line longer than inih accepts, 0 if none */
     int bad_line;     /* first line the handler refused, 0 if none */
     char detail[256]; /* why bad_line was refused */
 };
+
+/* Records name; false if it was already recorded (or the table is full). */
+static bool config__first_time(struct config__ini_ctx *ctx, const char *name)
+{
+    for (int i = 0; i < ctx->nseen; i++)
+        if (strcmp(ctx->seen[i], name) == 0)
+            return false;
+    if (ctx->nseen == CONFIG__SEEN_MAX)
+        return false;
+    ctx->seen[ctx->nseen++] = xstrdup(name);
+    return true;
+}
+
+static int config__ini_refuse(struct config__ini_ctx *ctx, const char *detail)
+{
+    if (!ctx->bad_line) {
+        ctx->bad_line = ctx->lineno;
+        snprintf(ctx->detail, sizeof ctx->detail, "%s", detail);
+    }
+    return 0;
+}
 
 /*
  * inih's line reader, so that we know which line each handler call is about and can
@@ -292,15 +320,32 @@ static char *config__ini_reader(char *str, int num, void *stream)
             ; /* skip the rest of the over-long line */
         str[0] = '\0';
     }
+    /* inih does not report [section] lines, so sections opened twice are found here. */
+    const char *p = str + strspn(str, " \t");
+    const char *close = p[0] == '[' ? strchr(p, ']') : NULL;
+    if (close && (size_t)(close - p) < 70) {
+        char name[72];
+        snprintf(name, sizeof name, "[%.*s", (int)(close - p - 1), p + 1);
+        if (!config__first_time(ctx, name) && !ctx->dup_section) {
+            ctx->dup_section = ctx->lineno;
+            snprintf(ctx->dup_detail, sizeof ctx->dup_detail, "section %s] appears twice", name);
+        }
+    }
     return str;
 }
 
 static int config__ini_handler(void *user, const char *section, const char *key, const char *value)
 {
     struct config__ini_ctx *ctx = user;
+    char detail[sizeof ctx->detail];
     if (!key) /* a bare [section] line with no keys yet */
         return 1;
-    char detail[sizeof ctx->detail];
+    char both[256];
+    snprintf(both, sizeof both, "%s\n%s", section, key);
+    if (!config__first_time(ctx, both)) {
+        snprintf(detail, sizeof detail, "[%.60s] %.60s is set twice", section, key);
+        return config__ini_refuse(ctx, detail);
+    }
     if (config_set(ctx->cfg, section, key, value, detail, sizeof detail) == 0)
         return 1;
     if (!ctx->bad_line) { /* keep the first refusal, as inih reports the first error */
@@ -312,16 +357,29 @@ static int config__ini_handler(void *user, const char *section, const char *key,
 
 int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen)
 {
-    struct config__ini_ctx ctx = {.cfg = cfg};
-    ctx.file = fopen(path, "r");
-    if (!ctx.file) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
         snprintf(errmsg, errlen, "%s: cannot open", path);
         return BZ_EINVAL;
     }
+    int rv = config_load_stream(cfg, f, path, errmsg, errlen);
+    fclose(f);
+    return rv;
+}
+
+int config_load_stream(struct bz_config *cfg, FILE *f, const char *path, char *errmsg,
+                       size_t errlen)
+{
+    struct config__ini_ctx ctx = {.cfg = cfg, .file = f};
     int line = ini_parse_stream(config__ini_reader, &ctx, config__ini_handler, &ctx);
-    fclose(ctx.file);
+    for (int i = 0; i < ctx.nseen; i++)
+        free(ctx.seen[i]);
     if (ctx.long_line && (line == 0 || ctx.long_line <= line)) {
         snprintf(errmsg, errlen, "%s:%d: line too long", path, ctx.long_line);
+        return BZ_EINVAL;
+    }
+    if (ctx.dup_section && (line == 0 || ctx.dup_section <= line)) {
+        snprintf(errmsg, errlen, "%s:%d: %s", path, ctx.dup_section, ctx.dup_detail);
         return BZ_EINVAL;
     }
     if (line != 0) {
@@ -332,11 +390,18 @@ int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size
     return 0;
 }
 
-void config_apply_env(struct bz_config *cfg)
+int config_apply_env(struct bz_config *cfg, char *errmsg, size_t errlen)
 {
     const char *secret = getenv("BAZAAR_SECRET");
-    if (secret && secret[0] && strlen(secret) < sizeof cfg->secret)
-        snprintf(cfg->secret, sizeof cfg->secret, "%s", secret);
+    if (!secret || !secret[0])
+        return 0;
+    if (strlen(secret) >= sizeof cfg->secret) {
+        snprintf(errmsg, errlen, "BAZAAR_SECRET is %zu bytes; at most %zu are allowed",
+                 strlen(secret), sizeof cfg->secret - 1);
+        return BZ_EINVAL;
+    }
+    memcpy(cfg->secret, secret, strlen(secret) + 1);
+    return 0;
 }
 
 int config_set_option(struct bz_config *cfg, const char *assignment, char *errmsg, size_t errlen)
@@ -361,12 +426,29 @@ int config_set_option(struct bz_config *cfg, const char *assignment, char *errms
     return config_set(cfg, section, key, eq + 1, errmsg, errlen);
 }
 
-static int config__check_addr(const char *what, const char *addr, char *errmsg, size_t errlen)
+/* 127.0.0.0/8 or localhost: reachable only from this machine. */
+static bool config__loopback(const char *host)
+{
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+static int config__check_addr(const struct bz_config *cfg, const char *what, const char *addr,
+                              char *errmsg, size_t errlen)
 {
     char host[CONFIG_ADDR_MAX];
     uint16_t port;
     if (parse_host_port(addr, host, sizeof host, &port)) {
         snprintf(errmsg, errlen, "%s: '%s' is not host:port", what, addr);
+        return BZ_EINVAL;
+    }
+    if (strcmp(cfg->secret, CONFIG_DEFAULT_SECRET) == 0 && !config__loopback(host)) {
+        snprintf(errmsg, errlen,
+                 "%s: '%s' is not a loopback address, and the secret is the public default "
+                 "'%s': set [cluster] secret or BAZAAR_SECRET",
+                 what, addr, CONFIG_DEFAULT_SECRET);
         return BZ_EINVAL;
     }
     return 0;
@@ -414,19 +496,19 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
     }
     if (cfg->mode == CONFIG_MODE_RAFT && config__validate_raft(cfg, errmsg, errlen))
         return BZ_EINVAL;
-    if (config__check_addr("catalog.listen", cfg->catalog_listen, errmsg, errlen) ||
-        config__check_addr("frontend.listen", cfg->frontend_listen, errmsg, errlen))
+    if (config__check_addr(cfg, "catalog.listen", cfg->catalog_listen, errmsg, errlen) ||
+        config__check_addr(cfg, "frontend.listen", cfg->frontend_listen, errmsg, errlen))
         return BZ_EINVAL;
     for (int i = 0; i < cfg->replica_count; i++) {
         char what[32];
         snprintf(what, sizeof what, "order.%d.listen", cfg->replicas[i].id);
-        if (config__check_addr(what, cfg->replicas[i].listen, errmsg, errlen))
+        if (config__check_addr(cfg, what, cfg->replicas[i].listen, errmsg, errlen))
             return BZ_EINVAL;
     }
     for (int i = 0; i < cfg->frontend_count; i++) {
         char what[40];
         snprintf(what, sizeof what, "frontend.%d.listen", cfg->frontends[i].id);
-        if (config__check_addr(what, cfg->frontends[i].listen, errmsg, errlen))
+        if (config__check_addr(cfg, what, cfg->frontends[i].listen, errmsg, errlen))
             return BZ_EINVAL;
     }
     char targets[CONFIG_MAX_NOTIFY][CONFIG_ADDR_MAX];
@@ -437,7 +519,7 @@ int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen)
         return BZ_EINVAL;
     }
     for (int i = 0; i < n; i++)
-        if (config__check_addr("catalog.notify", targets[i], errmsg, errlen))
+        if (config__check_addr(cfg, "catalog.notify", targets[i], errmsg, errlen))
             return BZ_EINVAL;
     return 0;
 }

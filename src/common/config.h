@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -82,11 +83,25 @@ struct bz_config {
 /* Fills every option with its default (no replicas). */
 void config_init_defaults(struct bz_config *cfg);
 
-/* Reads an INI file over the current values. Returns 0 or BZ_EINVAL with errmsg set. */
+/*
+ * Reads an INI file over the current values. A key given twice in a section,
+ * or a section opened twice, is an error (the second would silently win).
+ * Returns 0 or BZ_EINVAL with errmsg set.
+ */
 int config_load_file(struct bz_config *cfg, const char *path, char *errmsg, size_t errlen);
+/* The same from an open stream (the caller closes it); `path` names it in messages. */
+int config_load_stream(struct bz_config *cfg, FILE *f, const char *path, char *errmsg,
+                       size_t errlen);
 
-/* Applies environment overrides (BAZAAR_SECRET). */
-void config_apply_env(struct bz_config *cfg);
+/*
+ * Applies environment overrides (BAZAAR_SECRET; empty means unset). A secret
+ * longer than CONFIG_SECRET_MAX - 1 bytes is an error (BZ_EINVAL with errmsg),
+ * never silently ignored.
+ */
+int config_apply_env(struct bz_config *cfg, char *errmsg, size_t errlen);
+
+/* The shipped default secret: config_validate refuses it on a non-loopback address. */
+#define CONFIG_DEFAULT_SECRET "dev-secret"
 
 /* Sets one option from "section.key=value" (the --set flag). Returns 0 or BZ_EINVAL. */
 int config_set_option(struct bz_config *cfg, const char *assignment, char *errmsg, size_t errlen);
@@ -95,7 +110,10 @@ int config_set_option(struct bz_config *cfg, const char *assignment, char *errms
 int config_set(struct bz_config *cfg, const char *section, const char *key, const char *value,
                char *errmsg, size_t errlen);
 
-/* Checks cross-option rules (at least one replica, addresses parse). 0 or BZ_EINVAL. */
+/*
+ * Checks cross-option rules (at least one replica, addresses parse, the
+ * default secret only on loopback addresses). 0 or BZ_EINVAL.
+ */
 int config_validate(const struct bz_config *cfg, char *errmsg, size_t errlen);
 
 #define CONFIG_MAX_NOTIFY CONFIG_MAX_FRONTENDS

@@ -18,9 +18,13 @@
     X(ENOTLEADER, 421, "this replica is not the leader")                                           \
     X(ECONFLICT, 409, "conflict")                                                                  \
     X(ESTALE, 409, "stale epoch")                                                                  \
+    X(ELENGTH, 411, "Content-Length required")                                                     \
     X(ETOOBIG, 413, "request body too large")                                                      \
+    X(EURI, 414, "request target too long")                                                        \
+    X(EHEADERS, 431, "request header fields too large")                                            \
     X(EMISMATCH, 422, "Idempotency-Key reused with a different request")                           \
     X(EINTERNAL, 500, "internal error")                                                            \
+    X(ENOTIMPL, 501, "not implemented")                                                            \
     X(EUPSTREAM, 502, "bad reply from an internal service")                                        \
     X(EUNAVAIL, 503, "service unavailable")                                                        \
     X(ETIMEDOUT, 504, "internal call timed out")                                                   \

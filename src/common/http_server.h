@@ -28,6 +28,13 @@
 
 #define HTTP_BODY_MAX      4096 /* SPEC §2: larger bodies get 413 */
 #define HTTP_SECRET_HEADER "X-Bazaar-Secret"
+/*
+ * Open connections one client address may hold (waiting for their first
+ * request or owned by libmicrohttpd); more are closed at accept. The global
+ * limit is 4096, so one address can never take more than a quarter of it
+ * (docs/security.md).
+ */
+#define HTTP_CONN_PER_CLIENT_MAX 1024
 
 struct http_request {
     const char *method;
@@ -44,12 +51,11 @@ struct http_response {
     struct strbuf body;       /* owned by the server; handlers append or use the helpers */
     const char *content_type; /* defaults to application/json */
     int retry_after_s;        /* > 0 adds a Retry-After header */
+    const char *allow;        /* set by the server on 405: the Allow header */
 };
 
 typedef void (*http_handler_fn)(void *svc, const struct http_request *req,
                                 struct http_response *resp);
-/* A handler that must not block; returns false to pass the request to the blocking one. */
-typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
 /* A handler that must not block; returns false to pass the request to the blocking one. */
 typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
 
@@ -81,6 +87,7 @@ struct http_server_opts {
     int threads;                /* event threads (libmicrohttpd pool), >= 1 */
     int workers;                /* threads running blocking handlers, >= 1 */
     int idle_timeout_s;         /* idle connections are closed after this */
+    int conns_per_client;       /* 0 means HTTP_CONN_PER_CLIENT_MAX */
     const char *secret;         /* for internal routes; must outlive the server */
     const char *metrics_prefix; /* e.g. "bazaar_frontend" */
     http_metrics_fn metrics;    /* may be NULL */

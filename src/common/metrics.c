@@ -61,11 +61,18 @@ int metrics_render_simple(struct strbuf *out, const char *name, const char *type
 int metrics_render_hist(struct strbuf *out, const char *name, const char *labels,
                         const struct metrics_hist *h)
 {
+    /* One pass over the buckets is the snapshot: _count is their total, so the +Inf
+     * bucket always equals _count even while other threads observe (reading h->count
+     * separately raced with them). _sum is read after and may include a few newer
+     * observations, which Prometheus tolerates. */
+    uint64_t snap[METRICS_BUCKETS];
+    for (int i = 0; i < METRICS_BUCKETS; i++)
+        snap[i] = atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
     const char *sep = labels[0] ? "," : "";
     uint64_t cumulative = 0;
     int rv = 0;
     for (int i = 0; i < METRICS_BUCKETS && !rv; i++) {
-        cumulative += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+        cumulative += snap[i];
         if (i < METRICS_BUCKETS - 1)
             rv =
                 strbuf_appendf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
@@ -79,7 +86,7 @@ int metrics_render_hist(struct strbuf *out, const char *name, const char *labels
     const char *open = labels[0] ? "{" : "", *close = labels[0] ? "}" : "";
     return strbuf_appendf(out, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", name, open, labels,
                           close, (double)atomic_load(&h->sum_us) / 1e6, name, open, labels, close,
-                          (unsigned long long)atomic_load(&h->count));
+                          (unsigned long long)cumulative);
 }
 
 /* Field `want` (1-based, as in proc(5)) of /proc/self/stat, or 0. */

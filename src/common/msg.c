@@ -412,3 +412,12 @@ int msg_inval_batch_from_json(const json_t *obj, struct msg_inval_batch *out, ch
     }
     return 0;
 }
+
+int msg_check_epoch_step(uint64_t current, uint64_t proposed, char *errmsg, size_t errlen)
+{
+    if (proposed <= current || proposed - current <= MSG_EPOCH_STEP_MAX)
+        return 0;
+    snprintf(errmsg, errlen, "epoch %llu is more than %d beyond the current epoch %llu",
+             (unsigned long long)proposed, MSG_EPOCH_STEP_MAX, (unsigned long long)current);
+    return BZ_EINVAL;
+}

@@ -72,6 +72,21 @@ json_t *msg_inval_batch_to_json(const struct msg_inval_batch *m);
 int msg_inval_batch_from_json(const json_t *obj, struct msg_inval_batch *out, char *errmsg,
                               size_t errlen);
 
+/*
+ * How far one message may move an epoch beyond the receiver's current one. Real
+ * epochs grow by one per leader selection, so a step this large is never
+ * legitimate; a forged or corrupt notice that jumps to the decoders' ceiling
+ * (2^62) would leave no higher epoch to recover with (issue 12).
+ */
+#define MSG_EPOCH_STEP_MAX 1000000
+
+/*
+ * 0 when `proposed` is at most MSG_EPOCH_STEP_MAX above `current` (or not above
+ * it: older epochs are the receiver's own business); else BZ_EINVAL with errmsg.
+ * For the receiver of a leader notice or an append, with its promised epoch.
+ */
+int msg_check_epoch_step(uint64_t current, uint64_t proposed, char *errmsg, size_t errlen);
+
 json_t *msg_inval_to_json(const struct msg_inval *m);
 int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, size_t errlen);
 

@@ -172,7 +172,10 @@ int service_init(int argc, char **argv, const char *role, int id_kind, struct bz
         fprintf(stderr, "%s: %s\n", argv[0], err);
         return 1;
     }
-    config_apply_env(cfg);
+    if (config_apply_env(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        return 1;
+    }
     for (int i = 0; i < nsets; i++) {
         if (config_set_option(cfg, sets[i], err, sizeof err) != 0) {
             fprintf(stderr, "%s: %s\n", argv[0], err);

@@ -278,3 +278,54 @@ bool util_secret_equal(const char *a, const char *b)
         diff |= (unsigned char)((i < la ? (unsigned char)a[i] : 0) ^ (unsigned char)b[i]);
     return diff == 0;
 }
+
+/* Length of the well-formed UTF-8 sequence at s (n bytes available), or 0. */
+static size_t util__utf8_seq(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        if (s[0] == 0xe0)
+            lo = 0xa0; /* no overlongs */
+        if (s[0] == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        if (s[0] == 0xf0)
+            lo = 0x90;
+        if (s[0] == 0xf4)
+            hi = 0x8f; /* nothing past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+void util_utf8_copy(char *dst, size_t dstlen, const char *src)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t n = strlen(src), w = 0;
+    for (size_t r = 0; r < n;) {
+        size_t len = util__utf8_seq(s + r, n - r);
+        size_t take = len ? len : 1;
+        if (w + (len ? len : 1) >= dstlen)
+            break; /* a character that does not fit whole is left out */
+        if (len)
+            memcpy(dst + w, s + r, len);
+        else
+            dst[w] = '?';
+        w += len ? len : 1;
+        r += take;
+    }
+    dst[w] = '\0';
+}

@@ -51,7 +51,8 @@ void strbuf_free(struct strbuf *b);
 void strbuf_reset(struct strbuf *b);
 int strbuf_append(struct strbuf *b, const void *data, size_t len);
 int strbuf_appendf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int strbuf_vappendf(struct strbuf *b, const char *fmt, va_list ap);
+int strbuf_vappendf(struct strbuf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Hands the bytes to the caller (who frees them) and leaves the strbuf empty. */
 char *strbuf_steal(struct strbuf *b, size_t *len);
 
@@ -84,6 +85,14 @@ void clock_deadline(struct timespec *ts, uint64_t ms);
 
 /* Fills buf with 2*nbytes lowercase hex characters of random data and a NUL. */
 void util_random_hex(char *buf, size_t nbytes);
+
+/*
+ * Copies src into dst (dstlen >= 1, always NUL-terminated) as valid UTF-8:
+ * each byte that does not begin a complete, well-formed sequence (RFC 3629:
+ * no overlongs, surrogates or values past U+10FFFF) becomes '?', and a cut
+ * never splits a character. For messages that may quote client input.
+ */
+void util_utf8_copy(char *dst, size_t dstlen, const char *src);
 
 /* Constant-time comparison of two strings (time depends only on the lengths). */
 bool util_secret_equal(const char *a, const char *b);

@@ -19,7 +19,8 @@ struct cache__node {
     bool has_value;
     char *bytes;
     size_t len;
-    uint64_t version; /* catalog version of the cached reply */
+    uint64_t version;      /* catalog version of the cached reply */
+    uint64_t seen_version; /* highest version a fill of this key brought from the catalog */
     uint64_t stored_ms;
     struct cache__node *prev, *next; /* LRU list (value) or tombstone FIFO */
     struct cache__node *hnext;       /* hash chain */
@@ -209,8 +210,20 @@ bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void
     pthread_mutex_lock(&c->lock);
     struct cache__node *n = cache__find(c, key);
     uint64_t fence = n ? n->inval_seq : c->floor;
-    if (token < fence || (n && version < n->inval_version)) {
+    if (token < fence) {
         c->stats.stale_fills++; /* invalidated while we were fetching */
+        goto out;
+    }
+    if (n && version < n->inval_version) {
+        /* This fetch began after the invalidation, so the catalog answered after the
+         * change it announced; a genuine invalidation's version is then never above the
+         * reply's. Unless the catalog already showed a newer version (this reply is
+         * stale), the invalidation's version was never the catalog's: a forged or
+         * corrupt message, which must not keep the key out of the cache for ever
+         * (issue 12). Refuse this fill, and trust the catalog's version from now on. */
+        if (version >= n->seen_version)
+            n->inval_version = version;
+        c->stats.stale_fills++;
         goto out;
     }
     if (n && n->has_value && n->version > version)
@@ -226,6 +239,8 @@ bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void
     n->bytes = xmemdup(bytes, len);
     n->len = len;
     n->version = version;
+    if (version > n->seen_version)
+        n->seen_version = version;
     n->stored_ms = now_ms;
     n->has_value = true;
     cache__push_front(&c->lru, n);

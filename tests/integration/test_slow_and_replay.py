@@ -8,6 +8,7 @@
   and changes nothing; a replayed append of the current epoch is a no-op.
 """
 
+import http.client
 import os
 import resource
 import socket
@@ -70,6 +71,17 @@ class TestSlowClients(bazaar.ClusterTestCase):
         self.assertGreaterEqual(
             self.cluster.metric("bazaar_frontend_http_slow_connections_closed_total"), 1)
 
+    def lookup_ok_elsewhere(self):
+        """A lookup on a fresh connection from 127.0.0.2: the idle connections below all
+        come from 127.0.0.1, which the per-address limit (1024) caps on its own."""
+        host, port = self.cluster.address("frontend")
+        conn = http.client.HTTPConnection(host, port, timeout=5, source_address=("127.0.0.2", 0))
+        try:
+            conn.request("GET", "/stocks/GameStart")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+
     def test_thousands_of_idle_connections(self):
         count = 2000
         limit = _raise_fd_limit(count + 200)
@@ -82,7 +94,7 @@ class TestSlowClients(bazaar.ClusterTestCase):
                 socks.append(socket.create_connection((host, port), timeout=5))
             start = time.monotonic()
             for _ in range(20):
-                self.assertTrue(self.lookup_ok(), "a normal client was not served")
+                self.assertTrue(self.lookup_ok_elsewhere(), "a normal client was not served")
             elapsed = time.monotonic() - start
             print(f"{count} idle connections open: 20 lookups took {elapsed * 1000:.0f} ms",
                   file=sys.stderr)

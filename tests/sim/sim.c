@@ -789,7 +789,10 @@ static void sim_on_answer(struct sim *s, int c, uint64_t seq, const struct pb_an
         } else {
             s->acked[k].set = true;
             s->acked[k].at_us = s->now_us;
-            snprintf(s->acked[k].rid, sizeof s->acked[k].rid, "%s", op->trade.request_id);
+            /* memcpy, not snprintf: gcc -Os (MinSizeRel) reports -Werror=restrict here. */
+            size_t rid_len = strnlen(op->trade.request_id, sizeof s->acked[k].rid - 1);
+            memcpy(s->acked[k].rid, op->trade.request_id, rid_len);
+            s->acked[k].rid[rid_len] = '\0';
             s->acked[k].trade = op->trade;
             if (k > s->max_acked)
                 s->max_acked = k;

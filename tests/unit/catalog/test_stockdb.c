@@ -141,9 +141,29 @@ static void test_seed_bad_csv(void **state)
         {"duplicate name", "name,price,quantity\nA,1,5\nA,2,6\n", 3},
         {"header only", "name,price,quantity\n", 0},
         {"empty file", "", 0},
+        /* Issue 12 finding 10: the header is checked, not skipped blindly. */
+        {"no header", "A,1,5\nB,2,6\n", 1},
+        {"wrong header", "stock,price,qty\nA,1,5\n", 1},
+        {"empty name", "name,price,quantity\n,1,5\n", 2},
+        {"empty quantity", "name,price,quantity\nA,1,\n", 2},
+        {"hex price", "name,price,quantity\nA,0x10,5\n", 2},
+        {"exponent price", "name,price,quantity\nA,1e3,5\n", 2},
+        {"inf price", "name,price,quantity\nA,inf,5\n", 2},
+        {"price with sign", "name,price,quantity\nA,+1,5\n", 2},
+        {"price with space", "name,price,quantity\nA, 1,5\n", 2},
+        {"price dot only", "name,price,quantity\nA,1.,5\n", 2},
+        {"price 10^12", "name,price,quantity\nA,1000000000000,5\n", 2},
+        /* Used to be cut at 255 bytes and read as two stocks (X, then Y). */
+        {"long line split in two",
+         "name,price,quantity\nX,"
+         "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "0000001,7Y,2,3\n",
+         2},
     };
     for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
-        char name[32], csv[512], path[512], errmsg[256] = "", want[64];
+        char name[32], csv[512], path[512], errmsg[512] = "", want[64];
         struct stockdb *db = NULL;
         snprintf(name, sizeof name, "bad%zu.csv", i);
         unit_write_file(f->dir, name, cases[i].csv, csv, sizeof csv);
@@ -176,6 +196,42 @@ static void test_seed_missing_csv(void **state)
     /* A failed seed leaves nothing behind that blocks a later, good seed. */
     assert_int_equal(stockdb_open(&db, path, f->csv_path, errmsg, sizeof errmsg), 0);
     assert_int_equal(stockdb_count(db), 3);
+    stockdb_close(db);
+}
+
+/* Issue 12 finding 10: 100,001 stocks are refused before anything is written. */
+static void test_seed_stock_limit_checked_first(void **state)
+{
+    struct fixture *f = *state;
+    char csv[512], path[512], errmsg[256] = "";
+    struct stockdb *db = NULL;
+    snprintf(csv, sizeof csv, "%s/many.csv", f->dir);
+    FILE *out = fopen(csv, "w");
+    assert_non_null(out);
+    fputs("name,price,quantity\n", out);
+    for (int i = 0; i <= 100000; i++)
+        fprintf(out, "S%06d,1.25,%d\n", i, i % 7);
+    assert_int_equal(fclose(out), 0);
+    snprintf(path, sizeof path, "%s/many.db", f->dir);
+    assert_int_equal(stockdb_open(&db, path, csv, errmsg, sizeof errmsg), BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "100000"));
+    assert_non_null(strstr(errmsg, "many.csv:100002"));
+    /* Nothing was written: the same database then seeds from a good CSV. */
+    assert_int_equal(stockdb_open(&db, path, f->csv_path, errmsg, sizeof errmsg), 0);
+    assert_int_equal(stockdb_count(db), 3);
+    stockdb_close(db);
+
+    /* Exactly 100,000 is allowed. */
+    out = fopen(csv, "w");
+    assert_non_null(out);
+    fputs("name,price,quantity\n", out);
+    for (int i = 0; i < 100000; i++)
+        fprintf(out, "S%06d,1.25,%d\n", i, i % 7);
+    assert_int_equal(fclose(out), 0);
+    snprintf(path, sizeof path, "%s/max.db", f->dir);
+    if (stockdb_open(&db, path, csv, errmsg, sizeof errmsg) != 0)
+        fail_msg("100000 stocks refused: %s", errmsg);
+    assert_int_equal(stockdb_count(db), 100000);
     stockdb_close(db);
 }
 
@@ -584,6 +640,7 @@ int main(void)
         T(test_seed_tolerates_crlf_comments_blank_lines),
         T(test_seed_bad_csv),
         T(test_seed_missing_csv),
+        T(test_seed_stock_limit_checked_first),
         T(test_buy_and_sell),
         T(test_unknown_stock),
         T(test_buy_too_many_refused_and_recorded),

@@ -392,13 +392,13 @@ static void test_int_bounds_table(void **state)
     }
 }
 
-static void test_replicas_update_in_place(void **state)
+static void test_replicas_sorted_by_id(void **state)
 {
     (void)state;
     struct bz_config cfg;
     char errmsg[256];
-    int rv = load_text(&cfg, "dup.conf",
-                       "[order.2]\nlisten = 127.0.0.1:2\n[order.2]\nlisten = 127.0.0.1:22\n"
+    int rv = load_text(&cfg, "order.conf",
+                       "[order.2]\nlisten = 127.0.0.1:22\n"
                        "[order.10]\nlisten = 127.0.0.1:10\n[order.1]\nlisten = 127.0.0.1:1\n",
                        errmsg, sizeof errmsg);
     assert_int_equal(rv, 0);
@@ -429,11 +429,12 @@ static void test_several_frontends(void **state)
     assert_int_equal(config_notify_targets(&cfg, targets, CONFIG_MAX_NOTIFY), 1);
     assert_string_equal(targets[0], "127.0.0.1:8080");
 
-    assert_int_equal(load_text(&cfg, "two.conf",
-                               "[frontend]\ncache_size = 3\n[frontend.2]\nlisten = 127.0.0.1:8082\n"
-                               "[frontend.1]\nlisten = 127.0.0.1:8081\n[order.1]\nlisten = h:1\n",
-                               errmsg, sizeof errmsg),
-                     0);
+    assert_int_equal(
+        load_text(&cfg, "two.conf",
+                  "[frontend]\ncache_size = 3\n[frontend.2]\nlisten = 127.0.0.1:8082\n"
+                  "[frontend.1]\nlisten = 127.0.0.1:8081\n[order.1]\nlisten = 127.0.0.1:1\n",
+                  errmsg, sizeof errmsg),
+        0);
     assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), 0);
     assert_int_equal(cfg.cache_size, 3);
     assert_int_equal(config_frontends(&cfg, fes), 2);
@@ -461,8 +462,8 @@ static void test_several_frontends(void **state)
         if (load_text(&cfg, "bad.conf", bad[i], errmsg, sizeof errmsg) == 0)
             fail_msg("accepted: %s", bad[i]);
     assert_int_equal(load_text(&cfg, "badaddr.conf",
-                               "[frontend.1]\nlisten = nope\n[order.1]\nlisten = h:1\n", errmsg,
-                               sizeof errmsg),
+                               "[frontend.1]\nlisten = nope\n[order.1]\nlisten = 127.0.0.1:1\n",
+                               errmsg, sizeof errmsg),
                      0);
     assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), BZ_EINVAL);
     assert_non_null(strstr(errmsg, "frontend.1.listen"));
@@ -479,6 +480,35 @@ static void test_log_format(void **state)
     assert_int_equal(cfg.log_format, CONFIG_LOG_JSON);
     assert_int_equal(config_set_option(&cfg, "cluster.log_format=xml", errmsg, sizeof errmsg),
                      BZ_EINVAL);
+}
+
+/* Issue 12 finding 10: a key or a section given twice is refused, naming the line. */
+static void test_duplicates_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *needle;
+        int line;
+    } cases[] = {
+        {"[frontend]\ncache_size = 2\ncache_size = 3\n", "set twice", 3},
+        {"[order.2]\nlisten = 127.0.0.1:2\n[order.2]\nlisten = 127.0.0.1:22\n", "twice", 3},
+        {"[cluster]\nsecret = a\n[frontend]\ncache = on\n[cluster]\ndata_dir = /x\n", "twice", 5},
+        {"[cluster]\n[cluster]\n", "twice", 2},
+        {"[catalog]\nlisten = 127.0.0.1:1\n[order.1]\nlisten = 127.0.0.1:2\nlisten = "
+         "127.0.0.1:3\n",
+         "set twice", 5},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        struct bz_config cfg;
+        char errmsg[256];
+        if (load_text(&cfg, "dup.conf", cases[i].text, errmsg, sizeof errmsg) != BZ_EINVAL)
+            fail_msg("case %zu accepted", i);
+        char where[32];
+        snprintf(where, sizeof where, ":%d:", cases[i].line);
+        if (!strstr(errmsg, cases[i].needle) || !strstr(errmsg, where))
+            fail_msg("case %zu: message \"%s\"", i, errmsg);
+    }
 }
 
 static void test_too_many_replicas(void **state)
@@ -577,23 +607,34 @@ static void test_env_secret_override(void **state)
     assert_string_equal(cfg.secret, "s3cret-from-file");
 
     unsetenv("BAZAAR_SECRET");
-    config_apply_env(&cfg);
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), 0);
     assert_string_equal(cfg.secret, "s3cret-from-file");
 
-    setenv("BAZAAR_SECRET", "", 1); /* empty: ignored */
-    config_apply_env(&cfg);
+    setenv("BAZAAR_SECRET", "", 1); /* empty: unset */
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), 0);
     assert_string_equal(cfg.secret, "s3cret-from-file");
 
     setenv("BAZAAR_SECRET", "from-the-environment", 1);
-    config_apply_env(&cfg);
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), 0);
     assert_string_equal(cfg.secret, "from-the-environment");
 
+    char longest[CONFIG_SECRET_MAX];
+    memset(longest, 'l', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0';
+    setenv("BAZAAR_SECRET", longest, 1); /* 127 bytes: fits */
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), 0);
+    assert_string_equal(cfg.secret, longest);
+
+    /* Issue 12 finding 9: 128 bytes used to be ignored silently (the cluster ran on the
+     * file's secret); now it is an error that names the limit. */
     char toolong[CONFIG_SECRET_MAX + 1];
     memset(toolong, 's', sizeof toolong - 1);
     toolong[sizeof toolong - 1] = '\0';
-    setenv("BAZAAR_SECRET", toolong, 1); /* does not fit: not truncated, ignored */
-    config_apply_env(&cfg);
-    assert_string_equal(cfg.secret, "from-the-environment");
+    setenv("BAZAAR_SECRET", toolong, 1);
+    errmsg[0] = '\0';
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "127"));
+    assert_string_equal(cfg.secret, longest);
     unsetenv("BAZAAR_SECRET");
 }
 
@@ -709,6 +750,41 @@ static void test_raft_defaults_and_shipped_config(void **state)
     strbuf_free(&out);
 }
 
+/* Issue 12 finding 9: the public default secret only on addresses no other machine reaches. */
+static void test_default_secret_only_on_loopback(void **state)
+{
+    (void)state;
+    struct bz_config cfg;
+    char errmsg[256] = "";
+    config_init_defaults(&cfg);
+    assert_string_equal(cfg.secret, CONFIG_DEFAULT_SECRET);
+    assert_int_equal(config_set(&cfg, "order.1", "listen", "127.0.0.1:9101", errmsg, sizeof errmsg),
+                     0);
+    assert_int_equal(config_set(&cfg, "frontend", "listen", "127.1.2.3:80", errmsg, sizeof errmsg),
+                     0);
+    assert_int_equal(config_validate(&cfg, errmsg, sizeof errmsg), 0);
+    static const char *const outside[][2] = {
+        {"frontend", "0.0.0.0:8080"},    {"catalog", "10.0.0.5:9001"},
+        {"order.1", "192.168.1.2:9101"}, {"catalog", "db.example.com:9001"},
+        {"catalog", "notify"},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(outside); i++) {
+        struct bz_config c = cfg;
+        const char *key = strcmp(outside[i][1], "notify") == 0 ? "notify" : "listen";
+        const char *value = strcmp(key, "notify") == 0 ? "127.0.0.1:1,10.1.1.1:2" : outside[i][1];
+        assert_int_equal(config_set(&c, outside[i][0], key, value, errmsg, sizeof errmsg), 0);
+        errmsg[0] = '\0';
+        if (config_validate(&c, errmsg, sizeof errmsg) != BZ_EINVAL)
+            fail_msg("%s.%s = %s validated with the default secret", outside[i][0], key, value);
+        assert_non_null(strstr(errmsg, "secret"));
+        assert_int_equal(config_set(&c, "cluster", "secret", "a-real-one", errmsg, sizeof errmsg),
+                         0);
+        if (config_validate(&c, errmsg, sizeof errmsg) != 0)
+            fail_msg("%s.%s = %s refused with a real secret: %s", outside[i][0], key, value,
+                     errmsg);
+    }
+}
+
 static void test_dump_json_redacts_secret(void **state)
 {
     (void)state;
@@ -716,7 +792,7 @@ static void test_dump_json_redacts_secret(void **state)
     char errmsg[256];
     assert_int_equal(load_text(&cfg, "dump.conf", full_ini, errmsg, sizeof errmsg), 0);
     setenv("BAZAAR_SECRET", "top-secret-env-value", 1);
-    config_apply_env(&cfg);
+    assert_int_equal(config_apply_env(&cfg, errmsg, sizeof errmsg), 0);
     unsetenv("BAZAAR_SECRET");
 
     struct strbuf out;
@@ -772,7 +848,8 @@ int main(void)
         cmocka_unit_test(test_longest_value_loads_from_file),
         cmocka_unit_test(test_cache_switch_table),
         cmocka_unit_test(test_int_bounds_table),
-        cmocka_unit_test(test_replicas_update_in_place),
+        cmocka_unit_test(test_replicas_sorted_by_id),
+        cmocka_unit_test(test_duplicates_refused),
         cmocka_unit_test(test_too_many_replicas),
         cmocka_unit_test(test_several_frontends),
         cmocka_unit_test(test_log_format),
@@ -782,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_raft_validate),
         cmocka_unit_test(test_raft_defaults_and_shipped_config),
+        cmocka_unit_test(test_default_secret_only_on_loopback),
         cmocka_unit_test(test_dump_json_redacts_secret),
         cmocka_unit_test(test_dump_json_respects_buffer_max),
     };

@@ -533,9 +533,27 @@ static void test_exec_reply(void **state)
     }
 }
 
+/* Issue 12 finding 7: an epoch far beyond the current one is refused, so a forged notice
+ * cannot push it to the ceiling where no higher epoch is left to recover with. */
+static void test_epoch_step(void **state)
+{
+    (void)state;
+    char errmsg[160] = "";
+    assert_int_equal(msg_check_epoch_step(0, 1, errmsg, sizeof errmsg), 0);
+    assert_int_equal(msg_check_epoch_step(7, 8, errmsg, sizeof errmsg), 0);
+    assert_int_equal(msg_check_epoch_step(7, 3, errmsg, sizeof errmsg), 0); /* older: not ours */
+    assert_int_equal(msg_check_epoch_step(7, 7 + MSG_EPOCH_STEP_MAX, errmsg, sizeof errmsg), 0);
+    assert_int_equal(msg_check_epoch_step(7, 8 + MSG_EPOCH_STEP_MAX, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+    assert_int_equal(msg_check_epoch_step(7, UINT64_C(1) << 62, errmsg, sizeof errmsg), BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "beyond"));
+    assert_int_equal(msg_check_epoch_step(UINT64_MAX - 1, UINT64_MAX, errmsg, sizeof errmsg), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_epoch_step),
         cmocka_unit_test(test_notice_table),
         cmocka_unit_test(test_notice_round_trip),
         cmocka_unit_test(test_inval_table),

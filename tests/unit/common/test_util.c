@@ -291,9 +291,39 @@ static void test_clock_monotonic(void **state)
     assert_true(clock_now_ms() >= a / 1000);
 }
 
+/* util_utf8_copy: valid UTF-8 out, whatever comes in (issue 12 finding 4). */
+static void test_utf8_copy(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t dstlen;
+        const char *out;
+    } cases[] = {
+        {"plain", 64, "plain"},
+        {"caf\xc3\xa9", 64, "caf\xc3\xa9"},
+        {"caf\xc3\xa9", 5, "caf"},        /* the cut drops a character that does not fit */
+        {"caf\xc3", 64, "caf?"},          /* already cut mid-character */
+        {"\xff\xfe x", 64, "?? x"},       /* never valid */
+        {"\xc0\xaf", 64, "??"},           /* overlong '/' */
+        {"\xed\xa0\x80", 64, "???"},      /* a surrogate */
+        {"\xf4\x90\x80\x80", 64, "????"}, /* past U+10FFFF */
+        {"\xf0\x9f\x98\x80!", 64, "\xf0\x9f\x98\x80!"},
+        {"\xf0\x9f\x98\x80", 4, ""},
+        {"", 1, ""},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        char out[64];
+        util_utf8_copy(out, cases[i].dstlen, cases[i].in);
+        if (strcmp(out, cases[i].out) != 0)
+            fail_msg("case %zu: got \"%s\"", i, out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_copy),
         cmocka_unit_test(test_parse_u64_table),
         cmocka_unit_test(test_parse_u64_len_bounded),
         cmocka_unit_test(test_stock_name_valid_table),

@@ -304,7 +304,10 @@ static void test_invalidating_another_key_does_not_block(void **state)
     cache_free(c);
 }
 
-/* A reply older than an invalidation's catalog version is refused even with a fresh token. */
+/*
+ * A reply older than a version the catalog has already shown is refused even with a
+ * fresh token, and a later, lower-versioned (replayed) invalidation does not lower the bar.
+ */
 static void test_fill_older_than_invalidation_version(void **state)
 {
     (void)state;
@@ -312,15 +315,41 @@ static void test_fill_older_than_invalidation_version(void **state)
     char buf[64];
     cache_invalidate(c, "A", 10);
     uint64_t token = cache_fill_begin(c);
-    assert_false(cache_fill_end(c, "A", token, "v9", 2, 9, 0));
-    assert_null(get(c, "A", 0, buf, sizeof buf));
     assert_true(cache_fill_end(c, "A", token, "v10", 3, 10, 0));
     assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v10");
-    /* A later, lower-versioned invalidation does not lower the bar. */
     cache_invalidate(c, "A", 4);
     token = cache_fill_begin(c);
     assert_false(cache_fill_end(c, "A", token, "v9", 2, 9, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    assert_false(cache_fill_end(c, "A", token, "v9", 2, 9, 0)); /* still refused */
     assert_true(cache_fill_end(c, "A", token, "v11", 3, 11, 0));
+    cache_free(c);
+}
+
+/*
+ * Issue 12 finding 7: one invalidation carrying version 2^62 kept the stock out of
+ * the cache for good. A fill that began after it and is not older than anything the
+ * catalog showed proves that version was never the catalog's: one miss, then cached.
+ */
+static void test_forged_invalidation_version_recovers(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    uint64_t token = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "A", token, "v3", 2, 3, 0));
+    cache_invalidate(c, "A", UINT64_C(1) << 62);
+    token = cache_fill_begin(c);
+    assert_false(cache_fill_end(c, "A", token, "v5", 2, 5, 0)); /* one refusal */
+    token = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "A", token, "v5", 2, 5, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v5");
+    /* Invalidations of the real versions keep working afterwards. */
+    cache_invalidate(c, "A", 6);
+    token = cache_fill_begin(c);
+    assert_false(cache_fill_end(c, "A", token - 1, "v5", 2, 5, 0)); /* began before: refused */
+    assert_true(cache_fill_end(c, "A", token, "v6", 2, 6, 0));
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "v6");
     cache_free(c);
 }
 
@@ -635,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_fill_between_invalidations),
         cmocka_unit_test(test_invalidating_another_key_does_not_block),
         cmocka_unit_test(test_fill_older_than_invalidation_version),
+        cmocka_unit_test(test_forged_invalidation_version_recovers),
         cmocka_unit_test(test_older_version_does_not_overwrite_newer),
         cmocka_unit_test(test_eviction_keeps_the_fence),
         cmocka_unit_test(test_tombstone_floor),
