@@ -148,7 +148,11 @@ uint64_t pb_tick(struct pb *pb);
 /* The reply to a call the core sent (the driver then frees call and reply). */
 void pb_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply);
 
-/* A leader notice (from a front-end or a promoting peer). 0, BZ_ESTALE or BZ_EIO. */
+/*
+ * A leader notice (from a front-end or a promoting peer). 0, BZ_ESTALE (older epoch, or
+ * another leader for the promised one), BZ_EINVAL (an epoch implausibly far ahead,
+ * MSG_EPOCH_STEP_MAX) or BZ_EIO.
+ */
 int pb_on_notice(struct pb *pb, const struct msg_notice *m);
 
 /* An append from a leader. On 0, ok, match and last are the reply. BZ_ESTALE or BZ_EIO. */

@@ -141,6 +141,12 @@ int pb__adopt(struct pb *pb, uint64_t epoch, int leader)
     pb->st.state(pb->st.ctx, &st);
     if (epoch < st.promised)
         return BZ_ESTALE;
+    char why[128];
+    if (msg_check_epoch_step(st.promised, epoch, why, sizeof why) != 0) {
+        /* A forged or corrupt message must not push the epoch out of reach (issue 12). */
+        LOG_WARN("refused leader %d: %s", leader, why);
+        return BZ_EINVAL;
+    }
     if (epoch == st.promised && st.promised_leader != 0 && leader != st.promised_leader)
         return BZ_ESTALE; /* one leader per epoch, remembered across restarts */
     bool same = epoch == pb->epoch && leader == pb->leader_id && epoch == st.promised &&

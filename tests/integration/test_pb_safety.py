@@ -53,6 +53,18 @@ class SafetyTestCase(unittest.TestCase):
 
 @bazaar.skip_unless_mode("primary-backup", "epochs and notices are primary-backup's")
 class OneLeaderPerEpochTest(SafetyTestCase):
+    def test_far_future_epoch_cannot_wedge_the_cluster(self):
+        """Issue 12, finding 7: one authenticated notice with epoch 2^62 was accepted and
+        persisted; the front-end then needed 2^62+1, above the decoders' maximum."""
+        c = self.cluster
+        for rid in c.replica_ids():
+            for epoch in (1 << 62, 5_000_000):
+                r = c.internal_post_json(c.order_url(rid, "/leader"),
+                                         {"leader": rid, "epoch": epoch})
+                self.assertEqual(r.status, 400, r.body)
+            self.assertLess(self.epoch(rid), 1000)
+        self.assertEqual(self.trade(key="after-forged-epoch").status, 200)
+
     def test_promise_names_its_leader_across_restarts(self):
         c = self.cluster
         leader = wait_for(lambda: find_leader(c), what="a leader")

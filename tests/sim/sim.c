@@ -876,7 +876,9 @@ static void sim_fault(struct sim *s)
         if (sim_node_runs(n)) {
             uint64_t e = pb_epoch(n->pb);
             struct msg_notice m = {.leader = s->nodes[sim_between(r, 0, s->nnodes - 1)].id,
-                                   .epoch = sim_chance(r, 0.5) && e > 1 ? e - 1 : e + 1000};
+                                   .epoch = sim_chance(r, 0.5) && e > 1 ? e - 1
+                                            : sim_chance(r, 0.5)        ? e + 1000
+                                                                        : e + ((uint64_t)1 << 61)};
             int rv = pb_on_notice(n->pb, &m);
             sim_trace(s, "notice leader %d epoch %" PRIu64 " to node %d: %s", m.leader, m.epoch,
                       n->id, bz_strerror(rv));
