@@ -16,6 +16,8 @@ What it gives you:
   - Trader: threads of seeded client traffic with Idempotency-Key retries (replication, fault)
   - replica_state(), find_leader(), wait_replicas_idle(): order replicas' /state
   - check_invariants() / find_invariant_violations(): the SPEC §3 invariants after faults
+  - replay_log(): the log replayed by number from the initial catalog (never below zero)
+  - Cluster.pause_process()/resume_process(): SIGSTOP/SIGCONT (a hung process)
 
 What it is not: a client library for production use, nor a launcher (`bazaar up`).
 
@@ -592,11 +594,21 @@ class Process:
         if self.running():
             self.popen.send_signal(sig)
 
+    def pause(self):
+        """SIGSTOP: the process keeps its sockets and state but runs no code until resume()."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after pause()."""
+        self.signal(signal.SIGCONT)
+
     def stop(self, grace=5.0):
-        """SIGTERM, wait up to grace seconds (scaled), then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to grace seconds (scaled), then SIGKILL. Returns the exit code.
+        A paused (SIGSTOPped) process is continued so that it can act on the SIGTERM."""
         if self.popen is None:
             return self.returncode
         self.signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)
         try:
             self.popen.wait(timeout=scaled(grace))
         except subprocess.TimeoutExpired:
@@ -934,6 +946,14 @@ class Cluster:
     def kill_process(self, name):
         """SIGKILL one process. Returns its exit code."""
         return self.processes[name].kill()
+
+    def pause_process(self, name):
+        """SIGSTOP one process (a hung process: its peers see timeouts, not refused connections)."""
+        self.processes[name].pause()
+
+    def resume_process(self, name):
+        """SIGCONT one process paused with pause_process()."""
+        self.processes[name].resume()
 
     def restart_process(self, name, hard=False, wait=True):
         """Stop (SIGKILL when hard) and start one process again."""
@@ -1449,6 +1469,77 @@ def _key_of_request_id(request_id):
     return request_id[at:] if at >= 0 else None
 
 
+def replay_log(rows, initial_quantities, limit=10):
+    """Replay order rows in number order from the initial catalog: the replay invariant.
+
+    A buy never takes a stock below zero when the log is replayed by number, because the
+    numbers are the order in which the catalog executed the trades. Returns ({name: quantity
+    after the last row}, [violations]): one violation per row that names an unknown stock or
+    takes a quantity below zero, each with the stock's previous entries as an excerpt.
+    initial_quantities is {name: quantity} or {name: (price, quantity)}.
+    """
+    qty = {name: (q[1] if isinstance(q, tuple) else q) for name, q in initial_quantities.items()}
+    recent = {}  # name -> the last few (number, type, quantity, after) for the excerpt
+    out = []
+    below = 0
+    for r in sorted(rows, key=lambda row: row["number"]):
+        name = r["name"]
+        if name not in qty:
+            out.append(f"order {r['number']} names unknown stock {name!r}")
+            continue
+        before = qty[name]
+        qty[name] += r["quantity"] if r["type"] == "sell" else -r["quantity"]
+        tail = recent.setdefault(name, [])
+        if qty[name] < 0:
+            below += 1
+            if below <= limit:
+                prev = ", ".join(f"#{n} {t} {q} -> {a}" for n, t, q, a in tail[-4:])
+                out.append(f"replay: order {r['number']} {r['type']} {name} {r['quantity']} takes"
+                           f" {name} from {before} to {qty[name]} (previous: {prev or 'none'})")
+        tail.append((r["number"], r["type"], r["quantity"], qty[name]))
+        del tail[:-8]
+    if below > limit:
+        out.append(f"replay: ... {below} orders take a quantity below zero in all")
+    return qty, out
+
+
+def catalog_order_violations(cluster, rows, limit=10):
+    """Numbers versus the catalog's own execution order, when catalog.db records one.
+
+    The catalog of this repository stores, per applied request id, the global version its
+    trade produced (applied.version). Sorted by number, the logged orders must then have
+    increasing versions. Returns [] when catalog.db keeps no such column.
+    """
+    try:
+        with _closing(_open_ro(cluster.catalog_db)) as conn:
+            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
+            if not {"request_id", "version", "status"} <= cols:
+                return []
+            version = {row["request_id"]: row["version"] for row in
+                       conn.execute("SELECT request_id, version FROM applied WHERE status = 0")}
+    except (sqlite3.Error, FileNotFoundError):
+        return []
+    out = []
+    last = None  # (version, number)
+    inversions = 0
+    for r in sorted(rows, key=lambda row: row["number"]):
+        v = version.get(r.get("request_id"))
+        if v is None:
+            continue
+        if last is not None and v < last[0]:
+            inversions += 1
+            if inversions <= limit:
+                out.append(f"catalog order: order {r['number']} ({r['type']} {r['name']}"
+                           f" {r['quantity']}) was executed as catalog version {v}, before order"
+                           f" {last[1]} (version {last[0]})")
+        if last is None or v > last[0]:
+            last = (v, r["number"])
+    if inversions > limit:
+        out.append(f"catalog order: ... {inversions} orders numbered after a trade the catalog"
+                   f" executed later")
+    return out
+
+
 def find_invariant_violations(cluster, acked_orders, initial_quantities, replica_ids=None,
                               rejected_keys=(), unknown_keys=None, query=True, limit=10):
     """SPEC §3 invariants, to be checked once the replicas are up and idle (wait_replicas_idle).
@@ -1461,6 +1552,9 @@ def find_invariant_violations(cluster, acked_orders, initial_quantities, replica
         orders share a number, and GET /orders/{n} on the front-end returns it (query=True);
       - no order answered 409 is in the log; when unknown_keys is given (all traffic came from
         Traders), every logged order is an acknowledged one or one in unknown_keys;
+      - replay: the log replayed by number from the initial catalog never takes a quantity
+        below zero (replay_log) and, where catalog.db records versions, numbers follow the
+        catalog's execution order (catalog_order_violations);
       - catalog.db: for every stock, initial + sells - buys over the log == quantity; and the
         catalog's applied trades (status 0/200) are exactly the logged request ids, plus at most
         ones in unknown_keys.
@@ -1538,12 +1632,9 @@ def find_invariant_violations(cluster, acked_orders, initial_quantities, replica
         for n, rid in phantoms[:limit]:
             bad(f"order {n} (request_id {rid!r}) is in the log but was never acknowledged")
 
-    expected = {name: (q[1] if isinstance(q, tuple) else q) for name, q in initial_quantities.items()}
-    for r in ref:
-        if r["name"] not in expected:
-            bad(f"order {r['number']} names unknown stock {r['name']!r}")
-            continue
-        expected[r["name"]] += r["quantity"] if r["type"] == "sell" else -r["quantity"]
+    expected, replay_bad = replay_log(ref, initial_quantities, limit=limit)
+    out.extend(replay_bad)
+    out.extend(catalog_order_violations(cluster, ref, limit=limit))
     actual = db_quantities(cluster)
     for name in sorted(set(expected) | set(actual)):
         if expected.get(name) != actual.get(name):
