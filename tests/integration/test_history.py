@@ -16,6 +16,10 @@ followers down while the leader dies with trades in flight, then everything rest
 The checker's own unit tests (CheckerSelfTest) feed it small hand-made histories with each
 anomaly of issue 9 (A-D) and a clean one, so a checker that cannot fail fails here.
 
+BAZAAR_HISTORY_STATES=catalog checks per-client lookups against the catalog's own execution
+order (catalog.db applied.version) instead of the log's: a diagnostic for code whose numbers are
+not the execution order.
+
 Seeded: the seed is printed (seed=N); BAZAAR_SEED=N replays the same client decisions and fault
 times (process timing differs from run to run, so a race needs its timing too).
 """
@@ -74,7 +78,8 @@ class HistoryScenarios(unittest.TestCase):
                         proc._reap()
                     cluster.start_process(pname)
             wait_replicas_idle(cluster, timeout=60)
-            summary = check_history(cluster, recorder, SEED, what=f"scenario {name}")
+            summary = check_history(cluster, recorder, SEED, what=f"scenario {name}",
+                                    states_from=os.environ.get("BAZAAR_HISTORY_STATES", "log"))
             print(f"scenario {name} seed={SEED}: {summary}", file=sys.stderr, flush=True)
             self.assertGreater(summary["acked"], 20, f"too little traffic: {summary}")
             self.assertGreater(summary["rejected"], 0, f"no 409 at all: {summary}")

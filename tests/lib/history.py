@@ -107,7 +107,7 @@ class HistoryRecorder:
     _tags = iter(range(1, 1 << 62))
     _tags_lock = threading.Lock()
 
-    def __init__(self, url, stocks, seed, clients=8, unkeyed=(), max_quantity=3, buy_p=0.55,
+    def __init__(self, url, stocks, seed, clients=8, unkeyed=(), max_quantity=3, buy_p=0.6,
                  attempt_timeout=10.0, op_timeout=30.0, pause=0.0):
         self.host, self.port, _ = _split_url(url)
         self.stocks = sorted(stocks)
@@ -300,11 +300,13 @@ class HistoryRecorder:
 # The final state
 # ---------------------------------------------------------------------------------------
 
-Final = namedtuple("Final", "log replica_logs catalog lookups applied")
+Final = namedtuple("Final", "log replica_logs catalog lookups applied applied_rows",
+                   defaults=(None,))
 Final.__doc__ = """The cluster once quiet: log (rows of one replica, by number), replica_logs
 ({id: rows}), catalog ({name: quantity} from catalog.db), lookups ({name: quantity} through the
-front-end, None when it failed) and applied ({request_id: status} from catalog.db's applied
-table, None when it has none)."""
+front-end, None when it failed), applied ({request_id: status} from catalog.db's applied
+table, None when it has none) and applied_rows (the applied trades with their catalog version,
+in version order, when catalog.db records versions; else None)."""
 
 
 def collect_final(cluster, replica_ids=None, lookup_timeout=5.0):
@@ -329,16 +331,20 @@ def collect_final(cluster, replica_ids=None, lookup_timeout=5.0):
         if lookups == catalog or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    applied = None
+    applied = applied_rows = None
     try:
         with _closing(_open_ro(cluster.catalog_db)) as conn:
             cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
             if {"request_id", "status"} <= cols:
                 applied = {row["request_id"]: row["status"] for row in
                            conn.execute("SELECT request_id, status FROM applied")}
+            if {"request_id", "name", "type", "quantity", "status", "version"} <= cols:
+                applied_rows = [dict(row) for row in conn.execute(
+                    "SELECT request_id, name, type, quantity, version FROM applied"
+                    " WHERE status = 0 ORDER BY version")]
     except sqlite3.Error:
-        applied = None
-    return Final(logs[ids[0]], logs, catalog, lookups, applied)
+        applied = applied_rows = None
+    return Final(logs[ids[0]], logs, catalog, lookups, applied, applied_rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,19 +353,20 @@ def collect_final(cluster, replica_ids=None, lookup_timeout=5.0):
 
 
 class _StockStates:
-    """The states of one stock that the final log implies: quantity after the k-th entry
-    naming it (k = 0 is the initial quantity), and which number produced each state."""
+    """The states of one stock: quantity after the k-th trade naming it (k = 0 is the initial
+    quantity), which transaction number produced each state and a label for excerpts."""
 
     def __init__(self, initial):
         self.qty = [initial]
-        self.numbers = [None]
+        self.labels = [f"initial {initial}"]
         self.index_of = {}  # transaction number -> k
 
-    def add(self, row):
-        q = self.qty[-1] + (row["quantity"] if row["type"] == "sell" else -row["quantity"])
+    def add(self, number, kind, quantity, label):
+        q = self.qty[-1] + (quantity if kind == "sell" else -quantity)
         self.qty.append(q)
-        self.numbers.append(row["number"])
-        self.index_of[row["number"]] = len(self.qty) - 1
+        self.labels.append(f"{label} {kind} {quantity} -> {q}")
+        if number is not None:
+            self.index_of[number] = len(self.qty) - 1
 
     @property
     def last(self):
@@ -372,17 +379,10 @@ class _StockStates:
                 return k
         return None
 
-    def excerpt(self, lo, hi, rows_by_number, width=3):
+    def excerpt(self, lo, hi, width=3):
         lo, hi = max(lo - width, 0), min(hi + width, self.last)
-        parts = []
-        for k in range(lo, hi + 1):
-            if k == 0:
-                parts.append(f"k0 initial {self.qty[0]}")
-            else:
-                r = rows_by_number[self.numbers[k]]
-                parts.append(f"k{k} #{r['number']} {r['type']} {r['quantity']} -> {self.qty[k]}")
-        more = " ..." if hi < self.last else ""
-        return "; ".join(parts) + more
+        parts = [f"k{k} {self.labels[k]}" for k in range(lo, hi + 1)]
+        return "; ".join(parts) + (" ..." if hi < self.last else "")
 
 
 class _Bounds:
@@ -430,7 +430,7 @@ class _Bounds:
         return self.states[name].last
 
 
-def find_history_violations(ops, initial, final, t0=None, limit=5):
+def find_history_violations(ops, initial, final, t0=None, limit=5, states_from="log"):
     """Check a recorded history (list of Op) against the final state. initial is {name:
     quantity} or {name: (price, quantity)}. Returns a list of violations, each a string with
     an excerpt of the history. The checks:
@@ -460,6 +460,9 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
             smallest such j (the true state is at least that).
         Other clients' trades acknowledged before a lookup are NOT required to be visible (the
         cache lags the catalog by the push); only the client's own observations bind.
+        states_from="catalog" takes the state sequence from the catalog's own execution order
+        (applied.version, where catalog.db has it) instead of the log: a diagnostic that
+        separates stale lookups from misnumbered logs when numbers are not execution order.
     (e) Conservation and agreement. Every replica's orders table is identical; numbers run
         0..n-1 without gaps; no request id twice; initial + sells - buys over the log equals
         catalog.db; every trade the catalog applied (applied.status = 0) is in the log (none
@@ -497,7 +500,7 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
     states = {name: _StockStates(q) for name, q in init.items()}
     for r in log:
         if r["name"] in states:
-            states[r["name"]].add(r)
+            states[r["name"]].add(r["number"], r["type"], r["quantity"], f"#{r['number']}")
     for name, st in states.items():
         if st.qty[-1] != final.catalog.get(name):
             bad("b replay", f"{name}: the log replayed by number ends at {st.qty[-1]}, catalog.db"
@@ -562,6 +565,16 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
                     f" had been acknowledged before it was sent{client_excerpt(q)}")
 
     # (d) monotonic reads per client.
+    if states_from == "catalog":
+        if final.applied_rows is None:
+            raise ValueError("states_from='catalog' needs catalog.db's applied versions")
+        number_of_rid = {r.get("request_id"): r["number"] for r in log}
+        states = {name: _StockStates(q) for name, q in init.items()}
+        for a in final.applied_rows:
+            if a["name"] in states:
+                n = number_of_rid.get(a["request_id"])
+                label = f"v{a['version']} " + (f"#{n}" if n is not None else "(not in log)")
+                states[a["name"]].add(n, a["type"], a["quantity"], label)
     number_of_key = {_key_of_request_id(r.get("request_id")): r["number"] for r in log}
     number_of_key.pop(None, None)
     known = {}
@@ -576,7 +589,6 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
         known.setdefault(o.req["name"], []).append((o.start, end, st.index_of[n]))
     bounds = _Bounds(states)
     bounds.build(known)
-    rows_by_number = by_number
     for cid, lst in sorted(by_client.items()):
         floor = {name: 0 for name in states}
         for o in lst:
@@ -593,7 +605,7 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
                     if j is None:
                         bad("d monotonic", f"buy {name} {q} answered 409, but every state it could"
                             f" have seen (k{lo}..k{hi}) holds at least {q}: "
-                            f"{st.excerpt(lo, hi, rows_by_number)}{client_excerpt(o)}")
+                            f"{st.excerpt(lo, hi)}{client_excerpt(o)}")
                     else:
                         floor[name] = max(floor[name], j)
             elif o.kind == "lookup" and o.status == 200 and st is not None:
@@ -606,7 +618,7 @@ def find_history_violations(ops, initial, final, t0=None, limit=5):
                            else "no state of the log")
                     bad("d monotonic", f"lookup of {name} answered {got}: {why}; this client had"
                         f" already observed state k{floor[name]} (possible k{floor[name]}..k{hi}):"
-                        f" {st.excerpt(floor[name], hi, rows_by_number)}{client_excerpt(o)}")
+                        f" {st.excerpt(floor[name], hi)}{client_excerpt(o)}")
                 else:
                     floor[name] = j
 
@@ -648,7 +660,7 @@ def _cluster_checks(ops, initial, final, limit):
     return out
 
 
-def check_history(cluster, recorder, seed, replica_ids=None, what="history"):
+def check_history(cluster, recorder, seed, replica_ids=None, what="history", states_from="log"):
     """Collect the final state of a quiet cluster and check the recorder's history against it
     (find_history_violations) and against the SPEC §3 invariants (find_invariant_violations).
     Raises AssertionError with the seed and every violation; returns a summary otherwise."""
@@ -656,7 +668,8 @@ def check_history(cluster, recorder, seed, replica_ids=None, what="history"):
         raise AssertionError(f"seed={seed}: history client errors: {recorder.harness_errors}")
     ops = recorder.ops()
     final = collect_final(cluster, replica_ids)
-    violations = find_history_violations(ops, cluster.initial_stocks, final, t0=recorder.t0)
+    violations = find_history_violations(ops, cluster.initial_stocks, final, t0=recorder.t0,
+                                         states_from=states_from)
     trades = [o for o in ops if o.kind == "trade"]
     acked = [AckedOrder(o.number, o.req["key"], o.req["name"], o.req["type"], o.req["quantity"],
                         o.end - o.start, o.end) for o in trades if o.number is not None]
