@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""lookup_lag.py - how long a lookup through the front-end can lag another client's trade.
+
+Under load (trader threads buying through one front-end, each on its own keep-alive
+connection), observer threads look the same stocks up as fast as they can, on their own
+connections, through a second front-end (--frontends 2, the default: its cache entry is dropped
+only by the catalog's push) or through the traders' own (--frontends 1: that front-end also
+drops the entry itself before it acknowledges a trade it routed). For every acknowledged trade k on stock s it measures
+
+    lag(k) = the latest (lookup sent - k acknowledged) over the lookups of s that were sent
+             after k's acknowledgement and still answered a quantity from before k
+             (0 when no such lookup exists)
+
+i.e. how long after a trade was acknowledged to one client another client could still read
+the pre-trade quantity, with the catalog's server-push invalidation as the only thing that
+drops the cached entry. Traders only buy (quantities start at 10^6, so none is refused): a
+stock's quantity then falls strictly with every trade, and "a quantity from before k" is simply
+a quantity above k's post-trade quantity. That post-trade quantity is read from catalog.db
+(applied.result_quantity by request id) when the catalog records it, else summed from the
+order log in number order.
+
+It prints p50 / p99 / max of lag over all trades and over the trades that had any lag, the
+share of trades and of lookups that were stale, and the request counts. Not part of make test.
+
+Usage: python3 bench/lookup_lag.py [--bin-dir build/bin] [--seconds 15] [--traders 8]
+                                   [--observers 4] [--stocks 4] [--cache on|off] [--seed N]
+                                   [--no-push] [--frontends 1|2]
+--no-push is a control: the catalog's invalidations go to a dead port and cache_ttl_s = 1, so
+the measured lag must come out near 1 s (it shows the method can see lag at all).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import sys
+import tempfile
+import shutil
+import threading
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(BENCH_DIR), "tests", "lib"))
+
+import bazaar  # noqa: E402
+
+START_QUANTITY = 1_000_000
+
+
+def percentile(values, p):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(int(round(p / 100.0 * (len(values) - 1))), len(values) - 1)]
+
+
+class Client:
+    """One keep-alive connection with a per-request timeout."""
+
+    def __init__(self, host, port, timeout=10.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn = None
+
+    def send(self, method, path, body=None, headers=None):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.conn.request(method, path, body=body, headers=headers or {})
+            resp = self.conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            return None, None
+        if resp.will_close:
+            self.conn.close()
+            self.conn = None
+        try:
+            return resp.status, json.loads(data)
+        except ValueError:
+            return resp.status, None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+def run(args):
+    stocks = [f"Lag{i}" for i in range(args.stocks)]
+    csv_text = "name,price,quantity\n" + "".join(f"{s},1.0,{START_QUANTITY}\n" for s in stocks)
+    tmpdir = tempfile.mkdtemp(prefix="bazaar-lookup-lag-")
+    overrides = {"cluster": {"log_level": "warn"},
+                 "frontend": {"cache": args.cache, "cache_size": "8"}}
+    if args.no_push:
+        overrides["frontend"]["cache_ttl_s"] = "1"
+    if args.no_push:
+        # Control: the catalog pushes to a port nobody listens on, so only the TTL (1 s) ends a
+        # stale entry; the lag measured must come out near 1 s.
+        overrides["catalog"] = {"notify": f"127.0.0.1:{bazaar.free_port()}"}
+    cluster = bazaar.Cluster(tmpdir, replicas=3, stocks_csv=csv_text, overrides=overrides,
+                             frontends=2)
+    stop = threading.Event()
+    trades, lookups, errors = [], [], []
+    lock = threading.Lock()
+    try:
+        cluster.start()
+        host, port = cluster.address("frontend")
+        # Observers read through the second front-end, or through the traders' own.
+        ohost, oport = cluster.address("frontend2") if args.frontends == 2 else (host, port)
+
+        def trader(i):
+            rng = random.Random(f"{args.seed}/lag-trader/{i}")
+            c = Client(host, port)
+            seq = 0
+            while not stop.is_set():
+                name = rng.choice(stocks)
+                qty = rng.randint(1, 5)
+                key = f"lag-{i}-{seq}"
+                seq += 1
+                body = json.dumps({"name": name, "type": "buy", "quantity": qty})
+                t0 = time.monotonic()
+                status, reply = c.send("POST", "/orders", body,
+                                       {"Content-Type": "application/json", "Idempotency-Key": key})
+                t1 = time.monotonic()
+                if status == 200:
+                    with lock:
+                        trades.append((name, key, reply["data"]["transaction_number"], t0, t1))
+                else:
+                    with lock:
+                        errors.append(f"trade {key}: {status} {reply}")
+            c.close()
+
+        def observer(i):
+            c = Client(ohost, oport)
+            k = i
+            while not stop.is_set():
+                name = stocks[k % len(stocks)]
+                k += 1
+                t0 = time.monotonic()
+                status, reply = c.send("GET", f"/stocks/{name}")
+                t1 = time.monotonic()
+                if status == 200:
+                    with lock:
+                        lookups.append((name, reply["data"]["quantity"], t0, t1))
+                else:
+                    with lock:
+                        errors.append(f"lookup {name}: {status} {reply}")
+            c.close()
+
+        threads = [threading.Thread(target=trader, args=(i,), daemon=True)
+                   for i in range(args.traders)]
+        threads += [threading.Thread(target=observer, args=(i,), daemon=True)
+                    for i in range(args.observers)]
+        for th in threads:
+            th.start()
+        time.sleep(args.seconds)
+        stop.set()
+        for th in threads:
+            th.join(30)
+        bazaar.wait_replicas_idle(cluster, timeout=60)
+        post = post_trade_quantities(cluster, trades)
+    finally:
+        stop.set()
+        cluster.stop()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    report(args, trades, lookups, errors, post)
+    return 1 if errors else 0
+
+
+def post_trade_quantities(cluster, trades):
+    """{key: quantity right after that trade} from catalog.db, else from the log by number."""
+    try:
+        with bazaar._closing(bazaar._open_ro(cluster.catalog_db)) as conn:
+            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
+            if {"request_id", "result_quantity"} <= cols:
+                rows = conn.execute("SELECT request_id, result_quantity FROM applied").fetchall()
+                by_rid = {r["request_id"]: r["result_quantity"] for r in rows}
+                return {key: by_rid.get(f"k:{key}") for _, key, _, _, _ in trades}
+    except Exception:  # noqa: BLE001 - fall back on the log
+        pass
+    qty, after = {}, {}
+    for r in bazaar.db_orders(cluster, cluster.replica_ids()[0]):
+        qty[r["name"]] = qty.get(r["name"], START_QUANTITY) - r["quantity"]
+        after[r["number"]] = qty[r["name"]]
+    return {key: after.get(number) for _, key, number, _, _ in trades}
+
+
+def report(args, trades, lookups, errors, post):
+    by_stock = {}
+    for name, q, t0, t1 in lookups:
+        by_stock.setdefault(name, []).append((t0, q))
+    for lst in by_stock.values():
+        lst.sort()
+    lags, stale_lookups = [], set()
+    for name, key, number, _, acked in trades:
+        q_after = post.get(key)
+        if q_after is None:
+            continue
+        lag = 0.0
+        lst = by_stock.get(name, [])
+        lo = _first_after(lst, acked)
+        for idx in range(lo, len(lst)):
+            t0, q = lst[idx]
+            if q > q_after:  # still the quantity from before this trade
+                lag = max(lag, t0 - acked)
+                stale_lookups.add((name, idx))
+            elif t0 - acked > 5.0:
+                break  # quantities only fall; nothing stale this late in practice
+        lags.append(lag)
+    positive = [x for x in lags if x > 0]
+    ms = lambda x: f"{x * 1000:.2f}"  # noqa: E731
+    how = "NO push, 1 s TTL (control)" if args.no_push else "server-push invalidation"
+    print(f"lookup lag behind another client's trade (cache {args.cache}, {how},"
+          f" observers on {'a second' if args.frontends == 2 else 'the same'} front-end;"
+          f" {args.traders} traders, {args.observers} observers, {args.stocks}"
+          f" stocks, {args.seconds:.0f} s, seed {args.seed}):")
+    print(f"  trades acknowledged: {len(trades)} ({len(trades) / args.seconds:.0f}/s); lookups:"
+          f" {len(lookups)} ({len(lookups) / args.seconds:.0f}/s); errors: {len(errors)}")
+    print(f"  trades with a stale lookup after their ack: {len(positive)} of {len(lags)}"
+          f" ({100.0 * len(positive) / max(len(lags), 1):.2f}%); stale lookups:"
+          f" {len(stale_lookups)} of {len(lookups)}"
+          f" ({100.0 * len(stale_lookups) / max(len(lookups), 1):.3f}%)")
+    print(f"  lag over all trades   p50 {ms(percentile(lags, 50))} ms  p99"
+          f" {ms(percentile(lags, 99))} ms  max {ms(max(lags, default=0.0))} ms")
+    print(f"  lag over lagging ones p50 {ms(percentile(positive, 50))} ms  p99"
+          f" {ms(percentile(positive, 99))} ms  max {ms(max(positive, default=0.0))} ms")
+    for e in errors[:5]:
+        print(f"  error: {e}")
+
+
+def _first_after(lst, t):
+    lo, hi = 0, len(lst)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lst[mid][0] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin-dir", help="directory with the bazaar-* executables")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--traders", type=int, default=8)
+    ap.add_argument("--observers", type=int, default=4)
+    ap.add_argument("--stocks", type=int, default=4)
+    ap.add_argument("--cache", choices=("on", "off"), default="on")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--frontends", type=int, choices=(1, 2), default=2,
+                    help="2 (default): observers use a second front-end, whose cache only the"
+                    " push invalidates; 1: the traders' own front-end (which also drops the entry"
+                    " itself after each trade it routes)")
+    ap.add_argument("--no-push", action="store_true",
+                    help="control run: invalidations go nowhere, entries live 1 s (cache_ttl_s)")
+    args = ap.parse_args(argv)
+    if args.bin_dir:
+        os.environ["BAZAAR_BIN_DIR"] = os.path.abspath(args.bin_dir)
+    if not (0 < args.seconds <= 600 and args.traders > 0 and args.observers > 0
+            and 0 < args.stocks <= 8):
+        ap.error("need 0 < seconds <= 600, traders > 0, observers > 0, 1..8 stocks")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
