@@ -2,16 +2,17 @@
 """test_history.py - concurrent client histories under faults, checked end to end (issue 9).
 
 Each scenario starts a fresh cluster (3 order replicas, one front-end, a catalog of 3 stocks
-with small quantities so that 409s are frequent), runs 8 recording clients against the public
+with small quantities so that 409s are frequent), runs 9 recording clients against the public
 API for a bounded time (5 with an Idempotency-Key that retry 503s and timeouts with the same
-key, 3 without a key that send each trade once), injects its fault from the main thread, then
+key, 3 without a key that send each trade once, 1 that only looks up and queries), injects its fault from the main thread, then
 brings every process back, waits until the replicas are idle and checks the whole history with
 history.check_history(): numbers in real-time order, the log replayed by number never below
 zero and ending at the catalog, every query answer final, per-client monotonic lookups (409s
 included), conservation and no orphaned trade.
 
-Scenarios: no fault; leader SIGKILL; leader SIGSTOP for 3 s; catalog SIGKILL and restart; both
-followers down while the leader dies with trades in flight, then everything restarted.
+Scenarios: no fault; leader SIGKILL; leader SIGSTOP for 3 s; catalog SIGKILL and restart (twice);
+both followers down while the leader dies with trades in flight, all down past the front-end's
+retries, then the followers back first and the old leader last.
 
 The checker's own unit tests (CheckerSelfTest) feed it small hand-made histories with each
 anomaly of issue 9 (A-D) and a clean one, so a checker that cannot fail fails here.
@@ -40,8 +41,9 @@ from history import (Final, HistoryRecorder, Op, check_history,  # noqa: E402
                      find_history_violations)
 
 STOCKS_CSV = "name,price,quantity\nAlpha,10,5\nBeta,20,8\nGamma,30,3\n"
-CLIENTS = 8
-UNKEYED = {2, 5, 7}
+CLIENTS = 9
+UNKEYED = {2, 5, 7}    # trade without an Idempotency-Key
+READERS = {8}          # never trade: look up and query (also while every trader is stuck)
 # Seconds of recorded traffic per scenario (not scaled: bounded work); BAZAAR_HISTORY_SECONDS
 # overrides it for longer runs by hand.
 TRAFFIC_S = float(os.environ.get("BAZAAR_HISTORY_SECONDS", "10"))
@@ -64,14 +66,13 @@ class HistoryScenarios(unittest.TestCase):
         try:
             cluster.start()
             recorder = HistoryRecorder(cluster.frontend_url(), cluster.initial_stocks, SEED,
-                                       clients=CLIENTS, unkeyed=UNKEYED)
+                                       clients=CLIENTS, unkeyed=UNKEYED, readers=READERS)
             t_start = time.monotonic()
             recorder.start()
             try:
                 fault(cluster, rng)
-                remaining = TRAFFIC_S - (time.monotonic() - t_start)
-                if remaining > 0:
-                    time.sleep(remaining)
+                # TRAFFIC_S in all, and at least 2 s of traffic after the fault.
+                time.sleep(max(TRAFFIC_S - (time.monotonic() - t_start), 2.0))
             finally:
                 recorder.stop()
             for pname, proc in cluster.processes.items():
@@ -150,23 +151,30 @@ class HistoryScenarios(unittest.TestCase):
         self.run_scenario("catalog-kill", fault)
 
     def test_followers_down_then_leader_dies(self):
+        """Both followers die, the leader goes on taking trades it cannot commit (the catalog
+        has applied them, clients may query their numbers), then dies too. Everything stays
+        down longer than the front-end's 8 s of retries, so clients without a key get 503 and
+        nobody retries their trades; the followers come back first and elect a leader without
+        the old leader's uncommitted entries; the old leader returns last."""
         def fault(cluster, rng):
-            time.sleep(rng.uniform(2.0, 3.5))
+            time.sleep(rng.uniform(2.0, 3.0))
             leader = self.leader(cluster)
             followers = [f"order{rid}" for rid in cluster.replica_ids() if f"order{rid}" != leader]
             self.log(f"SIGKILL followers {followers} (leader {leader})")
             for name in followers:
                 cluster.kill_process(name)
-            time.sleep(rng.uniform(0.5, 1.5))  # trades reach the catalog, cannot commit
+            time.sleep(rng.uniform(0.7, 1.5))  # trades reach the catalog, cannot commit
             self.log(f"SIGKILL leader {leader} with trades in flight")
             cluster.kill_process(leader)
-            time.sleep(rng.uniform(0.3, 1.0))
-            names = followers + [leader]
-            for name in names:
+            time.sleep(rng.uniform(8.5, 9.5))  # past the front-end's retries
+            for name in followers:
                 cluster.start_process(name, wait=False)
-            for name in names:
+            for name in followers:
                 cluster.wait_ready(name, timeout=scaled(30))
-            self.log("all replicas back")
+            self.log(f"followers {followers} back")
+            time.sleep(rng.uniform(1.0, 2.0))
+            cluster.start_process(leader)
+            self.log(f"old leader {leader} back")
         self.run_scenario("followers-then-leader", fault)
 
 

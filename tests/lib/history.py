@@ -97,7 +97,9 @@ class Op:
 class HistoryRecorder:
     """Client threads that record every call (see the module docstring).
 
-    clients: number of threads; unkeyed: the set of client ids that send no Idempotency-Key.
+    clients: number of threads; unkeyed: the set of client ids that send no Idempotency-Key;
+    readers: client ids that never trade, only look up and query (so some queries go on while
+    every trading client waits on a stuck trade, e.g. just past the last acknowledged number).
     stocks: names to trade; max_quantity: trades take 1..max_quantity shares; buy_p: share of
     buys. Decisions of client i follow only from (seed, i); how many calls happen depends on
     timing. Every call has a deadline (attempt_timeout per send, op_timeout per logical call).
@@ -107,9 +109,11 @@ class HistoryRecorder:
     _tags = iter(range(1, 1 << 62))
     _tags_lock = threading.Lock()
 
-    def __init__(self, url, stocks, seed, clients=8, unkeyed=(), max_quantity=3, buy_p=0.6,
+    def __init__(self, url, stocks, seed, clients=8, unkeyed=(), readers=(), max_quantity=3,
+                 buy_p=0.6,
                  attempt_timeout=10.0, op_timeout=30.0, pause=0.0):
         self.host, self.port, _ = _split_url(url)
+        self.readers = set(readers)
         self.stocks = sorted(stocks)
         self.seed = seed
         self.nclients = clients
@@ -191,14 +195,14 @@ class HistoryRecorder:
                 if follow is not None and r < 0.8:
                     op = self._lookup(conn, jitter, cid, seq, follow)
                     follow = None
-                elif r < 0.45:
+                elif r < 0.45 and cid not in self.readers:
                     name = rng.choice(self.stocks)
                     kind = "buy" if rng.random() < self.buy_p else "sell"
                     qty = rng.randint(1, self.max_quantity)
                     key = f"{self.KEY_PREFIX}-h{self.tag}-{cid}-{seq:07d}" if keyed else None
                     op = self._trade(conn, jitter, cid, seq, name, kind, qty, key)
                     follow = name if op.status in (200, 409) else None
-                elif r < 0.8:
+                elif r < (0.6 if cid in self.readers else 0.8):
                     op = self._lookup(conn, jitter, cid, seq, rng.choice(self.stocks))
                 else:
                     op = self._query(conn, jitter, cid, seq, self._pick_number(rng, cid))
