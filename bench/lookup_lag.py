@@ -170,15 +170,10 @@ def run(args):
 
 def post_trade_quantities(cluster, trades):
     """{key: quantity right after that trade} from catalog.db, else from the log by number."""
-    try:
-        with bazaar._closing(bazaar._open_ro(cluster.catalog_db)) as conn:
-            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
-            if {"request_id", "result_quantity"} <= cols:
-                rows = conn.execute("SELECT request_id, result_quantity FROM applied").fetchall()
-                by_rid = {r["request_id"]: r["result_quantity"] for r in rows}
-                return {key: by_rid.get(f"k:{key}") for _, key, _, _, _ in trades}
-    except Exception:  # noqa: BLE001 - fall back on the log
-        pass
+    applied = bazaar.db_applied(cluster)
+    if applied and all(a["result_quantity"] is not None for a in applied):
+        by_rid = {a["request_id"]: a["result_quantity"] for a in applied}
+        return {key: by_rid.get(f"k:{key}") for _, key, _, _, _ in trades}
     qty, after = {}, {}
     for r in bazaar.db_orders(cluster, cluster.replica_ids()[0]):
         qty[r["name"]] = qty.get(r["name"], START_QUANTITY) - r["quantity"]

@@ -277,7 +277,7 @@ class CheckerSelfTest(unittest.TestCase):
     def test_c_orphaned_trade(self):
         # The catalog applied r:x but the log never got it: replay ends off, and it is an orphan.
         fin = final([row(0, "Alpha", "buy", 1, "r:a")], {"Alpha": 1, "Beta": 5},
-                    applied={"r:a": 0, "r:x": 0, "r:refused": -7})
+                    applied={"r:a": True, "r:x": True, "r:refused": False})
         ops = [trade(2, 0, "Alpha", "buy", 1, 1.0, 1.1, 200, 0),
                trade(2, 1, "Alpha", "buy", 2, 1.2, 9.0, 503)]
         cats, found = self.categories(ops, fin)

@@ -7,7 +7,7 @@ What it gives you:
   - free_port(), Cluster (config, start/stop/kill/restart, readiness, logs)
   - HTTP helpers with keep-alive and a timeout on every call: get(), post_json(), ...
   - raw_request()/raw_exchange() over a plain socket, for hostile input
-  - db_quantities(), db_stocks(), db_orders(): read-only views of the databases
+  - db_quantities(), db_stocks(), db_orders(), db_applied(): read-only views of the databases
   - wait_for(): the only place a test may sleep (bounded polling)
   - wait_stable(): bounded polling until a value stops changing (quiescence)
   - parse_metrics(), Cluster.metrics()/metric(): Prometheus /metrics as numbers
@@ -472,6 +472,32 @@ def db_orders(cluster, replica_id):
     with _closing(_open_ro(cluster.order_db(replica_id))) as conn:
         rows = conn.execute("SELECT * FROM orders ORDER BY number").fetchall()
     return [dict(row) for row in rows]
+
+
+def db_applied(cluster):
+    """The catalog's record of executed trades (catalog.db `applied`), or None without one.
+
+    A list of dicts, one per request id the catalog decided: request_id, name, type, quantity,
+    applied (True when the trade changed the quantity, False for a refusal), version and
+    result_quantity where recorded, and number: its transaction number in the catalog's journal
+    (None for a refusal, or when this catalog keeps no journal). Reads both schemas this
+    project has had: `status` (0 = applied) and `outcome` ('applied'/'refused') + `number`.
+    """
+    try:
+        with _closing(_open_ro(cluster.catalog_db)) as conn:
+            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
+            if "request_id" not in cols or not ({"status", "outcome"} & cols):
+                return None
+            rows = [dict(r) for r in conn.execute("SELECT * FROM applied")]
+    except (sqlite3.Error, FileNotFoundError):
+        return None
+    out = []
+    for r in rows:
+        ok = r["outcome"] == "applied" if "outcome" in r else r.get("status") in (0, 200)
+        out.append({"request_id": r["request_id"], "name": r.get("name"), "type": r.get("type"),
+                    "quantity": r.get("quantity"), "applied": ok, "version": r.get("version"),
+                    "result_quantity": r.get("result_quantity"), "number": r.get("number")})
+    return out
 
 
 def order_view(rows):
@@ -1544,22 +1570,46 @@ def replay_log(rows, initial_quantities, limit=10):
 
 
 def catalog_order_violations(cluster, rows, limit=10):
-    """Numbers versus the catalog's own execution order, when catalog.db records one.
+    """Numbers versus the catalog's own execution order, where catalog.db records it.
 
-    The catalog of this repository stores, per applied request id, the global version its
-    trade produced (applied.version). Sorted by number, the logged orders must then have
-    increasing versions. Returns [] when catalog.db keeps no such column.
+    With a journal (applied.number), every logged order must carry the number the catalog gave
+    its request id, and every journal entry the catalog still keeps must be in the log at its
+    number. Else, with versions (applied.version: the global version the trade produced), the
+    logged orders sorted by number must have increasing versions. Returns [] when catalog.db
+    records neither.
     """
-    try:
-        with _closing(_open_ro(cluster.catalog_db)) as conn:
-            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
-            if not {"request_id", "version", "status"} <= cols:
-                return []
-            version = {row["request_id"]: row["version"] for row in
-                       conn.execute("SELECT request_id, version FROM applied WHERE status = 0")}
-    except (sqlite3.Error, FileNotFoundError):
+    applied = db_applied(cluster)
+    if applied is None:
         return []
+    done = [a for a in applied if a["applied"]]
     out = []
+    if any(a["number"] is not None for a in done):
+        journal = {a["request_id"]: a for a in done}
+        by_number = {r["number"]: r for r in rows}
+        wrong = 0
+        for r in rows:
+            a = journal.get(r.get("request_id"))
+            if a is not None and a["number"] != r["number"]:
+                wrong += 1
+                if wrong <= limit:
+                    out.append(f"catalog order: order {r['number']} ({r['type']} {r['name']}"
+                               f" {r['quantity']}, request_id {r.get('request_id')!r}) is"
+                               f" journal entry {a['number']} in the catalog")
+        for a in sorted(done, key=lambda a: a["number"] if a["number"] is not None else -1):
+            r = by_number.get(a["number"])
+            if a["number"] is not None and (r is None or r.get("request_id") != a["request_id"]):
+                wrong += 1
+                if wrong <= limit:
+                    out.append(f"catalog order: journal entry {a['number']} ({a['type']}"
+                               f" {a['name']} {a['quantity']}, request_id {a['request_id']!r})"
+                               f" is not in the log at that number (log has"
+                               f" {r.get('request_id') if r else None!r})")
+        if wrong > limit:
+            out.append(f"catalog order: ... {wrong} differences between the log and the journal")
+        return out
+    version = {a["request_id"]: a["version"] for a in done if a["version"] is not None}
+    if not version:
+        return []
     last = None  # (version, number)
     inversions = 0
     for r in sorted(rows, key=lambda row: row["number"]):
@@ -1596,7 +1646,7 @@ def find_invariant_violations(cluster, acked_orders, initial_quantities, replica
         below zero (replay_log) and, where catalog.db records versions, numbers follow the
         catalog's execution order (catalog_order_violations);
       - catalog.db: for every stock, initial + sells - buys over the log == quantity; and, when
-        unknown_keys is given, the catalog's applied trades (status 0/200) are exactly the logged
+        unknown_keys is given, the catalog's applied trades (db_applied) are exactly the logged
         request ids (a trade whose outcome its client never learned included: none orphaned).
     initial_quantities is {name: quantity} (or {name: (price, quantity)} as in
     Cluster.initial_stocks). acked_orders are AckedOrder (or anything with number, key, name,
@@ -1681,13 +1731,9 @@ def find_invariant_violations(cluster, acked_orders, initial_quantities, replica
             bad(f"stock {name}: initial + sells - buys over the log = {expected.get(name)},"
                 f" catalog.db has {actual.get(name)}")
 
-    try:
-        with _closing(_open_ro(cluster.catalog_db)) as conn:
-            applied = conn.execute("SELECT request_id, status FROM applied").fetchall()
-    except sqlite3.Error:
-        applied = None  # no applied table: the quantity check above stands alone
+    applied = db_applied(cluster)  # None without such a table: the quantity check stands alone
     if applied is not None:
-        applied_ok = {row["request_id"] for row in applied if row["status"] in (0, 200)}
+        applied_ok = {a["request_id"] for a in applied if a["applied"]}
         logged = set(by_rid)
         not_applied = sorted(logged - applied_ok)
         for rid in not_applied[:limit]:

@@ -26,10 +26,8 @@ import threading
 import time
 from collections import namedtuple
 
-from bazaar import (AckedOrder, Trader, _closing, _key_of_request_id, _open_ro, _split_url,
-                    db_orders, db_quantities, find_invariant_violations, get, replay_log, scaled)
-
-import sqlite3
+from bazaar import (AckedOrder, Trader, _key_of_request_id, _split_url, db_applied, db_orders,
+                    db_quantities, find_invariant_violations, get, replay_log, scaled)
 
 
 class Op:
@@ -308,8 +306,8 @@ Final = namedtuple("Final", "log replica_logs catalog lookups applied applied_ro
                    defaults=(None,))
 Final.__doc__ = """The cluster once quiet: log (rows of one replica, by number), replica_logs
 ({id: rows}), catalog ({name: quantity} from catalog.db), lookups ({name: quantity} through the
-front-end, None when it failed), applied ({request_id: status} from catalog.db's applied
-table, None when it has none) and applied_rows (the applied trades with their catalog version,
+front-end, None when it failed), applied ({request_id: True when the catalog applied it, False
+when it refused it}, from bazaar.db_applied(); None without such a table) and applied_rows (the applied trades with their catalog version,
 in version order, when catalog.db records versions; else None)."""
 
 
@@ -335,19 +333,13 @@ def collect_final(cluster, replica_ids=None, lookup_timeout=5.0):
         if lookups == catalog or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
+    recorded = db_applied(cluster)
     applied = applied_rows = None
-    try:
-        with _closing(_open_ro(cluster.catalog_db)) as conn:
-            cols = {row[1] for row in conn.execute("PRAGMA table_info(applied)")}
-            if {"request_id", "status"} <= cols:
-                applied = {row["request_id"]: row["status"] for row in
-                           conn.execute("SELECT request_id, status FROM applied")}
-            if {"request_id", "name", "type", "quantity", "status", "version"} <= cols:
-                applied_rows = [dict(row) for row in conn.execute(
-                    "SELECT request_id, name, type, quantity, version FROM applied"
-                    " WHERE status = 0 ORDER BY version")]
-    except sqlite3.Error:
-        applied = applied_rows = None
+    if recorded is not None:
+        applied = {a["request_id"]: a["applied"] for a in recorded}
+        if all(a["version"] is not None for a in recorded):
+            applied_rows = sorted((a for a in recorded if a["applied"]),
+                                  key=lambda a: a["version"])
     return Final(logs[ids[0]], logs, catalog, lookups, applied, applied_rows)
 
 
@@ -642,8 +634,8 @@ def _cluster_checks(ops, initial, final, limit):
     out = []
     logged = {r.get("request_id") for r in final.log}
     if final.applied is not None:
-        orphans = sorted(rid for rid, status in final.applied.items()
-                         if status in (0, 200) and rid not in logged)
+        orphans = sorted(rid for rid, done in final.applied.items()
+                         if done and rid not in logged)
         for rid in orphans[:limit]:
             out.append(f"the catalog applied request {rid!r} but no order in the log has it"
                        f" (an orphaned trade)")
