@@ -20,11 +20,14 @@ a quantity above k's post-trade quantity. That post-trade quantity is read from 
 order log in number order.
 
 It prints p50 / p99 / max of lag over all trades and over the trades that had any lag, the
-share of trades and of lookups that were stale, and the request counts. Not part of make test.
+share of trades and of lookups that were stale, and the request counts. With --write it runs
+three configurations (push with observers on a second front-end, push with observers on the
+traders' front-end, and the no-push control) and writes bench/lookup_lag.md. Not part of make
+test.
 
 Usage: python3 bench/lookup_lag.py [--bin-dir build/bin] [--seconds 15] [--traders 8]
                                    [--observers 4] [--stocks 4] [--cache on|off] [--seed N]
-                                   [--no-push] [--frontends 1|2]
+                                   [--no-push] [--frontends 1|2] [--write]
 --no-push is a control: the catalog's invalidations go to a dead port and cache_ttl_s = 1, so
 the measured lag must come out near 1 s (it shows the method can see lag at all).
 """
@@ -164,8 +167,7 @@ def run(args):
         stop.set()
         cluster.stop()
         shutil.rmtree(tmpdir, ignore_errors=True)
-    report(args, trades, lookups, errors, post)
-    return 1 if errors else 0
+    return report(args, trades, lookups, errors, post)
 
 
 def post_trade_quantities(cluster, trades):
@@ -204,6 +206,11 @@ def report(args, trades, lookups, errors, post):
                 break  # quantities only fall; nothing stale this late in practice
         lags.append(lag)
     positive = [x for x in lags if x > 0]
+    result = {"trades": len(trades), "lookups": len(lookups), "errors": len(errors),
+              "lagging": len(positive), "stale_lookups": len(stale_lookups),
+              "p50": percentile(lags, 50), "p99": percentile(lags, 99),
+              "max": max(lags, default=0.0), "lag_p50": percentile(positive, 50),
+              "lag_p99": percentile(positive, 99)}
     ms = lambda x: f"{x * 1000:.2f}"  # noqa: E731
     how = "NO push, 1 s TTL (control)" if args.no_push else "server-push invalidation"
     print(f"lookup lag behind another client's trade (cache {args.cache}, {how},"
@@ -222,6 +229,7 @@ def report(args, trades, lookups, errors, post):
           f" {ms(percentile(positive, 99))} ms  max {ms(max(positive, default=0.0))} ms")
     for e in errors[:5]:
         print(f"  error: {e}")
+    return result
 
 
 def _first_after(lst, t):
@@ -233,6 +241,46 @@ def _first_after(lst, t):
         else:
             hi = mid
     return lo
+
+
+CONFIGS = {
+    # name: (frontends, no_push, what it shows)
+    "push-2fe": (2, False, "observers on a second front-end: only the catalog's push drops"
+                 " their entry (the lag this measures)"),
+    "push-1fe": (1, False, "observers on the traders' front-end, which also drops the entry"
+                 " itself before acknowledging a trade it routed"),
+    "control-no-push": (2, True, "control: pushes go to a dead port, entries live 1 s"
+                        " (cache_ttl_s = 1); the lag must come out near 1 s"),
+}
+
+
+def write_results(path, args, rows, started):
+    ms = lambda x: f"{x * 1000:.2f}"  # noqa: E731
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# Lookup lag behind another client's trade\n\n")
+        f.write("Written by `bench/lookup_lag.py --write` (not part of `make test`). "
+                "Method: see the script's docstring. In short: trader threads buy through one"
+                " front-end; observer threads look the same stocks up as fast as they can;"
+                " for each acknowledged trade, lag = the latest (lookup sent - trade"
+                " acknowledged) over lookups that still answered the pre-trade quantity"
+                " (0 when none did).\n\n")
+        f.write(f"Setup: {args.traders} traders, {args.observers} observers, {args.stocks}"
+                f" stocks, {args.seconds:.0f} s per configuration, 3 order replicas"
+                f" (`write_quorum = majority`), cache on (`cache_size = 8`), seed {args.seed}."
+                f" {started} UTC, {os.cpu_count()} CPUs ({bazaar.cpu_model()}), load average at"
+                f" the end {load}; the machine is shared, so absolute times are indicative.\n\n")
+        f.write("| configuration | trades/s | lookups/s | trades with a stale lookup |"
+                " lag p50 / p99 / max (ms, all trades) | lag p50 / p99 (ms, lagging trades) |"
+                " stale lookups |\n|---|---:|---:|---:|---:|---:|---:|\n")
+        for name, r in rows:
+            f.write(f"| `{name}`: {CONFIGS[name][2]} | {r['trades'] / args.seconds:.0f} |"
+                    f" {r['lookups'] / args.seconds:.0f} | {r['lagging']} of {r['trades']} |"
+                    f" {ms(r['p50'])} / {ms(r['p99'])} / {ms(r['max'])} |"
+                    f" {ms(r['lag_p50'])} / {ms(r['lag_p99'])} |"
+                    f" {r['stale_lookups']} of {r['lookups']} |\n")
+        f.write(f"\nReproduce: `python3 bench/lookup_lag.py --bin-dir build/bin --write"
+                f" --seconds {args.seconds:.0f}`\n")
 
 
 def main(argv=None):
@@ -250,13 +298,25 @@ def main(argv=None):
                     " itself after each trade it routes)")
     ap.add_argument("--no-push", action="store_true",
                     help="control run: invalidations go nowhere, entries live 1 s (cache_ttl_s)")
+    ap.add_argument("--write", action="store_true",
+                    help=f"run every configuration ({', '.join(CONFIGS)}) and write"
+                    " bench/lookup_lag.md")
     args = ap.parse_args(argv)
     if args.bin_dir:
         os.environ["BAZAAR_BIN_DIR"] = os.path.abspath(args.bin_dir)
     if not (0 < args.seconds <= 600 and args.traders > 0 and args.observers > 0
             and 0 < args.stocks <= 8):
         ap.error("need 0 < seconds <= 600, traders > 0, observers > 0, 1..8 stocks")
-    return run(args)
+    if not args.write:
+        return 1 if run(args)["errors"] else 0
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    rows = []
+    for name, (frontends, no_push, _) in CONFIGS.items():
+        args.frontends, args.no_push, args.cache = frontends, no_push, "on"
+        rows.append((name, run(args)))
+    write_results(os.path.join(BENCH_DIR, "lookup_lag.md"), args, rows, started)
+    print(f"wrote {os.path.join('bench', 'lookup_lag.md')}")
+    return 1 if any(r["errors"] for _, r in rows) else 0
 
 
 if __name__ == "__main__":
