@@ -11,6 +11,7 @@ zero and ending at the catalog, every query answer final, per-client monotonic l
 included), conservation and no orphaned trade.
 
 Scenarios: no fault; leader SIGKILL; leader SIGSTOP for 3 s; catalog SIGKILL and restart (twice);
+catalog SIGSTOP for 3 s;
 both followers down while the leader dies with trades in flight, all down past the front-end's
 retries, then the followers back first and the old leader last.
 
@@ -149,6 +150,20 @@ class HistoryScenarios(unittest.TestCase):
                 cluster.start_process("catalog")
                 self.log("catalog back")
         self.run_scenario("catalog-kill", fault)
+
+    def test_catalog_sigstop(self):
+        """The catalog hangs for 3 s with a batch in hand: the leader's exchange times out and
+        is retried while the catalog may still execute the first one when it wakes."""
+        def fault(cluster, rng):
+            time.sleep(rng.uniform(2.0, 4.0))
+            self.log("SIGSTOP catalog for 3 s")
+            cluster.pause_process("catalog")
+            try:
+                time.sleep(3.0)
+            finally:
+                cluster.resume_process("catalog")
+            self.log("SIGCONT catalog")
+        self.run_scenario("catalog-stop", fault)
 
     def test_followers_down_then_leader_dies(self):
         """Both followers die, the leader goes on taking trades it cannot commit (the catalog
