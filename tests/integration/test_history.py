@@ -16,7 +16,8 @@ both followers down while the leader dies with trades in flight, all down past t
 retries, then the followers back first and the old leader last.
 
 The checker's own unit tests (CheckerSelfTest) feed it small hand-made histories with each
-anomaly of issue 9 (A-D) and a clean one, so a checker that cannot fail fails here.
+anomaly of issue 9 (A-D) and a clean one, so a checker that cannot fail fails here;
+HarnessSchemaTest makes sure the orphan check reads both catalog.db schemas.
 
 BAZAAR_HISTORY_STATES=catalog checks per-client lookups against the catalog's own execution
 order (catalog.db applied.version) instead of the log's: a diagnostic for code whose numbers are
@@ -29,6 +30,7 @@ times (process timing differs from run to run, so a race needs its timing too).
 import os
 import random
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -36,8 +38,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from bazaar import (Cluster, find_leader, scaled, test_seed,  # noqa: E402
-                    wait_replicas_idle)
+from bazaar import (AckedOrder, Cluster, find_invariant_violations,  # noqa: E402
+                    find_leader, scaled, test_seed, wait_replicas_idle)
 from history import (Final, HistoryRecorder, Op, check_history,  # noqa: E402
                      find_history_violations)
 
@@ -322,6 +324,75 @@ class CheckerSelfTest(unittest.TestCase):
                     {"Alpha": 2, "Beta": 5})
         cats, found = self.categories(ops, fin)
         self.assertIn("e conservation", cats, found)
+
+
+class _FakeCluster:
+    """Just the files find_invariant_violations() reads: catalog.db and order-1.db."""
+
+    def __init__(self, tmpdir):
+        self.catalog_db = os.path.join(tmpdir, "catalog.db")
+        self.tmpdir = tmpdir
+
+    def order_db(self, rid):
+        return os.path.join(self.tmpdir, f"order-{rid}.db")
+
+    def replica_ids(self):
+        return [1]
+
+
+class HarnessSchemaTest(unittest.TestCase):
+    """The invariant checks read catalog.db's `applied` in both schemas this project has had;
+    a schema they cannot read would silently switch the orphan check off."""
+
+    def make(self, journal):
+        tmpdir = tempfile.mkdtemp(prefix="bazaar-history-schema-")
+        self.addCleanup(shutil.rmtree, tmpdir, True)
+        cat = sqlite3.connect(os.path.join(tmpdir, "catalog.db"))
+        cat.execute("CREATE TABLE stocks(name TEXT PRIMARY KEY, price REAL, quantity INTEGER)")
+        cat.execute("INSERT INTO stocks VALUES('Alpha', 1.0, 2)")
+        if journal:
+            cat.execute("CREATE TABLE applied(request_id TEXT PRIMARY KEY, name TEXT, type TEXT,"
+                        " quantity INTEGER, outcome TEXT, result_quantity INTEGER,"
+                        " version INTEGER, number INTEGER UNIQUE, created_ms INTEGER)")
+            cat.executemany("INSERT INTO applied VALUES(?,?,?,?,?,?,?,?,0)", [
+                ("k:bzt-a", "Alpha", "buy", 1, "applied", 3, 1, 0),
+                ("k:bzt-b", "Alpha", "buy", 1, "applied", 2, 2, 1),
+                ("k:bzt-c", "Alpha", "buy", 9, "refused", 2, 2, None)])
+        else:
+            cat.execute("CREATE TABLE applied(request_id TEXT PRIMARY KEY, name TEXT, type TEXT,"
+                        " quantity INTEGER, status INTEGER, result_quantity INTEGER,"
+                        " version INTEGER)")
+            cat.executemany("INSERT INTO applied VALUES(?,?,?,?,?,?,?)", [
+                ("k:bzt-a", "Alpha", "buy", 1, 0, 3, 1),
+                ("k:bzt-b", "Alpha", "buy", 1, 0, 2, 2),
+                ("k:bzt-c", "Alpha", "buy", 9, -7, 2, 2)])
+        cat.commit()
+        cat.close()
+        log = sqlite3.connect(os.path.join(tmpdir, "order-1.db"))
+        log.execute("CREATE TABLE orders(number INTEGER PRIMARY KEY, request_id TEXT UNIQUE,"
+                    " name TEXT, type TEXT, quantity INTEGER, epoch INTEGER)")
+        log.execute("INSERT INTO orders VALUES(0, 'k:bzt-a', 'Alpha', 'buy', 1, 1)")
+        log.commit()
+        log.close()
+        return _FakeCluster(tmpdir)
+
+    def check(self, journal):
+        cluster = self.make(journal)
+        acked = [AckedOrder(0, "bzt-a", "Alpha", "buy", 1, 0.0, 0.0)]
+        found = find_invariant_violations(cluster, acked, {"Alpha": 4}, rejected_keys=["bzt-c"],
+                                          unknown_keys=["bzt-b"], query=False)
+        text = "\n".join(found)
+        self.assertIn("'k:bzt-b' (outcome unknown to its client) but no order in the log", text)
+        self.assertIn("initial + sells - buys over the log = 3, catalog.db has 2", text)
+        self.assertNotIn("bzt-c", text)  # a refusal is no orphan
+        return text
+
+    def test_journal_schema(self):
+        text = self.check(journal=True)
+        self.assertIn("journal entry 1", text)
+
+    def test_status_schema(self):
+        self.check(journal=False)
 
 
 if __name__ == "__main__":
