@@ -14,8 +14,9 @@
 #define STOCKDB__MAX_STOCKS 100000
 #define STOCKDB__QTY_MAX    INT64_C(1000000000000)  /* refuse sells beyond 10^12 shares */
 #define STOCKDB__WINDOW_MS  (INT64_C(86400) * 1000) /* request ids kept by default: 24 h */
-#define STOCKDB__GC_EVERY   1000                    /* ms between two clean-ups */
-#define STOCKDB__GC_ROWS    4096                    /* rows forgotten per clean-up at most */
+#define STOCKDB__GC_EVERY   200                     /* ms between two clean-ups */
+#define STOCKDB__GC_ROWS                                                                           \
+    16384 /* rows forgotten per clean-up at most: 80k/s, above any trade rate */
 
 struct stockdb {
     sqlite3 *sql;
