@@ -168,11 +168,12 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         err = msg_peer_state_from_json(data, &reply->state, msg, sizeof msg);
         break;
     case PB_CALL_APPEND: {
-        struct msg_append_reply a;
-        err = msg_append_reply_from_json(data, &a, msg, sizeof msg);
-        reply->ok = a.ok;
-        reply->match = a.match;
-        reply->last = a.last;
+        struct msg_append_reply a = {.ok = false, .match = -1, .last = -1};
+        if ((err = msg_append_reply_from_json(data, &a, msg, sizeof msg)) == 0) {
+            reply->ok = a.ok;
+            reply->match = a.match;
+            reply->last = a.last;
+        }
         break;
     }
     case PB_CALL_PAGE:

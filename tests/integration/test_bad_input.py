@@ -561,11 +561,14 @@ class TestHostileRoundTwo(bazaar.ClusterTestCase):
             print(f"{want} connections from 127.0.0.1: 20 lookups from 127.0.0.2 took "
                   f"{took * 1000:.0f} ms", file=sys.stderr)
             self.assertLess(took, 5.0)
+            # Every connection past the per-address limit is refused, once the acceptor has
+            # seen them all (it may lag behind the connects on a slow, sanitized build).
+            metric = "bazaar_frontend_http_per_client_refused_total"
+            bazaar.wait_for(lambda: self.cluster.metric(metric) >= want - 1024 - 100,
+                            timeout=20, what="the connections past the limit refused")
         finally:
             for sock in socks:
                 sock.close()
-        refused = self.cluster.metric("bazaar_frontend_http_per_client_refused_total")
-        self.assertGreaterEqual(refused, want - 1024 - 100)
 
     # -- finding 7: one message wedges the cluster ----------------------------------------
 
