@@ -338,8 +338,9 @@ int msg_append_reply_from_json(const json_t *obj, struct msg_append_reply *out, 
         msg__int(obj, "match", -1, MSG__NUMBER_MAX, &match, errmsg, errlen) ||
         msg__int(obj, "last", -1, MSG__NUMBER_MAX, &last, errmsg, errlen))
         return BZ_EINVAL;
-    if (!json_is_boolean(ok) || (json_is_true(ok) && match < 0)) {
-        snprintf(errmsg, errlen, "'ok' must be a boolean, with a match when true");
+    if (!json_is_boolean(ok) || (json_is_false(ok) && match != -1)) {
+        /* Accepted with match -1 is a heartbeat to an empty log; refused never matches. */
+        snprintf(errmsg, errlen, "'ok' must be a boolean; a refusal has match -1");
         return BZ_EINVAL;
     }
     out->ok = json_is_true(ok);

@@ -550,6 +550,35 @@ static void test_epoch_step(void **state)
     assert_int_equal(msg_check_epoch_step(UINT64_MAX - 1, UINT64_MAX, errmsg, sizeof errmsg), 0);
 }
 
+static void test_append_reply(void **state)
+{
+    (void)state;
+    static const struct json_case cases[] = {
+        {"{\"ok\":true,\"match\":41,\"last\":41}", true},
+        {"{\"ok\":true,\"match\":-1,\"last\":-1}", true}, /* a heartbeat to an empty log */
+        {"{\"ok\":false,\"match\":-1,\"last\":7}", true},
+        {"{\"ok\":false,\"match\":3,\"last\":7}", false},
+        {"{\"ok\":1,\"match\":-1,\"last\":7}", false},
+        {"{\"ok\":true,\"match\":-2,\"last\":7}", false},
+        {"{\"ok\":true,\"match\":1}", false},
+        {"{\"ok\":true,\"match\":1,\"last\":1,\"x\":0}", false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        json_t *obj = load(cases[i].json);
+        struct msg_append_reply r;
+        char errmsg[160] = "";
+        int rv = msg_append_reply_from_json(obj, &r, errmsg, sizeof errmsg);
+        if ((rv == 0) != cases[i].ok)
+            fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
+        if (rv == 0) {
+            json_t *again = msg_append_reply_to_json(&r);
+            assert_true(json_equal(obj, again));
+            json_decref(again);
+        }
+        json_decref(obj);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_append_shape_refused),
         cmocka_unit_test(test_append_round_trip),
         cmocka_unit_test(test_exec_table),
+        cmocka_unit_test(test_append_reply),
         cmocka_unit_test(test_exec_reply),
     };
     return cmocka_run_group_tests_name("unit.common.msg", tests, NULL, NULL);
