@@ -422,3 +422,9 @@ int msg_check_epoch_step(uint64_t current, uint64_t proposed, char *errmsg, size
              (unsigned long long)proposed, MSG_EPOCH_STEP_MAX, (unsigned long long)current);
     return BZ_EINVAL;
 }
+
+int msg_exec_refusal(int code)
+{
+    int err = bz_error_from_status(code);
+    return err == BZ_ENOTFOUND || err == BZ_ECONFLICT || err == BZ_EMISMATCH ? err : BZ_EUPSTREAM;
+}

@@ -141,6 +141,11 @@ void msg_exec_free(struct msg_exec *m);
 
 json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m);
 /*
+ * The BZ_E* code of a refused trade from the HTTP status in its result:
+ * BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH, else BZ_EUPSTREAM.
+ */
+int msg_exec_refusal(int code);
+/*
  * Decodes a reply to a batch of `ntrades` trades sent with cursor `from`:
  * exactly ntrades results, journal entries numbered consecutively from `from`,
  * and end >= from + njournal. On 0 the arrays are allocated; free with

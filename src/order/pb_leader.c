@@ -112,21 +112,6 @@ static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, str
 
 /* ---------------------------------------------------------------- the sequencer */
 
-/* The code of a refused trade from its HTTP status in the catalog's reply. */
-static int pb__refusal(int code)
-{
-    switch (code) {
-    case 404:
-        return BZ_ENOTFOUND;
-    case 409:
-        return BZ_ECONFLICT;
-    case 422:
-        return BZ_EMISMATCH;
-    default:
-        return BZ_EUPSTREAM;
-    }
-}
-
 static void pb__sequencer(struct pb *pb, uint64_t now)
 {
     if (pb->role != PB_LEADER || pb->exec_call || now < pb->exec_retry_at_ms)
@@ -221,7 +206,7 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
         struct pb_wait *w = pb->batch[i];
         const struct msg_exec_result *res = &x->results[i];
         if (res->code != 200) {
-            pb__answer(pb, w, pb__refusal(res->code), res->message);
+            pb__answer(pb, w, msg_exec_refusal(res->code), res->message);
             continue;
         }
         w->number = res->number;

@@ -64,21 +64,6 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
         atomic_fetch_add(&r->acked, 1);
 }
 
-/* The code of a refused trade from its HTTP status in the catalog's reply. */
-static int raftrep__refusal(int code)
-{
-    switch (code) {
-    case 404:
-        return BZ_ENOTFOUND;
-    case 409:
-        return BZ_ECONFLICT;
-    case 422:
-        return BZ_EMISMATCH;
-    default:
-        return BZ_EUPSTREAM;
-    }
-}
-
 /*
  * One exchange and its proposal. `batch` may be empty (a journal read).
  * Returns 0, or the failure every trade of the batch was answered with.
@@ -124,7 +109,7 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
     for (size_t i = 0; i < n; i++) {
         const struct msg_exec_result *res = &x.results[i];
         if (res->code != 200)
-            raftrep__answer(r, batch[i], raftrep__refusal(res->code), -1, res->message);
+            raftrep__answer(r, batch[i], msg_exec_refusal(res->code), -1, res->message);
         else if (rv)
             raftrep__answer(r, batch[i], BZ_EUNAVAIL, -1,
                             "the Raft proposal failed: outcome unknown, retry");
