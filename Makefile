@@ -22,8 +22,12 @@ MODE       ?= primary-backup
 
 all: build
 
+# `make run` installs only what running needs; everything else installs the test tools too.
+DEPS_SET ?= all
+run: DEPS_SET = run
+
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh $(DEPS_SET)
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Stock Bazaar needs to build, run, test and benchmark.
+#   scripts/deps.sh run   only what `make run` needs
+#   scripts/deps.sh [all] that and what tests, benchmarks and the evaluation need
 # Idempotent: packages already present are skipped, and nothing is printed when
 # everything is installed. Needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -19,7 +21,11 @@ test_packages=(
   gnuplot-nox wrk nginx-light iproute2
   chromium
 )
-packages=("${run_packages[@]}" "${test_packages[@]}")
+case "${1:-all}" in
+  run) packages=("${run_packages[@]}") ;;
+  all) packages=("${run_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "usage: scripts/deps.sh [run|all]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
