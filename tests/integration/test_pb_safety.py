@@ -12,6 +12,7 @@ acknowledged order). Each case failed on the code before the fix:
 
 import os
 import random
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -113,6 +114,66 @@ class DamagedLogTest(SafetyTestCase):
         self.assertIn("damaged", proc.log_tail(5))
         # Two of three replicas still take orders.
         self.assertEqual(self.trade(key="still").status, 200)
+
+
+@bazaar.skip_unless_mode("primary-backup", "the test puts the first leader (the highest id) on "
+                         "the small disk; Raft elects any replica")
+class FullDiskTest(unittest.TestCase):
+    """Break 3: a full disk on the leader answered 9,568 POSTs with 500 and the front-end stayed
+    on it. Now a failed write takes the replica out of service and the front-end moves on; the
+    trades the catalog executed meanwhile reach the log through the next leader. Needs root to
+    mount a 1 MiB tmpfs for the leader's order log (skipped otherwise)."""
+
+    def setUp(self):
+        self.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{self._testMethodName}-")
+        self.disk = os.path.join(self.tmpdir, "small-disk")
+        os.makedirs(self.disk)
+        if os.geteuid() != 0 or subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.disk],
+                capture_output=True).returncode != 0:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        self.addCleanup(self._cleanup)
+        self.cluster = Cluster(self.tmpdir, replicas=3)
+        os.makedirs(self.cluster.data_dir, exist_ok=True)
+        # order-3.db (the highest id: the first leader) lives on the small disk; SQLite puts
+        # its WAL next to the link's target.
+        os.symlink(os.path.join(self.disk, "order-3.db"), self.cluster.order_db(3))
+        self.cluster.start()
+
+    def _cleanup(self):
+        if hasattr(self, "cluster"):
+            self.cluster.stop()
+        subprocess.run(["umount", self.disk], capture_output=True)
+        if not os.environ.get("BAZAAR_KEEP_TMP"):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def test_leader_with_a_full_disk_gives_way(self):
+        c = self.cluster
+        self.assertEqual(wait_for(lambda: find_leader(c), what="a leader"), 3)
+        free = os.statvfs(self.disk)
+        with open(os.path.join(self.disk, "filler"), "wb") as f:
+            f.write(b"\0" * max(0, free.f_bavail * free.f_frsize - 96 * 1024))
+        acked, failed = 0, 0
+        for i in range(3000):
+            body = {"name": "GameStart", "type": "buy" if i % 2 else "sell", "quantity": 1}
+            r = c.post_json("/orders", body, headers={"Idempotency-Key": f"disk-{i}"})
+            acked += r.status == 200
+            failed += r.status >= 500
+            if acked > 400 and find_leader(c, [1, 2]):
+                break
+        health = bazaar.get(c.order_url(3, "/health"))
+        self.assertEqual(health.status, 503, health.body)
+        self.assertIn("storage", health.json.get("reason", ""))
+        self.assertIn(find_leader(c, [1, 2]), (1, 2), "the front-end stayed on the full disk")
+        print(f"full disk: {acked} acknowledged, {failed} answered 5xx", file=sys.stderr)
+        self.assertLess(failed, 50, "the front-end kept sending orders to the broken leader")
+        # Replicas 1 and 2 agree, and hold every trade the catalog executed.
+        wait_replicas_idle(c, replica_ids=[1, 2])
+        rows = {rid: bazaar.order_view(bazaar.db_orders(c, rid)) for rid in (1, 2)}
+        self.assertEqual(rows[1], rows[2])
+        numbered = [a for a in bazaar.db_applied(c) if a.get("number") is not None]
+        self.assertEqual(len(numbered), len(rows[1]), "a trade executed and not logged")
 
 
 @bazaar.skip_unless_mode("primary-backup", "in raft mode front-ends choose no leader")
