@@ -92,20 +92,6 @@ static bool catalog__lookup(void *svc, const struct http_request *req, struct ht
 }
 
 /* The message of a refused trade, as the order leader relays it to the client. */
-static const char *catalog__refusal(const struct trade *t, int status)
-{
-    switch (status) {
-    case BZ_ENOTFOUND:
-        return "stock not found";
-    case BZ_ECONFLICT:
-        return t->type == TRADE_BUY ? "not enough shares" : "quantity would overflow";
-    case BZ_EMISMATCH:
-        return "Idempotency-Key reused with a different request";
-    default:
-        return bz_strerror(status);
-    }
-}
-
 /* Counts and announces the outcomes of an executed batch. */
 static void catalog__executed(struct catalog *c, const struct trade *trades,
                               const struct stockdb_outcome *out, size_t n)
@@ -146,32 +132,19 @@ static void catalog__execute(void *svc, const struct http_request *req, struct h
         return;
     }
     struct stockdb_outcome *out = xcalloc(m.n ? m.n : 1, sizeof *out);
-    struct msg_exec_reply reply = {0};
-    if ((rv = stockdb_execute(c->db, m.trades, m.n, out, m.committed)) != 0)
-        goto out;
-    catalog__executed(c, m.trades, out, m.n);
-    reply.results = xcalloc(m.n ? m.n : 1, sizeof *reply.results);
-    reply.nresults = m.n;
-    for (size_t i = 0; i < m.n; i++) {
-        reply.results[i].code = bz_error_status(out[i].status);
-        reply.results[i].number = out[i].number;
-        snprintf(reply.results[i].message, sizeof reply.results[i].message, "%s",
-                 catalog__refusal(&m.trades[i], out[i].status));
-    }
-    reply.journal = xcalloc(MSG_MAX_ENTRIES, sizeof *reply.journal);
-    rv = stockdb_journal(c->db, m.from, MSG_MAX_ENTRIES, reply.journal, &reply.njournal, &reply.end,
-                         msg, sizeof msg);
-    if (rv) {
-        LOG_ERROR("journal from %lld: %s", (long long)m.from, msg);
-        http_reply_error(resp, rv, msg);
-        goto out_reply;
-    }
-    http_reply_data(resp, msg_exec_reply_to_json(&reply));
-out_reply:
-    msg_exec_reply_free(&reply);
-out:
-    if (rv && !resp->status)
+    struct msg_exec_reply reply;
+    if ((rv = stockdb_execute(c->db, m.trades, m.n, out, m.committed)) != 0) {
         http_reply_error(resp, rv, NULL);
+    } else {
+        catalog__executed(c, m.trades, out, m.n);
+        if ((rv = stockdb_exec_reply(c->db, &m, out, &reply, msg, sizeof msg)) != 0) {
+            LOG_ERROR("journal from %lld: %s", (long long)m.from, msg);
+            http_reply_error(resp, rv, msg);
+        } else {
+            http_reply_data(resp, msg_exec_reply_to_json(&reply));
+            msg_exec_reply_free(&reply);
+        }
+    }
     free(out);
     msg_exec_free(&m);
 }
@@ -202,7 +175,7 @@ static void catalog__trade(void *svc, const struct http_request *req, struct htt
     }
     catalog__executed(c, &t, &o, 1);
     if (o.status) {
-        http_reply_error(resp, o.status, catalog__refusal(&t, o.status));
+        http_reply_error(resp, o.status, stockdb_refusal(&t, o.status));
         return;
     }
     json_t *data = catalog__stock_json(&o.stock);

@@ -551,6 +551,43 @@ int stockdb_execute(struct stockdb *db, const struct trade *trades, size_t n,
     return rv;
 }
 
+const char *stockdb_refusal(const struct trade *t, int status)
+{
+    switch (status) {
+    case BZ_ENOTFOUND:
+        return "stock not found";
+    case BZ_ECONFLICT:
+        return t->type == TRADE_BUY ? "not enough shares" : "quantity would overflow";
+    case BZ_EMISMATCH:
+        return "Idempotency-Key reused with a different request";
+    default:
+        return bz_strerror(status);
+    }
+}
+
+int stockdb_exec_reply(struct stockdb *db, const struct msg_exec *m,
+                       const struct stockdb_outcome *out, struct msg_exec_reply *reply,
+                       char *errmsg, size_t errlen)
+{
+    memset(reply, 0, sizeof *reply);
+    reply->journal = xcalloc(MSG_MAX_ENTRIES, sizeof *reply->journal);
+    int rv = stockdb_journal(db, m->from, MSG_MAX_ENTRIES, reply->journal, &reply->njournal,
+                             &reply->end, errmsg, errlen);
+    if (rv) {
+        msg_exec_reply_free(reply);
+        return rv;
+    }
+    reply->results = xcalloc(m->n ? m->n : 1, sizeof *reply->results);
+    reply->nresults = m->n;
+    for (size_t i = 0; i < m->n; i++) {
+        reply->results[i].code = bz_error_status(out[i].status);
+        reply->results[i].number = out[i].number;
+        snprintf(reply->results[i].message, sizeof reply->results[i].message, "%s",
+                 stockdb_refusal(&m->trades[i], out[i].status));
+    }
+    return 0;
+}
+
 int stockdb_trade(struct stockdb *db, const struct trade *t, struct stock *out)
 {
     struct stockdb_outcome o;

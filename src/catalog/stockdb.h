@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "msg.h"
 #include "trade.h"
 #include "util.h"
 
@@ -72,6 +73,19 @@ struct stockdb_outcome {
  */
 int stockdb_execute(struct stockdb *db, const struct trade *trades, size_t n,
                     struct stockdb_outcome *out, int64_t committed);
+
+/* The message a client gets for a refused trade (status from stockdb_outcome). */
+const char *stockdb_refusal(const struct trade *t, int status);
+
+/*
+ * The reply to the order leader's exchange (POST /execute) whose trades m->trades were
+ * executed with outcomes out[0..m->n-1]: each outcome, and the journal from m->from.
+ * On 0 *reply is filled (free with msg_exec_reply_free); else the stockdb_journal error
+ * with errmsg, and nothing to free.
+ */
+int stockdb_exec_reply(struct stockdb *db, const struct msg_exec *m,
+                       const struct stockdb_outcome *out, struct msg_exec_reply *reply,
+                       char *errmsg, size_t errlen);
 
 /* One trade: stockdb_execute with n = 1, returning its status. */
 int stockdb_trade(struct stockdb *db, const struct trade *t, struct stock *out);

@@ -169,8 +169,6 @@ void pb_peer_state(struct pb *pb, struct msg_peer_state *out);
 enum pb_role pb_role(const struct pb *pb);
 const char *pb_role_name(enum pb_role role);
 uint64_t pb_epoch(const struct pb *pb);
-int pb_leader(const struct pb *pb);
-int64_t pb_commit(const struct pb *pb);
 
 /*
  * A copy of what /health, /status and /metrics show, taken by the driver

@@ -281,6 +281,11 @@ void pb__fail_all_waits(struct pb *pb, int status, const char *message)
             pb__answer(pb, w, status, message);
         }
     }
+    pb__fail_batch(pb, status, message);
+}
+
+void pb__fail_batch(struct pb *pb, int status, const char *message)
+{
     for (size_t i = 0; i < pb->batch_n; i++)
         if (pb->batch[i])
             pb__answer(pb, pb->batch[i], status, message);
@@ -399,16 +404,6 @@ enum pb_role pb_role(const struct pb *pb)
 uint64_t pb_epoch(const struct pb *pb)
 {
     return pb->epoch;
-}
-
-int pb_leader(const struct pb *pb)
-{
-    return pb->leader_id;
-}
-
-int64_t pb_commit(const struct pb *pb)
-{
-    return pb->commit;
 }
 
 /* Ready to serve: caught up, the store healthy, and as leader in touch with a quorum. */

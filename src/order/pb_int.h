@@ -103,6 +103,8 @@ void pb__answer(struct pb *pb, struct pb_wait *w, int status, const char *messag
 void pb__answer_committed(struct pb *pb);
 void pb__expire_waits(struct pb *pb);
 void pb__fail_all_waits(struct pb *pb, int status, const char *message);
+/* Fails every trade of the batch at the catalog with `status` (outcome unknown). */
+void pb__fail_batch(struct pb *pb, int status, const char *message);
 /* Runs what can run now: pipelines, the sequencer, sync rounds. */
 void pb__pump(struct pb *pb);
 

@@ -145,15 +145,6 @@ static void pb__sequencer(struct pb *pb, uint64_t now)
     pb->io.send(pb->io.ctx, c);
 }
 
-/* Fails every trade of the batch in flight with `status` (outcome unknown). */
-static void pb__fail_batch(struct pb *pb, int status, const char *message)
-{
-    for (size_t i = 0; i < pb->batch_n; i++)
-        if (pb->batch[i])
-            pb__answer(pb, pb->batch[i], status, message);
-    pb->batch_n = 0;
-}
-
 static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
                                    struct pb_reply *reply)
 {

@@ -500,21 +500,9 @@ static struct pb_reply *sim_process(struct sim *s, const struct pb_call *call)
         struct stockdb_outcome *out = xcalloc(call->exec.n ? call->exec.n : 1, sizeof *out);
         int rv =
             stockdb_execute(s->catalog, call->exec.trades, call->exec.n, out, call->exec.committed);
-        if (rv == 0) {
-            struct msg_exec_reply *x = &r->exec;
-            x->nresults = call->exec.n;
-            x->results = xcalloc(call->exec.n ? call->exec.n : 1, sizeof *x->results);
-            for (size_t i = 0; i < call->exec.n; i++) {
-                x->results[i].code = bz_error_status(out[i].status);
-                x->results[i].number = out[i].number;
-                snprintf(x->results[i].message, sizeof x->results[i].message, "%s",
-                         bz_strerror(out[i].status));
-            }
-            x->journal = xcalloc(MSG_MAX_ENTRIES, sizeof *x->journal);
-            char msg[200];
-            rv = stockdb_journal(s->catalog, call->exec.from, MSG_MAX_ENTRIES, x->journal,
-                                 &x->njournal, &x->end, msg, sizeof msg);
-        }
+        char msg[200];
+        if (rv == 0) /* the reply the catalog's POST /execute sends */
+            rv = stockdb_exec_reply(s->catalog, &call->exec, out, &r->exec, msg, sizeof msg);
         free(out);
         r->err = rv;
         return r;
