@@ -597,7 +597,7 @@ static int launcher__status(struct launcher *l, bool as_json)
     json_t *row;
     json_array_foreach(rows, i, row) down += !json_is_true(json_object_get(row, "ready"));
     if (as_json) {
-        char *s = json_dumps(all, JSON_INDENT(2));
+        char *s = xjson_dumps(all, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
     } else {

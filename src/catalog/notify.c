@@ -88,7 +88,7 @@ static bool notify__deliver(struct notify__target *t, const struct msg_inval_bat
 {
     struct notify *n = t->owner;
     json_t *obj = msg_inval_batch_to_json(batch);
-    char *body = json_dumps(obj, JSON_COMPACT);
+    char *body = xjson_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     int attempts = batch->n ? NOTIFY__ATTEMPTS : 1; /* a lost heartbeat is just late */
     bool ok = false;

@@ -235,12 +235,8 @@ static void workload__trade(struct workload_session *s, uint64_t iteration, uint
     t.type = type;
     t.quantity = quantity;
     json_t *obj = trade_to_json(&t);
-    char *body = json_dumps(obj, JSON_COMPACT);
+    char *body = xjson_dumps(obj, JSON_COMPACT);
     json_decref(obj);
-    if (!body) {
-        fprintf(stderr, "out of memory encoding a trade\n");
-        abort();
-    }
 
     for (unsigned attempt = 1;; attempt++) {
         struct http_reply reply;

@@ -630,7 +630,7 @@ int config_dump_json(const struct bz_config *cfg, struct strbuf *out)
         json_array_append_new(fes, json_pack("{s:i,s:s}", "id", cfg->frontends[i].id, "listen",
                                              cfg->frontends[i].listen));
     json_object_set_new(root, "frontends", fes);
-    char *s = json_dumps(root, JSON_COMPACT);
+    char *s = xjson_dumps(root, JSON_COMPACT);
     json_decref(root);
     int rv = strbuf_append(out, s, strlen(s));
     free(s);

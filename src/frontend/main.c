@@ -572,7 +572,7 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
         util_random_hex(t.request_id + 2, 16);
     }
     json_t *out = trade_to_json(&t);
-    char *payload = json_dumps(out, JSON_COMPACT);
+    char *payload = xjson_dumps(out, JSON_COMPACT);
     json_decref(out);
 
     struct http_reply reply;

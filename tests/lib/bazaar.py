@@ -698,6 +698,16 @@ def _stop_live_clusters():
 atexit.register(_stop_live_clusters)
 
 
+def join_threads(threads, seconds, what):
+    """Join every thread within `seconds` in all; AssertionError naming those still alive."""
+    deadline = time.monotonic() + seconds
+    for th in threads:
+        th.join(max(deadline - time.monotonic(), 0.01))
+    alive = [th.name for th in threads if th.is_alive()]
+    if alive:
+        raise AssertionError(f"{what}: {alive}")
+
+
 def replication_mode():
     """The replication mode tests run in: BAZAAR_MODE (primary-backup or raft)."""
     mode = os.environ.get("BAZAAR_MODE", "primary-backup")
@@ -1280,12 +1290,7 @@ class Trader:
         answer, or op_timeout) and join them. Raises AssertionError if a thread hangs."""
         self._stop.set()
         limit = self.op_timeout + scaled(30) if timeout is None else scaled(timeout)
-        deadline = time.monotonic() + limit
-        for th in self._threads:
-            th.join(max(deadline - time.monotonic(), 0.01))
-        alive = [th.name for th in self._threads if th.is_alive()]
-        if alive:
-            raise AssertionError(f"trader threads still running after {limit:.0f}s: {alive}")
+        join_threads(self._threads, limit, f"trader threads still running after {limit:.0f}s")
         return self
 
     def hold(self, timeout=None):
@@ -1324,12 +1329,8 @@ class Trader:
 
     def join(self, timeout=None):
         """Wait for the threads to end by themselves (max_orders reached)."""
-        deadline = time.monotonic() + (scaled(600) if timeout is None else scaled(timeout))
-        for th in self._threads:
-            th.join(max(deadline - time.monotonic(), 0.01))
-        alive = [th.name for th in self._threads if th.is_alive()]
-        if alive:
-            raise AssertionError(f"trader threads still running: {alive}")
+        join_threads(self._threads, scaled(600) if timeout is None else scaled(timeout),
+                     "trader threads still running")
         return self
 
     def __enter__(self):

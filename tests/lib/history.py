@@ -27,6 +27,7 @@ import time
 from collections import namedtuple
 
 from bazaar import (AckedOrder, Trader, _key_of_request_id, _split_url, db_applied, db_orders,
+                    join_threads,
                     db_quantities, find_invariant_violations, get, replay_log, scaled)
 
 
@@ -145,12 +146,7 @@ class HistoryRecorder:
     def stop(self):
         """Stop after each client's current call (bounded by op_timeout) and join."""
         self._stop.set()
-        deadline = time.monotonic() + self.op_timeout + scaled(15)
-        for th in self._threads:
-            th.join(max(deadline - time.monotonic(), 0.01))
-        alive = [th.name for th in self._threads if th.is_alive()]
-        if alive:
-            raise AssertionError(f"history clients still running: {alive}")
+        join_threads(self._threads, self.op_timeout + scaled(15), "history clients still running")
         return self
 
     def __enter__(self):
