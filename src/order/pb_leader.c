@@ -44,6 +44,43 @@ static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint6
     pb->io.send(pb->io.ctx, c);
 }
 
+/*
+ * Sends entries the leader is about to write, straight from the catalog's
+ * reply, to every follower whose pipeline is idle and caught up to them: the
+ * followers' writes then overlap the leader's own (docs/design.md, "The
+ * leader's own write"). The leader counts itself towards a quorum only once
+ * its own write is done (pb__advance_commit reads its log), and every entry is
+ * the catalog's journal entry at its number, so a follower holding entries
+ * its leader failed to write holds nothing another leader could contradict.
+ */
+static void pb__pipeline_push(struct pb *pb, const struct order *entries, size_t n, int64_t from,
+                              uint64_t now)
+{
+    if (n == 0 || n > PB_APPEND_BATCH)
+        return; /* large pages go the ordinary way, from the log */
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    if (st.last != from - 1)
+        return;
+    for (int i = 0; i < pb->cfg.npeers; i++) {
+        struct pb_peer *p = &pb->peers[i];
+        if (p->epoch_seen != pb->epoch || p->append_call || now < p->retry_at_ms || p->next != from)
+            continue;
+        struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, i, pb->cfg.call_timeout_ms);
+        c->append = (struct msg_append){.epoch = pb->epoch,
+                                        .leader = pb->cfg.id,
+                                        .prev = from - 1,
+                                        .prev_epoch = from > 0 ? st.last_epoch : 0,
+                                        .start_last = pb->start_last,
+                                        .n = n};
+        c->append.entries = xcalloc(n, sizeof *entries);
+        memcpy(c->append.entries, entries, n * sizeof *entries);
+        p->append_call = c->id;
+        p->last_sent_ms = now;
+        pb->io.send(pb->io.ctx, c);
+    }
+}
+
 static void pb__pipelines(struct pb *pb, uint64_t now)
 {
     struct orderlog_state st;
@@ -177,6 +214,7 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
     if (x->njournal > 0) {
         for (size_t i = 0; i < x->njournal; i++)
             x->journal[i].epoch = pb->epoch;
+        pb__pipeline_push(pb, x->journal, x->njournal, call->exec.from, now);
         int rv = pb->st.apply(pb->st.ctx, x->journal, x->njournal, INT64_MAX, pb->epoch);
         if (rv) {
             LOG_ERROR("appending journal %lld..%lld: %s", (long long)call->exec.from,

@@ -4,7 +4,10 @@
  *
  * One mutex serialises every call into the core. A loop thread runs its
  * timers; one sender thread per peer (and one for the catalog) performs the
- * calls the core starts, in order, and hands each reply back; HTTP handler
+ * calls the core starts, in order, and hands each reply back. A sender's
+ * queue has its own lock, so a call the core starts goes out at once even
+ * while the core still holds its mutex for an fsync: the leader's own write
+ * overlaps its followers' (docs/design.md, "The leader's own write"). HTTP handler
  * threads hand in notices, appends, orders and queries, and an order or a
  * query waits on its own condition variable for the core's answer. After
  * every call into the core the driver publishes a view (pb_view) under a
@@ -35,7 +38,9 @@ struct replica__sender {
     char url[CONFIG_ADDR_MAX + 16]; /* http://host:port */
     pthread_t thread;
     bool started;
-    pthread_cond_t cond; /* guarded by r->lock */
+    pthread_mutex_t qlock; /* the queue and `stop`; taken after r->lock, never before */
+    pthread_cond_t cond;   /* guarded by qlock */
+    bool stop;
     struct replica__queued *head, **tail;
 };
 
@@ -53,7 +58,7 @@ struct replica {
     struct pb_store store;
     struct pb *pb;
 
-    pthread_mutex_t lock; /* every call into pb; the senders' queues */
+    pthread_mutex_t lock; /* every call into pb */
     pthread_cond_t loop_cond;
     bool stopping;
     pthread_t loop;
@@ -98,9 +103,11 @@ static void replica__send(void *ctx, struct pb_call *call)
     struct replica__sender *s = &r->senders[i];
     struct replica__queued *q = xcalloc(1, sizeof *q);
     q->call = call;
+    pthread_mutex_lock(&s->qlock);
     *s->tail = q;
     s->tail = &q->next;
     pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->qlock);
 }
 
 static void replica__answer(void *ctx, void *token, const struct pb_answer *answer)
@@ -195,17 +202,17 @@ static void *replica__sender_main(void *arg)
 {
     struct replica__sender *s = arg;
     struct replica *r = s->r;
-    pthread_mutex_lock(&r->lock);
+    pthread_mutex_lock(&s->qlock);
     for (;;) {
-        while (!s->head && !r->stopping)
-            pthread_cond_wait(&s->cond, &r->lock);
-        if (r->stopping)
+        while (!s->head && !s->stop)
+            pthread_cond_wait(&s->cond, &s->qlock);
+        if (s->stop)
             break;
         struct replica__queued *q = s->head;
         s->head = q->next;
         if (!s->head)
             s->tail = &s->head;
-        pthread_mutex_unlock(&r->lock);
+        pthread_mutex_unlock(&s->qlock);
 
         struct pb_reply reply = {0};
         replica__perform(r, s->url, q->call, &reply);
@@ -215,9 +222,11 @@ static void *replica__sender_main(void *arg)
             pb_on_reply(r->pb, q->call, &reply);
             replica__publish(r);
         }
+        pthread_mutex_unlock(&r->lock);
         pb_reply_free(&reply);
         pb_call_free(q->call);
         free(q);
+        pthread_mutex_lock(&s->qlock);
     }
     /* Calls never performed are dropped with the core. */
     for (struct replica__queued *q = s->head, *next; q; q = next) {
@@ -226,7 +235,8 @@ static void *replica__sender_main(void *arg)
         free(q);
     }
     s->head = NULL;
-    pthread_mutex_unlock(&r->lock);
+    s->tail = &s->head;
+    pthread_mutex_unlock(&s->qlock);
     return NULL;
 }
 
@@ -247,6 +257,31 @@ static void *replica__loop_main(void *arg)
 }
 
 /* ---------------------------------------------------------------- public calls */
+
+/* Tells every sender thread to end (after the call it is performing, if any). */
+static void replica__stop_senders(struct replica *r)
+{
+    for (int i = 0; i < r->nsenders; i++) {
+        struct replica__sender *s = &r->senders[i];
+        pthread_mutex_lock(&s->qlock);
+        s->stop = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->qlock);
+    }
+}
+
+/* Frees what replica_start made, once no thread runs. */
+static void replica__destroy(struct replica *r)
+{
+    for (int i = 0; i < r->nsenders; i++) {
+        pthread_cond_destroy(&r->senders[i].cond);
+        pthread_mutex_destroy(&r->senders[i].qlock);
+    }
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->view_lock);
+    pthread_cond_destroy(&r->loop_cond);
+    free(r);
+}
 
 int replica_start(struct replica **out, const struct bz_config *cfg, int id, struct orderlog *log)
 {
@@ -277,6 +312,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     for (int i = 0; i < r->nsenders; i++) {
         r->senders[i].r = r;
         r->senders[i].tail = &r->senders[i].head;
+        pthread_mutex_init(&r->senders[i].qlock, NULL);
         clock_cond_init(&r->senders[i].cond);
     }
     struct pb_io io = {
@@ -298,14 +334,13 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
         LOG_ERROR("cannot start replica threads: %s", strerror(rv));
         pthread_mutex_lock(&r->lock);
         r->stopping = true;
-        for (int i = 0; i < r->nsenders; i++)
-            pthread_cond_signal(&r->senders[i].cond);
         pthread_mutex_unlock(&r->lock);
+        replica__stop_senders(r);
         for (int i = 0; i < r->nsenders; i++)
             if (r->senders[i].started)
                 pthread_join(r->senders[i].thread, NULL);
         pb_free(r->pb);
-        free(r);
+        replica__destroy(r);
         return BZ_EINTERNAL;
     }
     *out = r;
@@ -319,21 +354,15 @@ void replica_stop(struct replica *r)
     pthread_mutex_lock(&r->lock);
     r->stopping = true;
     pthread_cond_broadcast(&r->loop_cond);
-    for (int i = 0; i < r->nsenders; i++)
-        pthread_cond_signal(&r->senders[i].cond);
     pthread_mutex_unlock(&r->lock);
+    replica__stop_senders(r);
     pthread_join(r->loop, NULL);
     for (int i = 0; i < r->nsenders; i++)
         pthread_join(r->senders[i].thread, NULL);
     pthread_mutex_lock(&r->lock);
     pb_free(r->pb); /* answers any request still waiting */
     pthread_mutex_unlock(&r->lock);
-    for (int i = 0; i < r->nsenders; i++)
-        pthread_cond_destroy(&r->senders[i].cond);
-    pthread_mutex_destroy(&r->lock);
-    pthread_mutex_destroy(&r->view_lock);
-    pthread_cond_destroy(&r->loop_cond);
-    free(r);
+    replica__destroy(r);
 }
 
 bool replica_ready(struct replica *r, char *why, size_t whylen)

@@ -676,6 +676,9 @@ def check_history(cluster, recorder, seed, replica_ids=None, what="history", sta
     summary = recorder.summary()
     summary["log"] = len(final.log)
     if violations:
+        # The headlines again at the end: CI keeps the tail of long output.
+        heads = "\n  ".join(v.split("\n", 1)[0][:300] for v in violations)
         raise AssertionError(f"{what}: seed={seed}: {len(violations)} violations"
-                             f" (history {summary}):\n  " + "\n  ".join(violations))
+                             f" (history {summary}):\n  " + "\n  ".join(violations)
+                             + f"\nin short ({what}, seed={seed}):\n  {heads}")
     return summary
