@@ -19,8 +19,10 @@ struct cache__node {
     bool has_value;
     char *bytes;
     size_t len;
-    uint64_t version;      /* catalog version of the cached reply */
-    uint64_t seen_version; /* highest version a fill of this key brought from the catalog */
+    uint64_t version; /* catalog version of the cached reply */
+    /* Highest version a reply for this key brought from the catalog, cached or not: some
+     * client may have seen it, so no older reply may be cached from now on. */
+    uint64_t seen_version;
     uint64_t stored_ms;
     struct cache__node *prev, *next; /* LRU list (value) or tombstone FIFO */
     struct cache__node *hnext;       /* hash chain */
@@ -115,7 +117,7 @@ static void cache__destroy(struct cache *c, struct cache__node *n)
 /* Keeps a valueless node's invalidation record on the bounded tombstone FIFO, or frees it. */
 static void cache__entomb(struct cache *c, struct cache__node *n)
 {
-    if (n->inval_seq <= c->floor) {
+    if (n->inval_seq <= c->floor && n->seen_version == 0) {
         cache__destroy(c, n); /* the floor already covers it */
         return;
     }
@@ -123,8 +125,8 @@ static void cache__entomb(struct cache *c, struct cache__node *n)
     while (c->tombs.count > c->tomb_max) {
         struct cache__node *old = cache__back(&c->tombs);
         cache__unlink(&c->tombs, old);
-        if (old->inval_seq > c->floor)
-            c->floor = old->inval_seq;
+        /* Its fence and its seen version go: fence out every fill in flight instead. */
+        c->floor = c->seq;
         cache__destroy(c, old);
     }
 }
@@ -138,6 +140,39 @@ static void cache__drop_value(struct cache *c, struct cache__node *n)
     n->len = 0;
     n->has_value = false;
     cache__entomb(c, n);
+}
+
+/*
+ * Fences out every fill of key that began before now (its node, created if
+ * need be, takes the next invalidation number) and drops its cached value.
+ */
+static struct cache__node *cache__fence(struct cache *c, const char *key, struct cache__node *n)
+{
+    if (!n) {
+        n = cache__create(c, key);
+    } else if (n->prev && !n->has_value) {
+        cache__unlink(&c->tombs, n); /* re-queued at the front below */
+    }
+    n->inval_seq = ++c->seq;
+    if (n->has_value)
+        cache__drop_value(c, n);
+    else
+        cache__entomb(c, n);
+    return n;
+}
+
+/*
+ * A reply of `version` for key reached a client without being cached: from
+ * now on no older reply may be cached, nor served (a cached value older than
+ * it goes), or that client's next lookup could go back in time. Where there
+ * is no node to remember it on, every fill begun before now is fenced out.
+ */
+static void cache__seen(struct cache *c, const char *key, struct cache__node *n, uint64_t version)
+{
+    if (!n || (n->has_value && n->version < version))
+        n = cache__fence(c, key, n);
+    if (version > n->seen_version)
+        n->seen_version = version;
 }
 
 /* ---------------------------------------------------------------- API */
@@ -210,8 +245,13 @@ bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void
     pthread_mutex_lock(&c->lock);
     struct cache__node *n = cache__find(c, key);
     uint64_t fence = n ? n->inval_seq : c->floor;
-    if (token < fence) {
-        c->stats.stale_fills++; /* invalidated while we were fetching */
+    if (token < fence || (n && version < n->seen_version)) {
+        /* Invalidated while we were fetching, or older than a reply some client already
+         * got. This reply reached its client all the same: remember its version, so that
+         * a fetch begun before ours that read an older state cannot fill it afterwards
+         * (docs/design.md, "Caching and invalidation"). */
+        c->stats.stale_fills++;
+        cache__seen(c, key, n, version);
         goto out;
     }
     if (n && version < n->inval_version) {
@@ -224,6 +264,7 @@ bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void
         if (version >= n->seen_version)
             n->inval_version = version;
         c->stats.stale_fills++;
+        cache__seen(c, key, n, version);
         goto out;
     }
     if (n && n->has_value && n->version > version)
@@ -261,22 +302,19 @@ out:
 void cache_invalidate(struct cache *c, const char *key, uint64_t version)
 {
     pthread_mutex_lock(&c->lock);
-    struct cache__node *n = cache__find(c, key);
-    if (!n) {
-        n = cache__create(c, key);
-    } else if (n->prev && !n->has_value) {
-        cache__unlink(&c->tombs, n); /* re-queued at the front below */
-    }
-    n->inval_seq = ++c->seq;
+    struct cache__node *n = cache__fence(c, key, cache__find(c, key));
     if (version > n->inval_version)
         n->inval_version = version;
     c->stats.invalidations++;
-    if (n->has_value)
-        cache__drop_value(c, n);
-    else
-        cache__entomb(c, n);
     pthread_mutex_unlock(&c->lock);
     LOG_DEBUG("cache INVALIDATE %s (version %llu)", key, (unsigned long long)version);
+}
+
+void cache_fill_skip(struct cache *c, const char *key, uint64_t version)
+{
+    pthread_mutex_lock(&c->lock);
+    cache__seen(c, key, cache__find(c, key), version);
+    pthread_mutex_unlock(&c->lock);
 }
 
 size_t cache_clear(struct cache *c)

@@ -10,7 +10,9 @@
  * The fill protocol closes the classic race: take a token with
  * cache_fill_begin() before asking the catalog, and hand it to
  * cache_fill_end(), which refuses the insert if the key was invalidated in
- * between. Why this is enough is in docs/design.md.
+ * between. A refused fill (its reply still reached a client) fences out the
+ * fills begun before it, so no client's next lookup goes back in time. Why
+ * this is enough is in docs/design.md.
  */
 #ifndef BZ_CACHE_H
 #define BZ_CACHE_H
@@ -45,6 +47,14 @@ uint64_t cache_fill_begin(struct cache *c);
  */
 bool cache_fill_end(struct cache *c, const char *key, uint64_t token, const void *bytes, size_t len,
                     uint64_t version, uint64_t now_ms);
+
+/*
+ * A fetch's reply went to a client without a fill (the cache was not to be
+ * trusted then): fences out fills of key that began before now, which may
+ * hold an older state than the one that client saw, and drops a cached value
+ * older than `version`.
+ */
+void cache_fill_skip(struct cache *c, const char *key, uint64_t version);
 
 /* Drops key (if present) and fences out fills that began before now. */
 void cache_invalidate(struct cache *c, const char *key, uint64_t version);

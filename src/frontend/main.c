@@ -481,9 +481,13 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     json_object_del(data, "version");
     http_reply_data(resp, data);
     uint64_t now = clock_now_ms();
-    if (resp->status == 200 && frontend__cache_trusted(fe, now))
+    if (resp->status != 200 || !fe->cache)
+        return;
+    if (frontend__cache_trusted(fe, now))
         cache_fill_end(fe->cache, req->param, token, resp->body.data, resp->body.len,
                        (uint64_t)version, now);
+    else
+        cache_fill_skip(fe->cache, req->param, (uint64_t)version);
 }
 
 /* GET /stocks: the catalog's list, passed through (never cached: it is not a hot path). */

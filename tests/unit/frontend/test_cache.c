@@ -252,10 +252,60 @@ static void test_fill_overtaken_by_invalidation_is_refused(void **state)
     uint64_t later = cache_fill_begin(c);
     assert_true(cache_fill_end(c, "A", later, "new", 3, 5, 0));
     assert_string_equal(get(c, "A", 0, buf, sizeof buf), "new");
-    /* The old token is still refused, even now that A has a value again. */
-    assert_false(cache_fill_end(c, "A", token, "old", 3, 6, 0));
+    /* The old token is still refused, even now that A has a value again; its reply is not
+     * newer than the cached one, which stays. */
+    assert_false(cache_fill_end(c, "A", token, "old", 3, 5, 0));
     assert_string_equal(get(c, "A", 0, buf, sizeof buf), "new");
     assert_int_equal(stats(c).stale_fills, 2);
+    /* A refused reply newer than the cached value: a client saw it, so the value goes. */
+    assert_false(cache_fill_end(c, "A", token, "newer", 5, 6, 0));
+    assert_null(get(c, "A", 0, buf, sizeof buf));
+    cache_free(c);
+}
+
+/*
+ * Found by the history test (integration.history, seed 1963172125, under ASan): a
+ * client's own fetch is refused (an invalidation came in while it ran), yet its reply
+ * reached the client; a fetch begun before that refusal, which read an older state, then
+ * filled the cache, and the client's next lookup went back in time (5 then 6 after a buy).
+ * A refused fill now fences out the fills begun before it.
+ */
+static void test_refused_fill_fences_older_fetches(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    uint64_t mine = cache_fill_begin(c);  /* c3's lookup after its own buy #12 */
+    cache_invalidate(c, "Alpha", 12);     /* #12's notice arrives meanwhile */
+    uint64_t older = cache_fill_begin(c); /* another client's fetch: reads 6 (v12) */
+    /* #13 (buy 1) executes; c3's fetch reads 5 (v13): refused, but c3 was told 5. */
+    assert_false(cache_fill_end(c, "Alpha", mine, "5", 1, 13, 0));
+    /* The other fetch, begun before c3's refusal, must not fill 6 now. */
+    assert_false(cache_fill_end(c, "Alpha", older, "6", 1, 12, 0));
+    assert_null(get(c, "Alpha", 0, buf, sizeof buf));
+    /* A fetch begun after the refusal fills as usual. */
+    uint64_t next = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "Alpha", next, "5", 1, 13, 0));
+    assert_string_equal(get(c, "Alpha", 0, buf, sizeof buf), "5");
+    cache_free(c);
+}
+
+/* The same when the reply reached a client while the cache was not trusted (no fill). */
+static void test_skipped_fill_fences_older_fetches(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(8, 0);
+    char buf[64];
+    uint64_t older = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "B", cache_fill_begin(c), "9", 1, 20, 0));
+    cache_fill_skip(c, "B", 21); /* a client saw v21 */
+    assert_null(get(c, "B", 0, buf, sizeof buf));
+    assert_false(cache_fill_end(c, "B", older, "8", 1, 19, 0));
+    cache_fill_skip(c, "B", 0); /* nothing cached: only the fence moves */
+    uint64_t next = cache_fill_begin(c);
+    assert_true(cache_fill_end(c, "B", next, "7", 1, 21, 0));
+    cache_fill_skip(c, "B", 21); /* not newer than the cached value: it stays */
+    assert_string_equal(get(c, "B", 0, buf, sizeof buf), "7");
     cache_free(c);
 }
 
@@ -660,6 +710,8 @@ int main(void)
         cmocka_unit_test(test_binary_bytes),
         cmocka_unit_test(test_entries_json_fields),
         cmocka_unit_test(test_fill_overtaken_by_invalidation_is_refused),
+        cmocka_unit_test(test_refused_fill_fences_older_fetches),
+        cmocka_unit_test(test_skipped_fill_fences_older_fetches),
         cmocka_unit_test(test_fill_over_cached_value_after_invalidation),
         cmocka_unit_test(test_fill_between_invalidations),
         cmocka_unit_test(test_invalidating_another_key_does_not_block),
