@@ -110,6 +110,15 @@ err:
     return BZ_EIO;
 }
 
+int orderlog_set_fsync(struct orderlog *log, bool every_commit)
+{
+    pthread_mutex_lock(&log->db_lock);
+    int rv = store_exec(log->sql,
+                        every_commit ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;");
+    pthread_mutex_unlock(&log->db_lock);
+    return rv;
+}
+
 void orderlog_close(struct orderlog *log)
 {
     if (!log)

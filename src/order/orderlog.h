@@ -17,6 +17,7 @@
 #ifndef BZ_ORDERLOG_H
 #define BZ_ORDERLOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,15 @@ struct orderlog;
  */
 int orderlog_open(struct orderlog **out, const char *path, char *errmsg, size_t errlen);
 void orderlog_close(struct orderlog *log);
+
+/*
+ * every_commit false: commits are no longer fsynced one by one (SQLite's
+ * synchronous=NORMAL in WAL mode: they survive a crash of the process, and
+ * a power loss may take the last ones). Only for a log that is a copy of a
+ * durable record elsewhere: raft mode's table, which Raft's own log and
+ * snapshots rebuild (docs/design.md, "Raft mode"). 0 or BZ_EIO.
+ */
+int orderlog_set_fsync(struct orderlog *log, bool every_commit);
 
 void orderlog_state(struct orderlog *log, struct orderlog_state *out);
 

@@ -746,6 +746,13 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
     raftfsm_init(&n->fsm, log, true);
     int rv = BZ_EIO;
 
+    /* The table is the state machine's copy: Raft's log and snapshots are the durable record
+     * and rebuild it, so its commits need not wait for an fsync each (docs/design.md). */
+    if (orderlog_set_fsync(log, false) != 0) {
+        snprintf(errmsg, errlen, "raft: cannot configure the order table");
+        goto err_after_fsm;
+    }
+
     if (raftnode__mkdir(cfg->data_dir, errmsg, errlen) || raftnode__mkdir(n->dir, errmsg, errlen))
         goto err_after_fsm;
     if (uv_loop_init(&n->loop) != 0) {
