@@ -263,7 +263,13 @@ static void pb__sync_on_page(struct pb *pb, const struct pb_call *call, struct p
         pb__sync_page(pb, pb->sync.next);
         return;
     }
-    /* COPY */
+    /* COPY. The next page is asked for before this one is written, so the peer reads and
+     * sends it while we write (its reply is handled after this write, or ignored if the
+     * write fails and the round ends). */
+    int64_t next = reply->n > 0 ? reply->entries[reply->n - 1].number + 1 : pb->sync.next;
+    bool more = reply->n > 0 && next <= pb->sync.target_last;
+    if (more)
+        pb__sync_page(pb, next);
     int rv = 0;
     if (reply->n > 0) {
         rv = pb->st.apply(pb->st.ctx, reply->entries, reply->n, reply->entries[reply->n - 1].number,
@@ -278,13 +284,10 @@ static void pb__sync_on_page(struct pb *pb, const struct pb_call *call, struct p
             return;
         }
         atomic_fetch_add(&pb->entries_applied, reply->n);
-        pb->sync.next = reply->entries[reply->n - 1].number + 1;
+        pb->sync.next = next;
     }
-    if (reply->n > 0 && pb->sync.next <= pb->sync.target_last) {
-        pb__sync_page(pb, pb->sync.next);
-        return;
-    }
-    pb__sync_copied(pb);
+    if (!more)
+        pb__sync_copied(pb);
 }
 
 void pb__sync_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply)
