@@ -81,11 +81,11 @@ json_t *msg_append_to_json(const struct msg_append *m)
                      entries);
 }
 
-int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,
-                          size_t errlen)
+int msg_entries_from_json(const json_t *arr, size_t max, struct order **entries, size_t *n,
+                          char *errmsg, size_t errlen)
 {
-    if (!json_is_array(arr) || json_array_size(arr) > MSG_MAX_ENTRIES) {
-        snprintf(errmsg, errlen, "entries must be an array of at most %d", MSG_MAX_ENTRIES);
+    if (!json_is_array(arr) || json_array_size(arr) > max) {
+        snprintf(errmsg, errlen, "entries must be an array of at most %zu", max);
         return BZ_EINVAL;
     }
     size_t count = json_array_size(arr);
@@ -117,8 +117,8 @@ int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg
         msg__int(obj, "prev_epoch", 0, MSG__EPOCH_MAX, &prev_epoch, errmsg, errlen) ||
         msg__int(obj, "start_last", -1, MSG__NUMBER_MAX, &start_last, errmsg, errlen))
         return BZ_EINVAL;
-    if (msg_entries_from_json(json_object_get(obj, "entries"), &out->entries, &out->n, errmsg,
-                              errlen) != 0)
+    if (msg_entries_from_json(json_object_get(obj, "entries"), MSG_MAX_ENTRIES, &out->entries,
+                              &out->n, errmsg, errlen) != 0)
         return BZ_EINVAL;
     if (prev == -1 && prev_epoch != 0) {
         snprintf(errmsg, errlen, "prev_epoch must be 0 when prev is -1");

@@ -31,7 +31,8 @@
 
 #include "trade.h"
 
-#define MSG_MAX_ENTRIES 1000 /* per append and per log page */
+#define MSG_MAX_ENTRIES  1000 /* per append, per catalog batch and journal page */
+#define MSG_LOG_PAGE_MAX 4096 /* per page of GET /log/{from} (catch-up): larger, fewer writes */
 
 struct msg_notice {
     int leader;
@@ -182,8 +183,8 @@ struct msg_peer_state {
 int msg_peer_state_from_json(const json_t *obj, struct msg_peer_state *out, char *errmsg,
                              size_t errlen);
 
-/* A page of log entries {"entries":[...]}; *entries is allocated on 0. */
-int msg_entries_from_json(const json_t *arr, struct order **entries, size_t *n, char *errmsg,
-                          size_t errlen);
+/* An array of at most `max` log entries; *entries is allocated on 0. */
+int msg_entries_from_json(const json_t *arr, size_t max, struct order **entries, size_t *n,
+                          char *errmsg, size_t errlen);
 
 #endif

@@ -208,9 +208,9 @@ static void order__log_page(void *svc, const struct http_request *req, struct ht
         http_reply_error(resp, BZ_EINVAL, "log position must be a non-negative integer");
         return;
     }
-    struct order *page = xcalloc(MSG_MAX_ENTRIES, sizeof *page);
+    struct order *page = xcalloc(MSG_LOG_PAGE_MAX, sizeof *page);
     size_t n = 0;
-    int rv = orderlog_read(s->log, from, MSG_MAX_ENTRIES, page, &n);
+    int rv = orderlog_read(s->log, from, MSG_LOG_PAGE_MAX, page, &n);
     if (rv) {
         free(page);
         http_reply_error(resp, rv, NULL);

@@ -272,8 +272,12 @@ static void pb__sync_on_page(struct pb *pb, const struct pb_call *call, struct p
         pb__sync_page(pb, next);
     int rv = 0;
     if (reply->n > 0) {
-        rv = pb->st.apply(pb->st.ctx, reply->entries, reply->n, reply->entries[reply->n - 1].number,
-                          pb->sync.stale_before);
+        /* Nothing past this page is dropped before the copy is complete (pb__sync_copied): an
+         * interrupted copy must leave our own entries past it, which may be acknowledged ones
+         * another promotion needs (docs/design.md, "Taking over"; seed 40445). A conflicting
+         * entry inside the page still truncates from there: past a conflict nothing of ours can
+         * be acknowledged, since the target holds every acknowledged entry. */
+        rv = pb->st.apply(pb->st.ctx, reply->entries, reply->n, INT64_MAX, pb->sync.stale_before);
         if (rv) {
             if (rv == BZ_EIO)
                 pb__break(pb, "copying a peer's log", rv);

@@ -184,8 +184,8 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         break;
     }
     case PB_CALL_PAGE:
-        err = msg_entries_from_json(json_object_get(data, "entries"), &reply->entries, &reply->n,
-                                    msg, sizeof msg);
+        err = msg_entries_from_json(json_object_get(data, "entries"), MSG_LOG_PAGE_MAX,
+                                    &reply->entries, &reply->n, msg, sizeof msg);
         break;
     case PB_CALL_EXECUTE:
     case PB_CALL_CATALOG:

@@ -34,7 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(again);
         msg_append_free(&append);
     }
-    if (msg_entries_from_json(json_object_get(obj, "entries"), &entries, &n, msg, sizeof msg) == 0)
+    if (msg_entries_from_json(json_object_get(obj, "entries"), MSG_LOG_PAGE_MAX, &entries, &n, msg,
+                              sizeof msg) == 0)
         free(entries);
     json_decref(obj);
     return 0;

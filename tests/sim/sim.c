@@ -1208,7 +1208,7 @@ static int sim_run(uint64_t seed, int nodes, bool verbose, const char *csv, uint
     /* From the seed, not the random stream, so every earlier seed keeps its schedule: a third
      * of the schedules serve production's page size, the rest 1-40 entries per page, so that
      * catch-up runs over many pages (and its prefetch) in most schedules. */
-    s->page_max = seed % 3 == 0 ? MSG_MAX_ENTRIES : 1 + (size_t)(seed / 3 % 40);
+    s->page_max = seed % 3 == 0 ? MSG_LOG_PAGE_MAX : 1 + (size_t)(seed / 3 % 40);
     int rv = sim_setup(s, csv);
     double fault_rate = 0.0005 + (double)sim_between(&s->rng, 0, 30) / 10000.0;
     sim_trace(s, "seed %" PRIu64 ": %d replicas, %d front-ends, loss %.2f, dup %.2f", seed,

@@ -260,15 +260,15 @@ static void test_entries_page(void **state)
         {0, 0, true},
         {0, 1, true},
         {5, 10, true},
-        {0, MSG_MAX_ENTRIES, true},
-        {0, MSG_MAX_ENTRIES + 1, false},
+        {0, MSG_LOG_PAGE_MAX, true},
+        {0, MSG_LOG_PAGE_MAX + 1, false},
     };
     for (size_t i = 0; i < UNIT_COUNT(pages); i++) {
         json_t *arr = entries_json(pages[i].first, pages[i].n, 2);
         struct order *e = NULL;
         size_t n = 99;
         char errmsg[128] = "";
-        int rv = msg_entries_from_json(arr, &e, &n, errmsg, sizeof errmsg);
+        int rv = msg_entries_from_json(arr, MSG_LOG_PAGE_MAX, &e, &n, errmsg, sizeof errmsg);
         json_decref(arr);
         if ((rv == 0) != pages[i].ok)
             fail_msg("page %zu (first %lld, n %zu): rv %d (%s)", i, (long long)pages[i].first,
@@ -298,7 +298,8 @@ static void test_entries_refused(void **state)
         struct order *e = NULL;
         size_t n = 0;
         char errmsg[128] = "";
-        if (msg_entries_from_json(bad[i], &e, &n, errmsg, sizeof errmsg) != BZ_EINVAL)
+        if (msg_entries_from_json(bad[i], MSG_LOG_PAGE_MAX, &e, &n, errmsg, sizeof errmsg) !=
+            BZ_EINVAL)
             fail_msg("bad page %zu accepted", i);
         assert_true(errmsg[0] != '\0');
         json_decref(bad[i]);
