@@ -30,6 +30,7 @@
 
 /* A trade waiting for the sequencer; on the submitting thread's stack. */
 struct raftrep__wait {
+    pthread_cond_t cond; /* signalled once, when answered (each waiter its own: no herd) */
     struct trade trade;
     bool taken, done;
     int status;
@@ -45,7 +46,7 @@ struct raftrep {
     struct raftnode *node;
 
     pthread_mutex_t lock; /* the queue and the waiters */
-    pthread_cond_t cond;  /* a trade queued, a trade answered, stopping */
+    pthread_cond_t cond;  /* the sequencer's: a trade queued, stopping */
     struct raftrep__wait *queue, **queue_tail;
     bool stopping;
     pthread_t sequencer;
@@ -60,6 +61,7 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
     w->number = number;
     snprintf(w->message, sizeof w->message, "%.180s", message ? message : "");
     w->done = true;
+    pthread_cond_signal(&w->cond);
     if (status == 0)
         atomic_fetch_add(&r->acked, 1);
 }
@@ -88,7 +90,6 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
         pthread_mutex_lock(&r->lock);
         for (size_t i = 0; i < n; i++)
             raftrep__answer(r, batch[i], rv == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, -1, why);
-        pthread_cond_broadcast(&r->cond);
         pthread_mutex_unlock(&r->lock);
         return rv;
     }
@@ -124,7 +125,6 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
                 r->queue_tail = &batch[i]->next;
         }
     }
-    pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
     bool more = x.end > cursor + (int64_t)x.njournal;
     msg_exec_reply_free(&x);
@@ -151,7 +151,6 @@ static void *raftrep__sequencer_main(void *arg)
                 raftrep__answer(r, w, BZ_ENOTLEADER, -1, "this replica is not the Raft leader");
             r->queue = NULL;
             r->queue_tail = &r->queue;
-            pthread_cond_broadcast(&r->cond);
             cursor_valid = false;
             struct timespec ts;
             clock_deadline(&ts, 50);
@@ -202,7 +201,6 @@ static void *raftrep__sequencer_main(void *arg)
     for (struct raftrep__wait *w = r->queue; w; w = w->next)
         raftrep__answer(r, w, BZ_EUNAVAIL, -1, "replica shutting down");
     r->queue = NULL;
-    pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
     free(batch);
     return NULL;
@@ -304,15 +302,17 @@ int raftrep_submit(struct raftrep *r, const struct trade *t, int64_t *number, in
         return rv;
     }
     struct raftrep__wait w = {.trade = *t};
+    pthread_cond_init(&w.cond, NULL);
     pthread_mutex_lock(&r->lock);
     *r->queue_tail = &w;
     r->queue_tail = &w.next;
-    pthread_cond_broadcast(&r->cond);
+    pthread_cond_signal(&r->cond); /* the sequencer */
     /* The sequencer answers every trade it takes within a catalog call and a proposal,
      * each bounded by call_timeout_ms; a trade never taken is answered when leadership goes. */
     while (!w.done)
-        pthread_cond_wait(&r->cond, &r->lock);
+        pthread_cond_wait(&w.cond, &r->lock);
     pthread_mutex_unlock(&r->lock);
+    pthread_cond_destroy(&w.cond);
     if (w.status) {
         snprintf(errmsg, errlen, "%s", w.message);
         if (w.status == BZ_ENOTLEADER)
