@@ -1065,6 +1065,20 @@ int http_server_bind(const char *addr, int *fd, char *errmsg, size_t errlen)
     return 0;
 }
 
+/*
+ * Starts one of the server's threads. A process that cannot create the threads it was
+ * configured with at start-up cannot serve as configured (a blocking request would wait for
+ * a worker that does not exist): it says why and aborts, like an allocation failure.
+ */
+static void http__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *what)
+{
+    int rv = pthread_create(t, NULL, fn, arg);
+    if (rv) {
+        LOG_ERROR("http: cannot start %s thread: %s (lower [*] workers?)", what, strerror(rv));
+        abort();
+    }
+}
+
 int http_server_start(struct http_server **out, const struct http_server_opts *opts,
                       struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen)
 {
@@ -1123,12 +1137,12 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         free(srv);
         return BZ_EUNAVAIL;
     }
-    pthread_create(&srv->sweeper, NULL, http__sweeper_main, srv);
-    pthread_create(&srv->door, NULL, http__door_main, srv);
+    http__thread_start(&srv->sweeper, http__sweeper_main, srv, "the idle sweeper");
+    http__thread_start(&srv->door, http__door_main, srv, "the acceptor");
     srv->nworkers = opts->workers > 0 ? opts->workers : 1;
     srv->workers = xcalloc((size_t)srv->nworkers, sizeof *srv->workers);
     for (int i = 0; i < srv->nworkers; i++)
-        pthread_create(&srv->workers[i], NULL, http__worker_main, srv);
+        http__thread_start(&srv->workers[i], http__worker_main, srv, "a worker");
     *out = srv;
     return 0;
 }
