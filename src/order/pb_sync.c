@@ -198,7 +198,12 @@ static void pb__sync_decide(struct pb *pb)
     pb->sync.target = best;
     pb->sync.target_last = best_last;
     pb->sync.target_log_epoch = best_epoch;
-    pb->sync.stale_before = pb->sync.promote ? pb->sync.epoch : best_epoch + 1;
+    /* Promoting: the quorum promised our epoch, so the target's log no longer grows and ours
+     * past its end holds nothing acknowledged. Restarting: the current leader may append to us
+     * while we copy, and what it appends is the target's epoch or newer, which we may have
+     * acknowledged (seed 104195): only entries older than the target's log epoch go, since
+     * an acknowledged one of those is in the target's log already. */
+    pb->sync.stale_before = pb->sync.promote ? pb->sync.epoch : best_epoch;
     pb->sync.phase = PB_SYNC_MATCH;
     pb->sync.probe_at = mine.last < best_last ? mine.last : best_last;
     pb__sync_match_step(pb);
