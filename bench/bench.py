@@ -96,7 +96,7 @@ def rss_of_frontends(cluster, label, results):
         proc = cluster.processes[name]
         kib = benchlib.peak_rss_kib(proc.pid) if proc.pid else None
         if kib is not None:
-            results["rss"][f"{label} {name}"] = kib
+            results["rss"][label if name == "frontend" else f"{label}, {name}"] = kib
 
 
 # ---------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def phase_lookups(args, root, results):
             Target("nginx (return 200)", ngx.url(PATH), ngx.pids()))
         after = cluster.status()["cache"]
         results["hit_check"] = (after["hits"] - before["hits"], after["misses"] - before["misses"])
-        rss_of_frontends(cluster, "lookups (hits)", results)
+        rss_of_frontends(cluster, "cache hits", results)
         ngx.stop()
         cluster.stop()
 
@@ -263,10 +263,11 @@ def phase_lookups(args, root, results):
         _, _, proxied = fetch(proxy.url(PATH))
         if proxied != reply:
             raise RuntimeError(f"nginx proxy serves other bytes: {proxied!r}")
-        prefix = 'bazaar_catalog_http_requests_total{route="GET /stocks/{}"'
-
         def lookups():
-            return sum(v for k, v in cluster.metrics("catalog").items() if k.startswith(prefix))
+            """The catalog's GET /stocks/{name} count (labels in any order)."""
+            return sum(v for k, v in cluster.metrics("catalog").items()
+                       if k.startswith("bazaar_catalog_http_requests_total{")
+                       and 'route="/stocks/{}"' in k and 'method="GET"' in k)
 
         catalog_before = lookups()
         results["miss_ours"], results["miss_nginx"] = lookup_compare(
@@ -275,7 +276,7 @@ def phase_lookups(args, root, results):
                    [cluster.processes["frontend"].pid, cluster.processes["catalog"].pid]),
             Target("nginx (proxy_pass)", proxy.url(PATH), proxy.pids() + upstream.pids()))
         results["miss_check"] = lookups() - catalog_before
-        rss_of_frontends(cluster, "lookups (misses)", results)
+        rss_of_frontends(cluster, "cache misses", results)
     finally:
         for ngx in nginxes:
             ngx.stop()
@@ -305,7 +306,7 @@ def run(args):
         with Phase("order queries", results["loads"]):
             phase_queries(args, root, results, clusters)
         for mode, cluster in clusters.items():
-            rss_of_frontends(cluster, f"trades+queries ({mode})", results)
+            rss_of_frontends(cluster, f"{mode}: trades and order queries", results)
             cluster.stop()
         with Phase("lookups", results["loads"]):
             phase_lookups(args, root, results)
@@ -377,7 +378,7 @@ def summary_rows(results, args):
     if results["rss"]:
         where, kib = max(results["rss"].items(), key=lambda kv: kv[1])
         mib = kib / 1024
-        rows.append(("front-end peak RSS (64 conns)", f"{mib:.1f} MiB", f"({where})", "—",
+        rows.append(("front-end peak RSS (64 conns)", f"{mib:.1f} MiB", f"in the {where} run", "—",
                      f"≤ {GOAL_RSS_MIB:.0f} MB", _met(mib * 1.048576 <= GOAL_RSS_MIB), "—"))
     for mode, cu in results["catchup"].items():
         rows.append((f"catch-up of {cu['orders']:,} orders, {mode}", f"{cu['seconds']:.2f} s", "—",
@@ -511,8 +512,8 @@ GENERATED = """\
 **Load average** (1, 5, 15 min) at the start {load_start}, at the end {load_end}; 1-minute load
 at the start → end of each phase: {loads}. This machine is shared: other work shows up as
 noise, so read the ratios (ours and the reference measured alternately within the run), not the
-absolute rates. Medians of {rounds} rounds of {duration} s; trades at {connections} connections
-in {modes} mode.
+absolute rates. Medians of {rounds} round(s) of {duration} s; trades at {connections}
+connections in {modes} mode.
 
 {summary}
 
