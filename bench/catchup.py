@@ -49,7 +49,8 @@ def measure_catchup(mode, orders, via, bin_dir, root):
         took = time.monotonic() - t1
     finally:
         c.stop()
-    print(f"{mode} via {via}: order{victim} caught up {target - start_last} orders "
+    how = f"{mode} via {via}" if mode == "raft" else mode
+    print(f"{how}: order{victim} caught up {target - start_last} orders "
           f"in {took:.2f} s (restart to ready and complete)", flush=True)
     return {"orders": target - start_last, "seconds": took}
 
