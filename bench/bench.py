@@ -482,7 +482,7 @@ def report(results, args):
         miss_check=f"{results['miss_check']:,.0f}",
         loads="; ".join(f"{k} {v}" for k, v in results["loads"].items() if k != "end"),
         load_start=mach["load"], load_end=results["loads"]["end"],
-        rps=rps_lists(results, args), **mach)
+        rps=rps_lists(results, args), bin_dir=os.path.relpath(args.bin_dir, benchlib.REPO_ROOT), **mach)
     path = os.path.join(benchlib.BENCH_DIR, "README.md")
     with open(path, encoding="utf-8") as f:
         old = f.read()
@@ -508,7 +508,8 @@ def rps_lists(results, args):
 GENERATED = """\
 ### Latest run
 
-{date}, {nproc} CPUs ({model}), Linux {kernel}, data dirs on {fs}; {etcd}, nginx {nginx}, {wrk}.
+{date}, source at commit {commit}, built in `{bin_dir}`; {nproc} CPUs ({model}), Linux {kernel},
+data dirs on {fs}; {etcd}, nginx {nginx}, {wrk}.
 **Load average** (1, 5, 15 min) at the start {load_start}, at the end {load_end}; 1-minute load
 at the start → end of each phase: {loads}. This machine is shared: other work shows up as
 noise, so read the ratios (ours and the reference measured alternately within the run), not the

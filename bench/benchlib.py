@@ -99,10 +99,21 @@ def _version(argv, pattern):
     return m.group(1).strip() if m else "unknown"
 
 
+def source_commit():
+    """The repository's commit (short), with "+ local changes" when the tree differs from it."""
+    def git(*argv):
+        out = subprocess.run(["git", "-C", REPO_ROOT, *argv], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+    head = git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "unknown"
+    return head + (" + local changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine(path):
     """What the figures were measured on; `path` names the filesystem the data dirs are on."""
     fs = subprocess.run(["df", "-T", path], capture_output=True, text=True).stdout.splitlines()
-    return {"load": loadavg(), "nproc": os.cpu_count(), "model": bazaar.cpu_model(),
+    return {"commit": source_commit(), "load": loadavg(), "nproc": os.cpu_count(), "model": bazaar.cpu_model(),
             "kernel": platform.release(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "wrk": _version(["wrk", "--version"], r"(wrk \S+)"),
