@@ -73,6 +73,9 @@ endif
 fuzz: deps
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
+# Ours against a 3-member etcd (trades, both replication modes) and nginx (order queries, cache
+# hits and misses) in one run of ~13 minutes; writes the ratio table into bench/README.md.
+# DURATION=3 ROUNDS=1 make bench is a quick pass; CATCHUP=100000 adds the catch-up of 100k orders.
 bench: build
 	bash bench/run.sh
 

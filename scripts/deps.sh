@@ -14,11 +14,13 @@ run_packages=(
   libcmocka-dev python3 sqlite3 curl   # cmocka: the default build configures the unit tests too
 )
 # What `make test`, `make bench` and `make eval` need on top: sanitizers, formatting, plots,
-# load generators and references, network namespaces, and a headless browser for the
-# status-page test.
+# load generators and references (nginx, and a 3-member etcd that `make bench` starts itself on
+# free loopback ports: the package's own service is not used), network namespaces, and a
+# headless browser for the status-page test.
 test_packages=(
   clang-14 libclang-rt-14-dev clang-format
   gnuplot-nox wrk nginx-light iproute2
+  etcd-server etcd-client
   chromium
 )
 case "${1:-all}" in
