@@ -2,8 +2,10 @@
  * cache.h - the front-end's LRU cache of stock lookups, with fills that an
  * invalidation can never be overtaken by.
  *
- * Keys are stock names; values are the exact reply bytes sent to clients, so
- * a hit costs a hash lookup and a copy, no JSON work. A hash map plus an
+ * Keys are short strings (up to STOCK_NAME_MAX bytes): stock names for the
+ * lookup cache, order numbers for the order cache (whose entries are never
+ * invalidated). Values are the exact reply bytes sent to clients, so a hit
+ * costs a hash lookup and a copy, no JSON work. A hash map plus an
  * intrusive recency list; one mutex (critical sections are a few hundred
  * nanoseconds). Time is passed in (`now_ms`), never read here.
  *
