@@ -424,6 +424,8 @@ static bool frontend__status(void *svc, const struct http_request *req, struct h
             "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses, "evictions",
             (json_int_t)cs.evictions, "invalidations", (json_int_t)cs.invalidations, "stale_fills",
             (json_int_t)cs.stale_fills, "entries", cache_entries_json(fe->cache, now));
+        json_object_set_new(cache, "flights", json_integer((json_int_t)cs.flights));
+        json_object_set_new(cache, "flight_joins", json_integer((json_int_t)cs.flight_joins));
     } else {
         cache = json_pack("{s:b,s:[]}", "enabled", 0, "entries");
     }
@@ -462,20 +464,21 @@ static bool frontend__lookup_fast(void *svc, const struct http_request *req,
     return false;
 }
 
-/* Worker: a miss (or cache off) asks the catalog, then fills the cache. */
-static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+/*
+ * Asks the catalog for one stock into resp. Returns the catalog version of a
+ * 200 reply (to fill the cache with), or -1.
+ */
+static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
+                                      struct http_response *resp)
 {
-    struct frontend *fe = svc;
-    uint64_t token = fe->cache ? cache_fill_begin(fe->cache) : 0;
-
     char url[CONFIG_ADDR_MAX + 96], msg[160];
     struct http_reply reply;
-    snprintf(url, sizeof url, "%s/stocks/%s", fe->catalog_url, req->param);
+    snprintf(url, sizeof url, "%s/stocks/%s", fe->catalog_url, name);
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
         frontend__unavailable(resp, "catalog unavailable");
-        return;
+        return -1;
     }
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
     json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
@@ -483,23 +486,63 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     json_int_t version = 0;
     if (rv == BZ_ENOTFOUND) {
         http_reply_error(resp, rv, "stock not found");
-        return;
+        return -1;
     }
-    if (!data || json_unpack(data, "{s:I}", "version", &version) != 0) {
+    if (!data || json_unpack(data, "{s:I}", "version", &version) != 0 || version < 0) {
         json_decref(data);
         frontend__unavailable(resp, "catalog gave a bad reply");
-        return;
+        return -1;
     }
     json_object_del(data, "version");
     http_reply_data(resp, data);
-    uint64_t now = clock_now_ms();
-    if (resp->status != 200 || !fe->cache)
+    return resp->status == 200 ? (int64_t)version : -1;
+}
+
+/* Fills the cache with a fetched reply, or records that it reached a client uncached. */
+static void frontend__lookup_fill(struct frontend *fe, const char *name, uint64_t token,
+                                  int64_t version, const struct http_response *resp)
+{
+    if (version < 0 || !fe->cache)
         return;
+    uint64_t now = clock_now_ms();
     if (frontend__cache_trusted(fe, now))
-        cache_fill_end(fe->cache, req->param, token, resp->body.data, resp->body.len,
-                       (uint64_t)version, now);
+        cache_fill_end(fe->cache, name, token, resp->body.data, resp->body.len, (uint64_t)version,
+                       now);
     else
-        cache_fill_skip(fe->cache, req->param, (uint64_t)version);
+        cache_fill_skip(fe->cache, name, (uint64_t)version);
+}
+
+/*
+ * Worker: a miss (or cache off) asks the catalog, then fills the cache. While
+ * the cache is trusted, concurrent misses for one stock share one fetch
+ * (cache_flight_begin says when a miss may join one in the air). The flight
+ * lands before the fill, so no client can see this reply while an older
+ * flight is still joinable (cache.h).
+ */
+static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    if (!frontend__cache_trusted(fe, clock_now_ms())) {
+        uint64_t token = fe->cache ? cache_fill_begin(fe->cache) : 0;
+        frontend__lookup_fill(fe, req->param, token, frontend__lookup_fetch(fe, req->param, resp),
+                              resp);
+        return;
+    }
+    bool leads;
+    struct cache_flight *f = cache_flight_begin(fe->cache, req->param, &leads);
+    if (leads) {
+        int64_t version = frontend__lookup_fetch(fe, req->param, resp);
+        cache_flight_finish(fe->cache, f, resp->status, resp->retry_after_s, resp->body.data,
+                            resp->body.len);
+        frontend__lookup_fill(fe, req->param, cache_flight_token(f), version, resp);
+    } else {
+        /* The leader's call has its own deadline; this one only guards against its loss. */
+        strbuf_reset(&resp->body);
+        if (!cache_flight_wait(fe->cache, f, (uint64_t)fe->cfg.call_timeout_ms + 1000u,
+                               &resp->status, &resp->retry_after_s, &resp->body))
+            frontend__unavailable(resp, "catalog unavailable");
+    }
+    cache_flight_release(fe->cache, f);
 }
 
 /* GET /stocks: the catalog's list, passed through (never cached: it is not a hot path). */
@@ -718,6 +761,11 @@ static void frontend__metrics(void *svc, struct strbuf *out)
                           cs.stale_fills);
     metrics_render_simple(out, "bazaar_frontend_cache_entries", "gauge", "Entries cached.",
                           cs.entries);
+    metrics_render_simple(out, "bazaar_frontend_cache_flights_total", "counter",
+                          "Catalog fetches made for misses while the cache is in use.", cs.flights);
+    metrics_render_simple(out, "bazaar_frontend_cache_flight_joins_total", "counter",
+                          "Misses that shared a fetch already in the air (single flight).",
+                          cs.flight_joins);
     metrics_render_header(out, "bazaar_frontend_cache_resets_total", "counter",
                           "Times the cache was emptied because invalidations may have been "
                           "missed (a gap in the stream, a silence, a catalog restart).");
