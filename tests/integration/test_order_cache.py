@@ -30,8 +30,8 @@ class OrderCacheTestCase(bazaar.ClusterTestCase):
         self.assertJsonReply(reply, 200)
         return reply.json["data"]["transaction_number"]
 
-    def query(self, number):
-        return self.cluster.get(f"/orders/{number}")
+    def query(self, number, timeout=None):
+        return self.cluster.get(f"/orders/{number}", timeout=timeout)
 
     def counters(self):
         """(hits, misses, evictions, entries) from /metrics, checked against /status."""
@@ -112,7 +112,8 @@ class TestOrderCache(OrderCacheTestCase):
             hit = self.query(cached)
             self.assertJsonReply(hit, 200)
             self.assertEqual(hit.json["data"]["number"], cached)
-            self.assertError(self.query(other), 503)
+            # The front-end looks for a leader for a while before it gives up.
+            self.assertError(self.query(other, timeout=bazaar.scaled(30)), 503)
         finally:
             for rid in self.cluster.replica_ids():
                 self.cluster.start_process(f"order{rid}", wait=False)
