@@ -69,6 +69,7 @@ static const struct config__row config__rows[] = {
     CFG_OF("frontend", "cache", CONFIG_BOOL, cache_on, "on"),
     CFG_INT("frontend", "cache_size", cache_size, 1, 10000000, "8"),
     CFG_INT("frontend", "cache_ttl_s", cache_ttl_s, 0, 86400, "0"),
+    CFG_INT("frontend", "order_cache_size", order_cache_size, 0, 10000000, "10000"),
     CFG_INT("frontend", "threads", frontend_threads, 1, 64, "2"),
     CFG_INT("frontend", "workers", frontend_workers, 1, 256, "128"),
     CFG_INT("frontend", "health_interval_ms", health_interval_ms, 10, 60000, "500"),

@@ -61,7 +61,8 @@ struct bz_config {
     char frontend_listen[CONFIG_ADDR_MAX];
     bool cache_on;
     int cache_size;
-    int cache_ttl_s; /* 0 = entries live until evicted or invalidated */
+    int cache_ttl_s;      /* 0 = entries live until evicted or invalidated */
+    int order_cache_size; /* entries of the GET /orders/{n} cache; 0 = off */
     int frontend_threads;
     int frontend_workers;
     int health_interval_ms; /* period of the leader health check */

@@ -28,6 +28,19 @@ struct cache__node {
     struct cache__node *hnext;       /* hash chain */
 };
 
+/* A fetch in the air for one key, shared by the misses that join it (cache.h). */
+struct cache_flight {
+    char key[STOCK_NAME_MAX + 1];
+    uint64_t token;  /* c->seq when it began */
+    unsigned refs;   /* the leader and the joiners not yet released */
+    bool registered; /* joinable: on c->flights */
+    bool done;       /* the result below is set */
+    int status, retry_after_s;
+    char *bytes;
+    size_t len;
+    struct cache_flight *next; /* c->flights, while registered */
+};
+
 struct cache__list {
     struct cache__node head; /* sentinel: head.next is the front */
     size_t count;
@@ -39,10 +52,12 @@ struct cache {
     uint64_t ttl_ms;
     struct cache__node **buckets;
     size_t nbuckets;
-    struct cache__list lru;   /* values, most recent at the front */
-    struct cache__list tombs; /* tombstones, oldest at the back */
-    uint64_t seq;             /* invalidation sequence */
-    uint64_t floor;           /* highest seq of a dropped tombstone */
+    struct cache__list lru;       /* values, most recent at the front */
+    struct cache__list tombs;     /* tombstones, oldest at the back */
+    uint64_t seq;                 /* invalidation sequence */
+    uint64_t floor;               /* highest seq of a dropped tombstone */
+    struct cache_flight *flights; /* joinable flights, at most one per key */
+    pthread_cond_t flight_done;   /* broadcast when any flight finishes */
     struct cache_stats stats;
 };
 
@@ -181,6 +196,7 @@ struct cache *cache_new(size_t capacity, uint64_t ttl_ms)
 {
     struct cache *c = xcalloc(1, sizeof *c);
     pthread_mutex_init(&c->lock, NULL);
+    clock_cond_init(&c->flight_done);
     c->capacity = capacity ? capacity : 1;
     c->tomb_max = c->capacity < 1024 ? 1024 : c->capacity;
     c->ttl_ms = ttl_ms;
@@ -205,6 +221,7 @@ void cache_free(struct cache *c)
         }
     }
     free(c->buckets);
+    pthread_cond_destroy(&c->flight_done);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -335,6 +352,115 @@ size_t cache_clear(struct cache *c)
     c->stats.invalidations += dropped;
     pthread_mutex_unlock(&c->lock);
     return dropped;
+}
+
+/* ---------------------------------------------------------------- single flight */
+
+/* Takes f off the joinable list (if on it). */
+static void cache__flight_unregister(struct cache *c, struct cache_flight *f)
+{
+    if (!f->registered)
+        return;
+    for (struct cache_flight **pp = &c->flights; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    f->next = NULL;
+    f->registered = false;
+}
+
+struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *leads)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache_flight *f = c->flights;
+    while (f && strcmp(f->key, key) != 0)
+        f = f->next;
+    if (f) {
+        /* Joinable only if no invalidation of the key came after the flight began: the
+         * same fence cache_fill_end applies to the flight's own fill. */
+        struct cache__node *n = cache__find(c, key);
+        uint64_t fence = n ? n->inval_seq : c->floor;
+        if (f->token >= fence) {
+            f->refs++;
+            c->stats.flight_joins++;
+            pthread_mutex_unlock(&c->lock);
+            *leads = false;
+            return f;
+        }
+        cache__flight_unregister(c, f); /* overtaken: the new flight replaces it */
+    }
+    f = xcalloc(1, sizeof *f);
+    memcpy(f->key, key, strnlen(key, STOCK_NAME_MAX));
+    f->token = c->seq;
+    f->refs = 1;
+    f->registered = true;
+    f->next = c->flights;
+    c->flights = f;
+    c->stats.flights++;
+    pthread_mutex_unlock(&c->lock);
+    *leads = true;
+    return f;
+}
+
+uint64_t cache_flight_token(const struct cache_flight *f)
+{
+    return f->token;
+}
+
+void cache_flight_finish(struct cache *c, struct cache_flight *f, int status, int retry_after_s,
+                         const void *bytes, size_t len)
+{
+    char *copy = xmemdup(bytes, len);
+    pthread_mutex_lock(&c->lock);
+    cache__flight_unregister(c, f);
+    /* A newer flight of the key (it replaced f after an invalidation) began before this
+     * reply reached anyone, so it may have read an older state: once this reply is out,
+     * joining it could take a client back in time. Later misses fetch anew. */
+    for (struct cache_flight *g = c->flights; g; g = g->next) {
+        if (strcmp(g->key, f->key) == 0) {
+            cache__flight_unregister(c, g);
+            break;
+        }
+    }
+    f->status = status;
+    f->retry_after_s = retry_after_s;
+    f->bytes = copy;
+    f->len = len;
+    f->done = true;
+    pthread_cond_broadcast(&c->flight_done);
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool cache_flight_wait(struct cache *c, struct cache_flight *f, uint64_t timeout_ms, int *status,
+                       int *retry_after_s, struct strbuf *out)
+{
+    struct timespec ts;
+    clock_deadline(&ts, timeout_ms);
+    pthread_mutex_lock(&c->lock);
+    while (!f->done && pthread_cond_timedwait(&c->flight_done, &c->lock, &ts) == 0)
+        ;
+    bool ok = f->done && strbuf_append(out, f->bytes, f->len) == 0;
+    if (ok) {
+        *status = f->status;
+        *retry_after_s = f->retry_after_s;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ok;
+}
+
+void cache_flight_release(struct cache *c, struct cache_flight *f)
+{
+    pthread_mutex_lock(&c->lock);
+    bool last = --f->refs == 0;
+    if (last)
+        cache__flight_unregister(c, f); /* a leader that never finished */
+    pthread_mutex_unlock(&c->lock);
+    if (last) {
+        free(f->bytes);
+        free(f);
+    }
 }
 
 void cache_stats(struct cache *c, struct cache_stats *out)

@@ -2,8 +2,10 @@
  * cache.h - the front-end's LRU cache of stock lookups, with fills that an
  * invalidation can never be overtaken by.
  *
- * Keys are stock names; values are the exact reply bytes sent to clients, so
- * a hit costs a hash lookup and a copy, no JSON work. A hash map plus an
+ * Keys are short strings (up to STOCK_NAME_MAX bytes): stock names for the
+ * lookup cache, order numbers for the order cache (whose entries are never
+ * invalidated). Values are the exact reply bytes sent to clients, so a hit
+ * costs a hash lookup and a copy, no JSON work. A hash map plus an
  * intrusive recency list; one mutex (critical sections are a few hundred
  * nanoseconds). Time is passed in (`now_ms`), never read here.
  *
@@ -27,6 +29,7 @@
 
 struct cache_stats {
     uint64_t hits, misses, evictions, invalidations, stale_fills, entries;
+    uint64_t flights, flight_joins; /* fetches led, misses that shared one */
 };
 
 struct cache;
@@ -65,6 +68,35 @@ void cache_invalidate(struct cache *c, const char *key, uint64_t version);
  * entries were dropped.
  */
 size_t cache_clear(struct cache *c);
+
+/*
+ * Single flight: concurrent misses for one key share one fetch. The first
+ * miss leads a flight (it fetches and then calls cache_flight_finish); a miss
+ * that arrives while that flight is in the air joins it and waits for its
+ * result, but only if the key was not invalidated since the flight began:
+ * a joiner never gets a reply older than its own arrival's invalidations
+ * (read-your-writes, monotonic lookups). A newer flight for the key replaces
+ * the older one for joiners, and stops being joinable when any flight of the
+ * key finishes (it may have read a state older than that flight's reply), so
+ * call cache_flight_finish before filling the cache with the reply. Every
+ * begin is matched by one release.
+ */
+struct cache_flight;
+
+/* *leads is true when the caller must fetch and finish the flight, false when it joined one. */
+struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *leads);
+/* The fill token of the flight (for cache_fill_end), taken when it began. */
+uint64_t cache_flight_token(const struct cache_flight *f);
+/* The leader hands its result (a status, retry-after and reply bytes) to the joiners. */
+void cache_flight_finish(struct cache *c, struct cache_flight *f, int status, int retry_after_s,
+                         const void *bytes, size_t len);
+/*
+ * A joiner waits up to timeout_ms for the result: true with *status,
+ * *retry_after_s and the bytes appended to out; false on timeout.
+ */
+bool cache_flight_wait(struct cache *c, struct cache_flight *f, uint64_t timeout_ms, int *status,
+                       int *retry_after_s, struct strbuf *out);
+void cache_flight_release(struct cache *c, struct cache_flight *f);
 
 void cache_stats(struct cache *c, struct cache_stats *out);
 

@@ -60,7 +60,8 @@ struct frontend {
     int id;
     const char *listen;
     struct leader *leader;
-    struct cache *cache; /* NULL when cache = off */
+    struct cache *cache;  /* NULL when cache = off */
+    struct cache *orders; /* GET /orders/{n} replies (immutable once given); NULL when off */
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
@@ -423,10 +424,23 @@ static bool frontend__status(void *svc, const struct http_request *req, struct h
             "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses, "evictions",
             (json_int_t)cs.evictions, "invalidations", (json_int_t)cs.invalidations, "stale_fills",
             (json_int_t)cs.stale_fills, "entries", cache_entries_json(fe->cache, now));
+        json_object_set_new(cache, "flights", json_integer((json_int_t)cs.flights));
+        json_object_set_new(cache, "flight_joins", json_integer((json_int_t)cs.flight_joins));
     } else {
         cache = json_pack("{s:b,s:[]}", "enabled", 0, "entries");
     }
     json_object_set_new(st, "cache", cache);
+    if (fe->orders) {
+        struct cache_stats os;
+        cache_stats(fe->orders, &os);
+        cache = json_pack("{s:b,s:i,s:I,s:I,s:I,s:I}", "enabled", 1, "capacity",
+                          fe->cfg.order_cache_size, "hits", (json_int_t)os.hits, "misses",
+                          (json_int_t)os.misses, "evictions", (json_int_t)os.evictions, "entries",
+                          (json_int_t)os.entries);
+    } else {
+        cache = json_pack("{s:b}", "enabled", 0);
+    }
+    json_object_set_new(st, "order_cache", cache);
     http_reply_json(resp, 200, st);
     return true;
 }
@@ -450,20 +464,21 @@ static bool frontend__lookup_fast(void *svc, const struct http_request *req,
     return false;
 }
 
-/* Worker: a miss (or cache off) asks the catalog, then fills the cache. */
-static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+/*
+ * Asks the catalog for one stock into resp. Returns the catalog version of a
+ * 200 reply (to fill the cache with), or -1.
+ */
+static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
+                                      struct http_response *resp)
 {
-    struct frontend *fe = svc;
-    uint64_t token = fe->cache ? cache_fill_begin(fe->cache) : 0;
-
     char url[CONFIG_ADDR_MAX + 96], msg[160];
     struct http_reply reply;
-    snprintf(url, sizeof url, "%s/stocks/%s", fe->catalog_url, req->param);
+    snprintf(url, sizeof url, "%s/stocks/%s", fe->catalog_url, name);
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
         frontend__unavailable(resp, "catalog unavailable");
-        return;
+        return -1;
     }
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
     json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
@@ -471,23 +486,63 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     json_int_t version = 0;
     if (rv == BZ_ENOTFOUND) {
         http_reply_error(resp, rv, "stock not found");
-        return;
+        return -1;
     }
-    if (!data || json_unpack(data, "{s:I}", "version", &version) != 0) {
+    if (!data || json_unpack(data, "{s:I}", "version", &version) != 0 || version < 0) {
         json_decref(data);
         frontend__unavailable(resp, "catalog gave a bad reply");
-        return;
+        return -1;
     }
     json_object_del(data, "version");
     http_reply_data(resp, data);
-    uint64_t now = clock_now_ms();
-    if (resp->status != 200 || !fe->cache)
+    return resp->status == 200 ? (int64_t)version : -1;
+}
+
+/* Fills the cache with a fetched reply, or records that it reached a client uncached. */
+static void frontend__lookup_fill(struct frontend *fe, const char *name, uint64_t token,
+                                  int64_t version, const struct http_response *resp)
+{
+    if (version < 0 || !fe->cache)
         return;
+    uint64_t now = clock_now_ms();
     if (frontend__cache_trusted(fe, now))
-        cache_fill_end(fe->cache, req->param, token, resp->body.data, resp->body.len,
-                       (uint64_t)version, now);
+        cache_fill_end(fe->cache, name, token, resp->body.data, resp->body.len, (uint64_t)version,
+                       now);
     else
-        cache_fill_skip(fe->cache, req->param, (uint64_t)version);
+        cache_fill_skip(fe->cache, name, (uint64_t)version);
+}
+
+/*
+ * Worker: a miss (or cache off) asks the catalog, then fills the cache. While
+ * the cache is trusted, concurrent misses for one stock share one fetch
+ * (cache_flight_begin says when a miss may join one in the air). The flight
+ * lands before the fill, so no client can see this reply while an older
+ * flight is still joinable (cache.h).
+ */
+static void frontend__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    if (!frontend__cache_trusted(fe, clock_now_ms())) {
+        uint64_t token = fe->cache ? cache_fill_begin(fe->cache) : 0;
+        frontend__lookup_fill(fe, req->param, token, frontend__lookup_fetch(fe, req->param, resp),
+                              resp);
+        return;
+    }
+    bool leads;
+    struct cache_flight *f = cache_flight_begin(fe->cache, req->param, &leads);
+    if (leads) {
+        int64_t version = frontend__lookup_fetch(fe, req->param, resp);
+        cache_flight_finish(fe->cache, f, resp->status, resp->retry_after_s, resp->body.data,
+                            resp->body.len);
+        frontend__lookup_fill(fe, req->param, cache_flight_token(f), version, resp);
+    } else {
+        /* The leader's call has its own deadline; this one only guards against its loss. */
+        strbuf_reset(&resp->body);
+        if (!cache_flight_wait(fe->cache, f, (uint64_t)fe->cfg.call_timeout_ms + 1000u,
+                               &resp->status, &resp->retry_after_s, &resp->body))
+            frontend__unavailable(resp, "catalog unavailable");
+    }
+    cache_flight_release(fe->cache, f);
 }
 
 /* GET /stocks: the catalog's list, passed through (never cached: it is not a hot path). */
@@ -602,22 +657,60 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     }
 }
 
-static void frontend__query(void *svc, const struct http_request *req, struct http_response *resp)
+/*
+ * The order number of GET /orders/{n} as its cache key (canonical decimal).
+ * False (with a 400 written) when it is not a non-negative integer.
+ */
+static bool frontend__order_key(const struct http_request *req, struct http_response *resp,
+                                char key[24])
 {
-    struct frontend *fe = svc;
     uint64_t number;
     if (parse_u64(req->param, req->param_len, INT64_MAX, &number) != 0) {
         http_reply_error(resp, BZ_EINVAL, "order number must be a non-negative integer");
-        return;
+        return false;
     }
+    snprintf(key, 24, "%llu", (unsigned long long)number);
+    return true;
+}
+
+/*
+ * Event thread: GET /orders/{n} from the order cache. The leader answers 200
+ * only for a committed number, and a committed number never changes content
+ * (docs/design.md, "Order query cache"), so a cached 200 needs no invalidation
+ * and stays right across leader changes.
+ */
+static bool frontend__query_fast(void *svc, const struct http_request *req,
+                                 struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    char key[24];
+    if (!frontend__order_key(req, resp, key))
+        return true;
+    if (fe->orders && cache_get(fe->orders, key, clock_now_ms(), &resp->body)) {
+        resp->status = 200;
+        return true;
+    }
+    return false;
+}
+
+/* Worker: asks the leader; only a 200 is cached (never 404, 503 or another error). */
+static void frontend__query(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    char key[24];
+    if (!frontend__order_key(req, resp, key))
+        return;
+    uint64_t token = fe->orders ? cache_fill_begin(fe->orders) : 0;
     char path[64];
-    snprintf(path, sizeof path, "/orders/%llu", (unsigned long long)number);
+    snprintf(path, sizeof path, "/orders/%s", key);
     struct http_reply reply;
     if (leader_forward(fe->leader, "GET", path, NULL, 0, &reply) != 0) {
         frontend__unavailable(resp, "no order replica can answer now");
         return;
     }
     frontend__relay(resp, &reply);
+    if (fe->orders && reply.status == 200 && resp->status == 200)
+        cache_fill_end(fe->orders, key, token, resp->body.data, resp->body.len, 0, clock_now_ms());
     http_reply_free(&reply);
 }
 
@@ -668,6 +761,11 @@ static void frontend__metrics(void *svc, struct strbuf *out)
                           cs.stale_fills);
     metrics_render_simple(out, "bazaar_frontend_cache_entries", "gauge", "Entries cached.",
                           cs.entries);
+    metrics_render_simple(out, "bazaar_frontend_cache_flights_total", "counter",
+                          "Catalog fetches made for misses while the cache is in use.", cs.flights);
+    metrics_render_simple(out, "bazaar_frontend_cache_flight_joins_total", "counter",
+                          "Misses that shared a fetch already in the air (single flight).",
+                          cs.flight_joins);
     metrics_render_header(out, "bazaar_frontend_cache_resets_total", "counter",
                           "Times the cache was emptied because invalidations may have been "
                           "missed (a gap in the stream, a silence, a catalog restart).");
@@ -680,6 +778,17 @@ static void frontend__metrics(void *svc, struct strbuf *out)
     metrics_render_simple(out, "bazaar_frontend_cache_trusted", "gauge",
                           "1 while the invalidation stream is heard and the cache is in use.",
                           frontend__cache_trusted(fe, clock_now_ms()) ? 1 : 0);
+    struct cache_stats os = {0};
+    if (fe->orders)
+        cache_stats(fe->orders, &os);
+    metrics_render_simple(out, "bazaar_frontend_order_cache_hits_total", "counter",
+                          "GET /orders/{n} answered from the order cache.", os.hits);
+    metrics_render_simple(out, "bazaar_frontend_order_cache_misses_total", "counter",
+                          "GET /orders/{n} asked of the order leader.", os.misses);
+    metrics_render_simple(out, "bazaar_frontend_order_cache_evictions_total", "counter",
+                          "LRU evictions from the order cache.", os.evictions);
+    metrics_render_simple(out, "bazaar_frontend_order_cache_entries", "gauge",
+                          "Order replies cached.", os.entries);
     metrics_render_simple(out, "bazaar_frontend_catalog_failures_total", "counter",
                           "Catalog lookups that could not reach the catalog.",
                           atomic_load(&fe->catalog_failures));
@@ -696,7 +805,10 @@ static struct http_route frontend__routes[] = {
      .fast = frontend__lookup_fast,
      .handler = frontend__lookup},
     {.method = "POST", .pattern = "/orders", .handler = frontend__order},
-    {.method = "GET", .pattern = "/orders/{}", .handler = frontend__query},
+    {.method = "GET",
+     .pattern = "/orders/{}",
+     .fast = frontend__query_fast,
+     .handler = frontend__query},
     {.method = "POST", .pattern = "/invalidate", .fast = frontend__invalidate, .internal = true},
 };
 
@@ -731,6 +843,8 @@ int main(int argc, char **argv)
     fe.stream.silent = true; /* nothing heard yet: the cache waits for the stream */
     if (fe.cfg.cache_on)
         fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
+    if (fe.cfg.order_cache_size > 0)
+        fe.orders = cache_new((size_t)fe.cfg.order_cache_size, 0);
     leader_start(&fe.leader, &fe.cfg);
     pthread_mutex_init(&fe.watch_lock, NULL);
     clock_cond_init(&fe.watch_cond);
@@ -755,10 +869,11 @@ int main(int argc, char **argv)
         frontend__watch_stop(&fe);
         leader_stop(fe.leader);
         cache_free(fe.cache);
+        cache_free(fe.orders);
         return 1;
     }
-    LOG_INFO("API on http://%s (cache %s, %d entries)", fe.listen, fe.cache ? "on" : "off",
-             fe.cfg.cache_size);
+    LOG_INFO("API on http://%s (cache %s, %d entries; order cache %d entries)", fe.listen,
+             fe.cache ? "on" : "off", fe.cfg.cache_size, fe.cfg.order_cache_size);
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
@@ -766,5 +881,6 @@ int main(int argc, char **argv)
     frontend__watch_stop(&fe);
     leader_stop(fe.leader);
     cache_free(fe.cache);
+    cache_free(fe.orders);
     return 0;
 }

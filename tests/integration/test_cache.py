@@ -368,6 +368,74 @@ class TestInvalidateEndpoint(CacheTestCase):
         self.assertError(self.cluster.get("/stocks/NoSuchStockAtAll"), 404)
 
 
+class TestSingleFlight(CacheTestCase):
+    """Concurrent misses for one stock share one catalog fetch (issue 14), but a miss after
+    an invalidation of that stock never joins a fetch that began before it.
+
+    The catalog is paused (SIGSTOP) so that the misses overlap; its heartbeat is slow enough
+    that the pause is not a silence that would bypass the cache."""
+
+    overrides = {"frontend": {"cache": "on", "cache_size": 8},
+                 "catalog": {"heartbeat_ms": 2000}}
+
+    def lookups_in_threads(self, name, count, results):
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{name}"), timeout=20)
+                results[i] = (reply.status, reply.json)
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def flights(self):
+        return self.fe_metric("flights_total"), self.fe_metric("flight_joins_total")
+
+    def wait_misses(self, count):
+        wait_for(lambda: self.fe_metric("misses_total") >= count, 10, f"{count} misses")
+
+    def test_concurrent_misses_share_one_fetch(self):
+        wait_for(lambda: self.cluster.status()["invalidation_stream"]["trusted"], 10, "trust")
+        f0, j0 = self.flights()
+        misses = self.fe_metric("misses_total")
+        results = [None] * 8
+        self.cluster.pause_process("catalog")
+        try:
+            threads = self.lookups_in_threads("GameStart", 8, results)
+            self.wait_misses(misses + 8)
+        finally:
+            self.cluster.resume_process("catalog")
+        bazaar.join_threads(threads, 20, "lookups")
+        want = {"name": "GameStart", "price": 15.99, "quantity": 100}
+        self.assertEqual(results, [(200, {"data": want})] * 8)
+        f1, j1 = self.flights()
+        self.assertEqual((f1 - f0, j1 - j0), (1, 7), "(fetches, joins) for 8 overlapping misses")
+
+    def test_miss_after_invalidation_does_not_join(self):
+        wait_for(lambda: self.cluster.status()["invalidation_stream"]["trusted"], 10, "trust")
+        f0, j0 = self.flights()
+        misses = self.fe_metric("misses_total")
+        first, second = [None], [None]
+        self.cluster.pause_process("catalog")
+        try:
+            threads = self.lookups_in_threads("FishCo", 1, first)
+            self.wait_misses(misses + 1)
+            reply = self.cluster.internal_post_json(
+                self.cluster.frontend_url("/invalidate"), self.cluster.invalidation(("FishCo", 0)))
+            self.assertJsonReply(reply, 200)
+            threads += self.lookups_in_threads("FishCo", 1, second)
+            self.wait_misses(misses + 2)
+        finally:
+            self.cluster.resume_process("catalog")
+        bazaar.join_threads(threads, 20, "lookups")
+        self.assertEqual(first[0][0], 200)
+        self.assertEqual(second[0][0], 200)
+        f1, j1 = self.flights()
+        self.assertEqual((f1 - f0, j1 - j0), (2, 0), "the second miss must fetch anew")
+
+
 class TestRestock(CacheTestCase):
     """restock_interval_s = 1: a sold-out stock comes back, and the cache learns it by push."""
 

@@ -699,9 +699,223 @@ static void test_clear_drops_everything_and_fences_fills(void **state)
     cache_free(c);
 }
 
+/* ---------------------------------------------------------------- single flight */
+
+/* A joiner's view of a finished flight: its status and bytes in buf. */
+static int flight_result(struct cache *c, struct cache_flight *f, char *buf, size_t len)
+{
+    struct strbuf b;
+    strbuf_init(&b, 4096);
+    int status = 0, retry = 0;
+    assert_true(cache_flight_wait(c, f, 1000, &status, &retry, &b));
+    snprintf(buf, len, "%s", b.data ? b.data : "");
+    strbuf_free(&b);
+    return status;
+}
+
+/* Concurrent misses of one key share the first one's fetch; other keys fly alone. */
+static void test_flight_joins_and_shares_the_result(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    char buf[64];
+    bool leads;
+    struct cache_flight *lead = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    struct cache_flight *join = cache_flight_begin(c, "A", &leads);
+    assert_false(leads);
+    assert_ptr_equal(join, lead);
+    struct cache_flight *other = cache_flight_begin(c, "B", &leads);
+    assert_true(leads);
+    assert_ptr_not_equal(other, lead);
+    cache_flight_finish(c, lead, 200, 0, "a1", 2);
+    cache_flight_release(c, lead);
+    assert_int_equal(flight_result(c, join, buf, sizeof buf), 200);
+    assert_string_equal(buf, "a1");
+    cache_flight_release(c, join);
+    /* A finished flight is no longer joinable: the next miss leads a new one. */
+    struct cache_flight *next = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    cache_flight_finish(c, next, 404, 0, "nf", 2);
+    cache_flight_release(c, next);
+    cache_flight_finish(c, other, 503, 1, "", 0);
+    cache_flight_release(c, other);
+    struct cache_stats st;
+    cache_stats(c, &st);
+    assert_int_equal(st.flights, 3);
+    assert_int_equal(st.flight_joins, 1);
+    cache_free(c);
+}
+
+/*
+ * A miss after an invalidation of the key must not join a flight that began
+ * before it (its reply may predate the change): it leads a new flight, which
+ * later misses join instead of the old one.
+ */
+static void test_flight_not_joined_across_invalidation(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    char buf[64];
+    bool leads;
+    struct cache_flight *old = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    cache_invalidate(c, "B", 7); /* another key: no effect on A's flight */
+    struct cache_flight *j = cache_flight_begin(c, "A", &leads);
+    assert_false(leads);
+    cache_flight_release(c, j);
+    cache_invalidate(c, "A", 8);
+    struct cache_flight *fresh = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    assert_ptr_not_equal(fresh, old);
+    struct cache_flight *later = cache_flight_begin(c, "A", &leads);
+    assert_false(leads);
+    assert_ptr_equal(later, fresh);
+    /* The old flight's fill is refused, the new one's lands. */
+    cache_flight_finish(c, old, 200, 0, "a7", 2);
+    assert_false(cache_fill_end(c, "A", cache_flight_token(old), "a7", 2, 7, 0));
+    cache_flight_release(c, old);
+    cache_flight_finish(c, fresh, 200, 0, "a8", 2);
+    assert_true(cache_fill_end(c, "A", cache_flight_token(fresh), "a8", 2, 8, 0));
+    cache_flight_release(c, fresh);
+    assert_int_equal(flight_result(c, later, buf, sizeof buf), 200);
+    assert_string_equal(buf, "a8");
+    cache_flight_release(c, later);
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "a8");
+    cache_free(c);
+}
+
+/*
+ * Monotonic lookups: after an invalidation, flight `fresh` replaces `old`; if
+ * `old` lands first, its reply may be newer than what `fresh` read (fresh's
+ * catalog read can precede old's), so a miss after that must not join
+ * `fresh`: it leads a new flight.
+ */
+static void test_flight_not_joined_after_an_older_one_lands(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    bool leads;
+    struct cache_flight *old = cache_flight_begin(c, "A", &leads);
+    cache_invalidate(c, "A", 5);
+    struct cache_flight *fresh = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    cache_flight_finish(c, old, 200, 0, "a6", 2); /* a client gets version 6 */
+    cache_flight_release(c, old);
+    struct cache_flight *next = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    assert_ptr_not_equal(next, fresh);
+    struct cache_flight *join = cache_flight_begin(c, "A", &leads);
+    assert_false(leads);
+    assert_ptr_equal(join, next);
+    for (struct cache_flight *f = fresh; f; f = f == fresh ? next : NULL) {
+        cache_flight_finish(c, f, 200, 0, "x", 1);
+        cache_flight_release(c, f);
+    }
+    cache_flight_release(c, join);
+    cache_free(c);
+}
+
+/* After cache_clear (invalidations may have been missed) no flight from before is joinable. */
+static void test_flight_not_joined_across_clear(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    bool leads;
+    struct cache_flight *old = cache_flight_begin(c, "A", &leads);
+    cache_clear(c);
+    struct cache_flight *fresh = cache_flight_begin(c, "A", &leads);
+    assert_true(leads);
+    assert_ptr_not_equal(fresh, old);
+    for (struct cache_flight *f = old; f; f = f == old ? fresh : NULL) {
+        cache_flight_finish(c, f, 200, 0, "x", 1);
+        cache_flight_release(c, f);
+    }
+    cache_free(c);
+}
+
+/* A joiner whose leader never answers gives up at its deadline. */
+static void test_flight_wait_times_out(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    bool leads;
+    struct cache_flight *lead = cache_flight_begin(c, "A", &leads);
+    struct cache_flight *join = cache_flight_begin(c, "A", &leads);
+    struct strbuf b;
+    strbuf_init(&b, 64);
+    int status = 0, retry = 0;
+    assert_false(cache_flight_wait(c, join, 20, &status, &retry, &b));
+    strbuf_free(&b);
+    cache_flight_release(c, join);
+    cache_flight_finish(c, lead, 200, 0, "x", 1);
+    cache_flight_release(c, lead);
+    cache_free(c);
+}
+
+struct flight_arg {
+    struct cache *c;
+    atomic_int *fetches;
+    char result[32];
+};
+
+/* One miss on a thread: lead (fetch = count and sleep a little) or join. */
+static void *flight_thread(void *p)
+{
+    struct flight_arg *a = p;
+    bool leads;
+    struct cache_flight *f = cache_flight_begin(a->c, "A", &leads);
+    if (leads) {
+        atomic_fetch_add(a->fetches, 1);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        cache_flight_finish(a->c, f, 200, 0, "shared", 6);
+        snprintf(a->result, sizeof a->result, "shared");
+    } else {
+        struct strbuf b;
+        strbuf_init(&b, 64);
+        int status = 0, retry = 0;
+        if (cache_flight_wait(a->c, f, 5000, &status, &retry, &b) && status == 200)
+            snprintf(a->result, sizeof a->result, "%s", b.data);
+        strbuf_free(&b);
+    }
+    cache_flight_release(a->c, f);
+    return NULL;
+}
+
+/* 8 threads miss at once: far fewer fetches than misses, and every one gets the reply. */
+static void test_flight_threads(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    atomic_int fetches = 0;
+    enum { N = 8 };
+    pthread_t th[N];
+    struct flight_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct flight_arg){.c = c, .fetches = &fetches};
+        assert_int_equal(pthread_create(&th[i], NULL, flight_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_string_equal(args[i].result, "shared");
+    }
+    struct cache_stats st;
+    cache_stats(c, &st);
+    assert_int_equal(st.flights, atomic_load(&fetches));
+    assert_int_equal(st.flights + st.flight_joins, N);
+    cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flight_joins_and_shares_the_result),
+        cmocka_unit_test(test_flight_not_joined_across_invalidation),
+        cmocka_unit_test(test_flight_not_joined_after_an_older_one_lands),
+        cmocka_unit_test(test_flight_not_joined_across_clear),
+        cmocka_unit_test(test_flight_wait_times_out),
+        cmocka_unit_test(test_flight_threads),
         cmocka_unit_test(test_lru_order_and_eviction),
         cmocka_unit_test(test_lru_capacity_one),
         cmocka_unit_test(test_capacity_never_exceeded),
