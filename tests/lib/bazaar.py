@@ -221,6 +221,35 @@ def _parse_json(body):
         return None
 
 
+def send_attempt(conn, host, port, timeout, method, path, body=None, headers=None):
+    """One HTTP attempt on the keep-alive connection held in conn[0] (opened on demand, dropped
+    after a failure or a Connection: close). Returns (status, parsed JSON or None, Retry-After)
+    or (None, cause, None) on a transport failure, cause "timeout" or "conn:<exception>"."""
+    if conn[0] is None:
+        conn[0] = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn[0].request(method, path, body=body, headers=headers or {})
+        resp = conn[0].getresponse()
+        data = resp.read()
+    except (socket.timeout, TimeoutError):
+        conn[0].close()
+        conn[0] = None
+        return None, "timeout", None
+    except (OSError, http.client.HTTPException) as exc:
+        conn[0].close()
+        conn[0] = None
+        return None, f"conn:{type(exc).__name__}", None
+    if resp.will_close:
+        conn[0].close()
+        conn[0] = None
+    return resp.status, _parse_json(data), resp.headers.get("Retry-After")
+
+
+def backoff_sleep(jitter, attempt):
+    """Sleeps before retry number `attempt`: 50 ms doubling up to 0.5 s, jittered by half."""
+    time.sleep(min(0.05 * (2 ** min(attempt, 4)), 0.5) * (0.5 + jitter.random()))
+
+
 # Errors that mean a reused keep-alive connection was closed by the server while idle.
 _STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -1413,28 +1442,9 @@ class Trader:
                 conn[0].close()
 
     def _send(self, conn, method, path, body=None, headers=None):
-        """One attempt. (status, json, retry_after) or (None, cause, None) on a transport failure."""
-        if conn[0] is None:
-            conn[0] = http.client.HTTPConnection(self.host, self.port, timeout=self.attempt_timeout)
-        try:
-            conn[0].request(method, path, body=body, headers=headers or {})
-            resp = conn[0].getresponse()
-            data = resp.read()
-        except (socket.timeout, TimeoutError):
-            conn[0].close()
-            conn[0] = None
-            return None, "timeout", None
-        except (OSError, http.client.HTTPException) as exc:
-            conn[0].close()
-            conn[0] = None
-            return None, f"conn:{type(exc).__name__}", None
-        if resp.will_close:
-            conn[0].close()
-            conn[0] = None
-        return resp.status, _parse_json(data), resp.headers.get("Retry-After")
-
-    def _backoff(self, jitter, attempt):
-        time.sleep(min(0.05 * (2 ** min(attempt, 4)), 0.5) * (0.5 + jitter.random()))
+        """One attempt: see send_attempt()."""
+        return send_attempt(conn, self.host, self.port, self.attempt_timeout, method, path, body,
+                            headers)
 
     def _retry(self, cause):
         with self.lock:
@@ -1483,7 +1493,7 @@ class Trader:
                     return None
                 self._retry(f"post:{cause}")
                 attempt += 1
-                self._backoff(jitter, attempt)
+                backoff_sleep(jitter, attempt)
                 continue
             self._error("post", key, status, data)
             with self.lock:
@@ -1505,7 +1515,7 @@ class Trader:
                 return None, None
             self._retry(f"get:{cause}")
             attempt += 1
-            self._backoff(jitter, attempt)
+            backoff_sleep(jitter, attempt)
 
     def _query_stock(self, conn, jitter, name):
         status, data = self._get_until_definite(conn, jitter, f"/stocks/{name}", "lookup")

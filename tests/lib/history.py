@@ -21,13 +21,12 @@ import bisect
 import http.client
 import json
 import random
-import socket
 import threading
 import time
 from collections import namedtuple
 
-from bazaar import (AckedOrder, Trader, _key_of_request_id, _split_url, db_applied, db_orders,
-                    join_threads,
+from bazaar import (AckedOrder, Trader, _key_of_request_id, _split_url, backoff_sleep, db_applied,
+                    db_orders, join_threads, send_attempt,
                     db_quantities, find_invariant_violations, get, replay_log, scaled)
 
 
@@ -226,37 +225,15 @@ class HistoryRecorder:
 
     def _send(self, conn, method, path, body=None, headers=None):
         """One send: (status, parsed body) or (None, cause) on a transport failure."""
-        if conn[0] is None:
-            conn[0] = http.client.HTTPConnection(self.host, self.port, timeout=self.attempt_timeout)
-        try:
-            conn[0].request(method, path, body=body, headers=headers or {})
-            resp = conn[0].getresponse()
-            data = resp.read()
-        except (socket.timeout, TimeoutError):
-            conn[0].close()
-            conn[0] = None
-            return None, "timeout"
-        except (OSError, http.client.HTTPException) as exc:
-            conn[0].close()
-            conn[0] = None
-            return None, f"conn:{type(exc).__name__}"
-        if resp.will_close:
-            conn[0].close()
-            conn[0] = None
-        try:
-            parsed = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            parsed = None
-        return resp.status, parsed
+        status, parsed, _ = send_attempt(conn, self.host, self.port, self.attempt_timeout, method,
+                                         path, body, headers)
+        return status, parsed
 
     @staticmethod
     def _data(parsed):
         if isinstance(parsed, dict) and isinstance(parsed.get("data"), (dict, list)):
             return parsed["data"]
         return parsed
-
-    def _backoff(self, jitter, attempt):
-        time.sleep(min(0.05 * (2 ** min(attempt, 4)), 0.5) * (0.5 + jitter.random()))
 
     def _until_definite(self, conn, jitter, op, method, path, body=None, headers=None,
                         retry=True):
@@ -269,7 +246,7 @@ class HistoryRecorder:
             op.status, op.data = status, self._data(parsed) if status is not None else parsed
             if not retry or (status is not None and status != 503) or op.end >= deadline:
                 return op
-            self._backoff(jitter, op.attempts)
+            backoff_sleep(jitter, op.attempts)
 
     def _trade(self, conn, jitter, cid, seq, name, kind, qty, key):
         op = Op(cid, seq, "trade", {"name": name, "type": kind, "quantity": qty, "key": key},
