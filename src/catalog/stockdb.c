@@ -570,8 +570,7 @@ int stockdb_exec_reply(struct stockdb *db, const struct msg_exec *m,
                        char *errmsg, size_t errlen)
 {
     memset(reply, 0, sizeof *reply);
-    reply->journal = xcalloc(MSG_MAX_ENTRIES, sizeof *reply->journal);
-    int rv = stockdb_journal(db, m->from, MSG_MAX_ENTRIES, reply->journal, &reply->njournal,
+    int rv = stockdb_journal(db, m->from, MSG_MAX_ENTRIES, &reply->journal, &reply->njournal,
                              &reply->end, errmsg, errlen);
     if (rv) {
         msg_exec_reply_free(reply);
@@ -599,10 +598,11 @@ int stockdb_trade(struct stockdb *db, const struct trade *t, struct stock *out)
     return o.status;
 }
 
-int stockdb_journal(struct stockdb *db, int64_t from, size_t max, struct order *out, size_t *n,
+int stockdb_journal(struct stockdb *db, int64_t from, size_t max, struct order **out, size_t *n,
                     int64_t *end, char *errmsg, size_t errlen)
 {
     *n = 0;
+    *out = NULL;
     pthread_mutex_lock(&db->write_lock);
     int rv = 0;
     *end = db->journal_next;
@@ -616,13 +616,15 @@ int stockdb_journal(struct stockdb *db, int64_t from, size_t max, struct order *
     }
     if (from == db->journal_next || max == 0)
         goto out;
+    if ((uint64_t)(db->journal_next - from) < max)
+        max = (size_t)(db->journal_next - from);
+    *out = xcalloc(max, sizeof **out);
     sqlite3_stmt *st = db->st_journal;
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     int rc;
     while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct order *o = &out[*n];
-        memset(o, 0, sizeof *o);
+        struct order *o = &(*out)[*n];
         o->number = sqlite3_column_int64(st, 0);
         snprintf(o->trade.request_id, sizeof o->trade.request_id, "%s",
                  (const char *)sqlite3_column_text(st, 1));

@@ -91,13 +91,15 @@ int stockdb_exec_reply(struct stockdb *db, const struct msg_exec *m,
 int stockdb_trade(struct stockdb *db, const struct trade *t, struct stock *out);
 
 /*
- * Up to `max` journal entries from number `from` on (epoch 0) into out; *n
- * receives how many and *end the next number the journal will give.
+ * Up to `max` journal entries from number `from` on (epoch 0) into *out, an
+ * array allocated for exactly as many as the journal holds there (the caller
+ * frees it; NULL when none); *n receives how many and *end the next number
+ * the journal will give.
  * BZ_ESTALE with errmsg when `from` is past the end (the order log holds
  * trades this catalog never executed: the data directories do not belong
  * together) or before the oldest entry kept. 0 or BZ_EIO.
  */
-int stockdb_journal(struct stockdb *db, int64_t from, size_t max, struct order *out, size_t *n,
+int stockdb_journal(struct stockdb *db, int64_t from, size_t max, struct order **out, size_t *n,
                     int64_t *end, char *errmsg, size_t errlen);
 
 /* How long request ids are remembered (default 24 h): the retry window of a client. */

@@ -481,14 +481,17 @@ void http_reply_data(struct http_response *resp, json_t *data)
     http_reply_json(resp, 200, json_pack("{s:o}", "data", data));
 }
 
-void http_reply_error(struct http_response *resp, int err, const char *message)
+json_t *http_error_json(int err, const char *message)
 {
-    int status = bz_error_status(err);
     /* Messages may quote client input, cut by snprintf: never let that make a 5xx. */
     char safe[512];
     util_utf8_copy(safe, sizeof safe, message ? message : bz_strerror(err));
-    json_t *body = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", safe);
-    http_reply_json(resp, status, body);
+    return json_pack("{s:{s:i,s:s}}", "error", "code", bz_error_status(err), "message", safe);
+}
+
+void http_reply_error(struct http_response *resp, int err, const char *message)
+{
+    http_reply_json(resp, bz_error_status(err), http_error_json(err, message));
 }
 
 json_t *http_request_json_object(const struct http_request *req, struct http_response *resp)

@@ -132,6 +132,8 @@ void http_reply_data(struct http_response *resp, json_t *data);
  * status comes from the BZ_E* code. A NULL message uses the code's default.
  */
 void http_reply_error(struct http_response *resp, int err, const char *message);
+/* That error body alone (its status is bz_error_status(err)); new reference. */
+json_t *http_error_json(int err, const char *message);
 
 /*
  * Parses a request body as one JSON object, with duplicate keys rejected.

@@ -33,6 +33,10 @@
 
 #define MSG_MAX_ENTRIES  1000 /* per append, per catalog batch and journal page */
 #define MSG_LOG_PAGE_MAX 4096 /* per page of GET /log/{from} (catch-up): larger, fewer writes */
+/* Per POST /orders/batch (front-end -> leader), and its body's bound: an order encodes in
+ * under 320 bytes (an 80-byte request id, escapes included, a 64-byte name). */
+#define MSG_ORDER_BATCH_MAX       256
+#define MSG_ORDER_BATCH_BYTES_MAX (MSG_ORDER_BATCH_MAX * 512)
 
 struct msg_notice {
     int leader;

@@ -39,6 +39,18 @@ struct order {
 };
 
 /*
+ * What became of an order submitted to the leader: status 0 with its
+ * transaction number, or a BZ_E* code with a message for the client (and,
+ * for BZ_ENOTLEADER, the leader's id when known, else 0).
+ */
+struct trade_outcome {
+    int status;
+    int64_t number;
+    int leader;
+    char message[200];
+};
+
+/*
  * Validates a decoded JSON body. With `with_request_id`, a "request_id"
  * string field is required; without it, it is refused like any other extra
  * field. Returns 0, or BZ_EINVAL with a message for the client in errmsg.

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
@@ -13,7 +14,7 @@
 #include "select.h"
 
 #define LEADER__PING_MS        300  /* deadline of one health ping */
-#define LEADER__FAILOVER_MS    8000 /* how long leader_forward keeps retrying */
+#define LEADER__FAILOVER_MS    8000 /* how long leader__forward keeps retrying */
 #define LEADER__RETRY_PAUSE_MS 20
 
 struct leader__replica {
@@ -23,6 +24,7 @@ struct leader__replica {
     bool reachable;
     json_t *health;        /* last /health body, or NULL */
     struct select_obs obs; /* what that body said, for select_decide */
+    struct batch *orders;  /* this replica's order batches (batch.h) */
 };
 
 struct leader {
@@ -214,8 +216,9 @@ static int leader__hint(struct leader *l, const struct http_reply *reply)
     return index;
 }
 
-int leader_forward(struct leader *l, const char *method, const char *path, const char *body,
-                   size_t body_len, struct http_reply *out)
+/* leader_forward_order (body: an order) and leader_forward_query (body NULL: GET path). */
+static int leader__forward(struct leader *l, const char *path, const char *body, size_t body_len,
+                           struct http_reply *out)
 {
     uint64_t start = clock_now_ms(), failed_at = 0;
     for (int attempt = 0;; attempt++) {
@@ -232,11 +235,15 @@ int leader_forward(struct leader *l, const char *method, const char *path, const
                 leader__sleep_ms(100);
             continue;
         }
-        char url[CONFIG_ADDR_MAX + 96];
-        snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
         /* The leader spends up to one call timeout on the catalog and one on the quorum. */
-        int rv = http_client_request(method, url, l->cfg->secret, body, body_len,
-                                     2 * l->cfg->call_timeout_ms + 500, out);
+        int timeout_ms = 2 * l->cfg->call_timeout_ms + 500, rv;
+        if (body) {
+            rv = batch_call(l->replicas[cur].orders, body, body_len, timeout_ms, out);
+        } else {
+            char url[CONFIG_ADDR_MAX + 96];
+            snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
+            rv = http_client_request("GET", url, l->cfg->secret, NULL, 0, timeout_ms, out);
+        }
         if (rv == 0 && out->status != 421 && out->status != 503) {
             if (failed_at)
                 metrics_hist_observe(&l->failover_us, (clock_now_ms() - failed_at) * 1000);
@@ -265,6 +272,17 @@ int leader_forward(struct leader *l, const char *method, const char *path, const
         if (leader__select(l, epoch, false) != 0 && l->cfg->mode == CONFIG_MODE_RAFT)
             leader__sleep_ms(50); /* an election in progress */
     }
+}
+
+int leader_forward_order(struct leader *l, const char *body, size_t body_len,
+                         struct http_reply *out)
+{
+    return leader__forward(l, NULL, body, body_len, out);
+}
+
+int leader_forward_query(struct leader *l, const char *path, struct http_reply *out)
+{
+    return leader__forward(l, path, NULL, 0, out);
 }
 
 static void *leader__health_main(void *arg)
@@ -312,6 +330,7 @@ int leader_start(struct leader **out, const struct bz_config *cfg)
         l->replicas[i].id = cfg->replicas[i].id;
         snprintf(l->replicas[i].url, sizeof l->replicas[i].url, "http://%s",
                  cfg->replicas[i].listen);
+        l->replicas[i].orders = batch_new(l->replicas[i].url, cfg->secret);
     }
     pthread_mutex_init(&l->select_lock, NULL);
     pthread_mutex_init(&l->lock, NULL);
@@ -322,6 +341,8 @@ int leader_start(struct leader **out, const struct bz_config *cfg)
         pthread_mutex_destroy(&l->select_lock);
         pthread_mutex_destroy(&l->lock);
         pthread_cond_destroy(&l->cond);
+        for (int i = 0; i < l->n; i++)
+            batch_free(l->replicas[i].orders);
         free(l);
         return BZ_EINTERNAL;
     }
@@ -338,8 +359,10 @@ void leader_stop(struct leader *l)
     pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
     pthread_join(l->health_thread, NULL);
-    for (int i = 0; i < l->n; i++)
+    for (int i = 0; i < l->n; i++) {
         json_decref(l->replicas[i].health);
+        batch_free(l->replicas[i].orders);
+    }
     pthread_mutex_destroy(&l->select_lock);
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->cond);
@@ -399,6 +422,17 @@ void leader_metrics(struct leader *l, struct strbuf *out)
     metrics_render_simple(out, "bazaar_frontend_failed_selections_total", "counter",
                           "Selections that found no ready replica.",
                           atomic_load(&l->failed_selections));
+    uint64_t calls = 0, orders = 0;
+    for (int i = 0; i < l->n; i++) {
+        uint64_t c, o;
+        batch_counts(l->replicas[i].orders, &c, &o);
+        calls += c;
+        orders += o;
+    }
+    metrics_render_simple(out, "bazaar_frontend_order_batches_total", "counter",
+                          "Calls to a leader carrying orders (POST /orders/batch).", calls);
+    metrics_render_simple(out, "bazaar_frontend_order_batched_total", "counter",
+                          "Orders those calls carried (retries count again).", orders);
     metrics_render_header(out, "bazaar_frontend_failover_seconds", "histogram",
                           "Time from a failed leader call to a successful retry.");
     metrics_render_hist(out, "bazaar_frontend_failover_seconds", "", &l->failover_us);

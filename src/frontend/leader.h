@@ -5,7 +5,7 @@
  * Selection pings replicas from the highest id down, takes the first that
  * reports ready, and announces it to every replica with an epoch one above
  * any epoch a replica has promised. Selection re-runs when a call to the
- * leader fails or a periodic health check misses. leader_forward retries a
+ * leader fails or a periodic health check misses. leader_forward_* retry a
  * call (with the same body, hence the same request id) across re-selections
  * until it succeeds or the failover deadline passes, so a client sees no
  * error when one replica of three dies.
@@ -27,13 +27,16 @@ int leader_start(struct leader **out, const struct bz_config *cfg);
 void leader_stop(struct leader *l);
 
 /*
- * Sends method+path (+body) to the current leader, re-selecting and retrying
- * on failure. On 0, *out holds the leader's reply (any status but 421/503
- * while time remains); free it with http_reply_free. BZ_EUNAVAIL when no
- * leader could answer before the deadline.
+ * Sends an order (a POST /orders body with its request id) to the current
+ * leader, batched with other threads' orders (batch.h), re-selecting and
+ * retrying on failure. On 0, *out holds the leader's reply to this order (any
+ * status but 421/503 while time remains); free it with http_reply_free.
+ * BZ_EUNAVAIL when no leader could answer before the deadline.
  */
-int leader_forward(struct leader *l, const char *method, const char *path, const char *body,
-                   size_t body_len, struct http_reply *out);
+int leader_forward_order(struct leader *l, const char *body, size_t body_len,
+                         struct http_reply *out);
+/* The same for a GET of `path` (an order query), one call each. */
+int leader_forward_query(struct leader *l, const char *path, struct http_reply *out);
 
 /* True once a leader has been selected (the front-end reports ready from then on). */
 bool leader_ever_selected(struct leader *l);

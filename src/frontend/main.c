@@ -635,7 +635,7 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     json_decref(out);
 
     struct http_reply reply;
-    rv = leader_forward(fe->leader, "POST", "/orders", payload, strlen(payload), &reply);
+    rv = leader_forward_order(fe->leader, payload, strlen(payload), &reply);
     free(payload);
     /* Read-your-writes without waiting for the push: a success changed the stock, a 409
      * showed the client a quantity newer than our entry may hold, and an unknown outcome
@@ -704,7 +704,7 @@ static void frontend__query(void *svc, const struct http_request *req, struct ht
     char path[64];
     snprintf(path, sizeof path, "/orders/%s", key);
     struct http_reply reply;
-    if (leader_forward(fe->leader, "GET", path, NULL, 0, &reply) != 0) {
+    if (leader_forward_query(fe->leader, path, &reply) != 0) {
         frontend__unavailable(resp, "no order replica can answer now");
         return;
     }

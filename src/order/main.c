@@ -40,15 +40,32 @@ static int order__parse_number(const struct http_request *req, int64_t *out)
 }
 
 /*
- * 421 naming the leader when known: {"error":{"code":421,"message":..,"leader":2}}. The
+ * The reply body of one order's outcome, with its status in *status: 200
+ * {"data":{"transaction_number":n}}, or the error shape; a 421 names the
+ * leader when known ({"error":{"code":421,"message":..,"leader":2}}), so the
  * front-end follows it (raft mode) instead of guessing.
  */
+static json_t *order__outcome_json(const struct trade *t, const struct trade_outcome *o,
+                                   int *status)
+{
+    *status = bz_error_status(o->status);
+    if (o->status == 0) {
+        LOG_DEBUG("order %lld: %s %lld %s (%s)", (long long)o->number, trade_type_name(t->type),
+                  (long long)t->quantity, t->name, t->request_id);
+        return json_pack("{s:{s:I}}", "data", "transaction_number", (json_int_t)o->number);
+    }
+    json_t *err = http_error_json(o->status, o->message);
+    if (o->status == BZ_ENOTLEADER && o->leader > 0)
+        json_object_set_new(json_object_get(err, "error"), "leader", json_integer(o->leader));
+    return err;
+}
+
 static void order__not_leader(struct http_response *resp, int leader, const char *msg)
 {
-    json_t *err = json_pack("{s:i,s:s}", "code", 421, "message", msg);
-    if (leader > 0)
-        json_object_set_new(err, "leader", json_integer(leader));
-    http_reply_json(resp, 421, json_pack("{s:o}", "error", err));
+    struct trade_outcome o = {.status = BZ_ENOTLEADER, .leader = leader};
+    snprintf(o.message, sizeof o.message, "%s", msg);
+    int status;
+    http_reply_json(resp, 421, order__outcome_json(NULL, &o, &status));
 }
 
 static bool order__health(void *svc, const struct http_request *req, struct http_response *resp)
@@ -132,22 +149,75 @@ static void order__submit(void *svc, const struct http_request *req, struct http
         http_reply_error(resp, rv, msg);
         return;
     }
-    int64_t number;
-    int leader;
-    rv = ordersvc_submit(s->svc, &t, &number, &leader, msg, sizeof msg);
-    if (rv == BZ_ENOTLEADER) {
-        order__not_leader(resp, leader, msg);
+    struct trade_outcome o;
+    ordersvc_submit(s->svc, &t, 1, &o);
+    int status;
+    json_t *reply = order__outcome_json(&t, &o, &status);
+    if (o.status == BZ_EUNAVAIL)
+        resp->retry_after_s = 1;
+    http_reply_json(resp, status, reply);
+}
+
+/*
+ * POST /orders/batch {"orders":[order, ...]}: several front-end clients'
+ * orders in one call, sequenced together (docs/design.md, "Order batches").
+ * Each is validated and answered on its own, exactly as POST /orders would:
+ * {"data":{"results":[{"status":200,"reply":{"data":{...}}}, ...]}} in the
+ * request's order. Only a malformed envelope fails the whole call (400).
+ */
+static void order__submit_batch(void *svc, const struct http_request *req,
+                                struct http_response *resp)
+{
+    struct order_service *s = svc;
+    char msg[200];
+    json_t *body = http_request_json_object(req, resp);
+    if (!body)
+        return;
+    json_t *orders = json_object_get(body, "orders");
+    static const char *const keys[] = {"orders"};
+    if (trade_check_fields(body, keys, 1, msg, sizeof msg) != 0 || !json_is_array(orders) ||
+        json_array_size(orders) == 0 || json_array_size(orders) > MSG_ORDER_BATCH_MAX) {
+        json_decref(body);
+        snprintf(msg, sizeof msg, "body must be {\"orders\": [1..%d orders]}", MSG_ORDER_BATCH_MAX);
+        http_reply_error(resp, BZ_EINVAL, msg);
         return;
     }
-    if (rv) {
-        if (rv == BZ_EUNAVAIL)
-            resp->retry_after_s = 1;
-        http_reply_error(resp, rv, msg);
-        return;
+    size_t n = json_array_size(orders), nvalid = 0;
+    struct trade *t = xcalloc(n, sizeof *t);
+    struct trade_outcome *o = xcalloc(n, sizeof *o);
+    size_t *slot = xcalloc(n, sizeof *slot); /* valid order k is request item slot[k] */
+    for (size_t i = 0; i < n; i++) {
+        struct trade one;
+        int rv = trade_from_json(json_array_get(orders, i), true, &one, o[i].message,
+                                 sizeof o[i].message);
+        if (rv) {
+            o[i].status = rv;
+            continue;
+        }
+        t[nvalid] = one;
+        slot[nvalid++] = i;
     }
-    LOG_DEBUG("order %lld: %s %lld %s (%s)", (long long)number, trade_type_name(t.type),
-              (long long)t.quantity, t.name, t.request_id);
-    http_reply_data(resp, json_pack("{s:I}", "transaction_number", (json_int_t)number));
+    json_decref(body);
+    struct trade_outcome *done = xcalloc(nvalid ? nvalid : 1, sizeof *done);
+    if (nvalid)
+        ordersvc_submit(s->svc, t, nvalid, done);
+    struct trade *all = xcalloc(n, sizeof *all);
+    for (size_t k = 0; k < nvalid; k++) {
+        o[slot[k]] = done[k];
+        all[slot[k]] = t[k];
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; i < n; i++) {
+        int status;
+        json_t *reply = order__outcome_json(&all[i], &o[i], &status);
+        json_array_append_new(results, json_pack("{s:i,s:o}", "status", status, "reply", reply));
+    }
+    free(all);
+    free(done);
+    free(slot);
+    free(o);
+    free(t);
+    http_reply_data(resp, json_pack("{s:o}", "results", results));
 }
 
 static void order__query(void *svc, const struct http_request *req, struct http_response *resp)
@@ -237,6 +307,11 @@ static struct http_route order__routes[] = {
     {.method = "GET", .pattern = "/status", .fast = order__status},
     {.method = "POST", .pattern = "/leader", .handler = order__leader, .internal = true},
     {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
+    {.method = "POST",
+     .pattern = "/orders/batch",
+     .handler = order__submit_batch,
+     .internal = true,
+     .body_max = MSG_ORDER_BATCH_BYTES_MAX},
     {.method = "GET", .pattern = "/orders/{}", .handler = order__query, .internal = true},
     {.method = "POST",
      .pattern = "/replicate",

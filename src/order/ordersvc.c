@@ -48,11 +48,12 @@ bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen)
     return s->raft ? raftrep_ready(s->raft, why, whylen) : replica_ready(s->pb, why, whylen);
 }
 
-int ordersvc_submit(struct ordersvc *s, const struct trade *t, int64_t *number, int *leader,
-                    char *errmsg, size_t errlen)
+void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n, struct trade_outcome *out)
 {
-    return s->raft ? raftrep_submit(s->raft, t, number, leader, errmsg, errlen)
-                   : replica_submit(s->pb, t, number, leader, errmsg, errlen);
+    if (s->raft)
+        raftrep_submit(s->raft, t, n, out);
+    else
+        replica_submit(s->pb, t, n, out);
 }
 
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader)

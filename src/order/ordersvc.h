@@ -30,12 +30,14 @@ void ordersvc_stop(struct ordersvc *s);
 bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen);
 
 /*
- * An order (as leader). On 0, *number is its transaction number. On
- * BZ_ENOTLEADER, *leader is the leader's id when known (else 0): the caller
- * answers 421 naming it. Other errors as the catalog or the log gave them.
+ * Orders t[0..n-1] (as leader), handed to the sequencer together; waits for
+ * every outcome. out[i].status 0 with out[i].number its transaction number;
+ * BZ_ENOTLEADER with out[i].leader the leader's id when known (else 0): the
+ * caller answers 421 naming it. Other errors as the catalog or the log gave
+ * them, with out[i].message.
  */
-int ordersvc_submit(struct ordersvc *s, const struct trade *t, int64_t *number, int *leader,
-                    char *errmsg, size_t errlen);
+void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n,
+                     struct trade_outcome *out);
 /* A committed order by number: 0, BZ_ENOTFOUND, BZ_ENOTLEADER (+ *leader), BZ_EUNAVAIL. */
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader);
 

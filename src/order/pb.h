@@ -159,8 +159,11 @@ int pb_on_notice(struct pb *pb, const struct msg_notice *m);
 int pb_on_append(struct pb *pb, const struct msg_append *m, bool *ok, int64_t *match,
                  int64_t *last);
 
-/* A client's order (the trade is copied) and a query: answered later via io.answer. */
-void pb_submit(struct pb *pb, const struct trade *t, void *token);
+/*
+ * Clients' orders t[0..n-1] (copied), in this order, and a query: each answered later via
+ * io.answer with its token. Orders handed in together reach the sequencer together.
+ */
+void pb_submit(struct pb *pb, const struct trade *t, size_t n, void *const *tokens);
 void pb_query(struct pb *pb, int64_t number, void *token);
 
 /* This replica's state as peers and front-ends read it. */

@@ -296,27 +296,32 @@ static void pb__await_commit(struct pb *pb, struct pb_wait *w, int64_t number, i
     pb__answer_committed(pb);
 }
 
-void pb_submit(struct pb *pb, const struct trade *t, void *token)
+void pb_submit(struct pb *pb, const struct trade *t, size_t n, void *const *tokens)
 {
-    struct pb_wait *w = pb__wait_new(pb, token, false);
-    if (!w)
-        return;
-    w->trade = *t;
-    /* A retry of an order we already hold: answer it once committed, never re-apply. */
-    struct order o;
-    int rv = pb->st.find_request(pb->st.ctx, t->request_id, &o);
-    if (rv == 0 && !trade_same(&o.trade, t)) {
-        pb__answer(pb, w, BZ_EMISMATCH, "Idempotency-Key reused with a different request");
-    } else if (rv == 0) {
-        pb__await_commit(pb, w, o.number, pb->cfg.call_timeout_ms);
-    } else if (rv == BZ_ENOTFOUND) {
-        w->deadline_ms = pb__now(pb) + (uint64_t)pb->cfg.call_timeout_ms;
-        *pb->queue_tail = w;
-        pb->queue_tail = &w->next;
-        pb__sequencer(pb, pb__now(pb));
-    } else {
-        pb__answer(pb, w, rv, "order log unreadable");
+    bool queued = false;
+    for (size_t i = 0; i < n; i++) {
+        struct pb_wait *w = pb__wait_new(pb, tokens[i], false);
+        if (!w)
+            continue;
+        w->trade = t[i];
+        /* A retry of an order we already hold: answer it once committed, never re-apply. */
+        struct order o;
+        int rv = pb->st.find_request(pb->st.ctx, t[i].request_id, &o);
+        if (rv == 0 && !trade_same(&o.trade, &t[i])) {
+            pb__answer(pb, w, BZ_EMISMATCH, "Idempotency-Key reused with a different request");
+        } else if (rv == 0) {
+            pb__await_commit(pb, w, o.number, pb->cfg.call_timeout_ms);
+        } else if (rv == BZ_ENOTFOUND) {
+            w->deadline_ms = pb__now(pb) + (uint64_t)pb->cfg.call_timeout_ms;
+            *pb->queue_tail = w;
+            pb->queue_tail = &w->next;
+            queued = true;
+        } else {
+            pb__answer(pb, w, rv, "order log unreadable");
+        }
     }
+    if (queued)
+        pb__sequencer(pb, pb__now(pb));
 }
 
 void pb_query(struct pb *pb, int64_t number, void *token)

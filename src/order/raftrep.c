@@ -28,9 +28,15 @@
 #define RAFTREP__IDLE_SYNC_MS 500 /* an idle leader still reads the catalog's journal */
 #define RAFTREP__RETRY_MS     100
 
-/* A trade waiting for the sequencer; on the submitting thread's stack. */
+/* Trades submitted together, waiting for all their answers; on the submitting thread's stack. */
+struct raftrep__group {
+    pthread_cond_t cond; /* signalled once, by the last answer (each group its own: no herd) */
+    size_t pending;      /* guarded by raftrep.lock */
+};
+
+/* A trade waiting for the sequencer; owned by the submitting thread. */
 struct raftrep__wait {
-    pthread_cond_t cond; /* signalled once, when answered (each waiter its own: no herd) */
+    struct raftrep__group *group;
     struct trade trade;
     bool taken, done;
     int status;
@@ -61,7 +67,8 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
     w->number = number;
     snprintf(w->message, sizeof w->message, "%.180s", message ? message : "");
     w->done = true;
-    pthread_cond_signal(&w->cond);
+    if (--w->group->pending == 0)
+        pthread_cond_signal(&w->group->cond);
     if (status == 0)
         atomic_fetch_add(&r->acked, 1);
 }
@@ -273,54 +280,76 @@ static int raftrep__not_leader(struct raftrep *r, int *leader)
     return info.role == RAFTNODE_LEADER ? BZ_EUNAVAIL /* taking over */ : BZ_ENOTLEADER;
 }
 
-int raftrep_submit(struct raftrep *r, const struct trade *t, int64_t *number, int *leader,
-                   char *errmsg, size_t errlen)
+void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct trade_outcome *out)
 {
-    *leader = 0;
     if (!raftnode_is_leader(r->node)) {
-        int rv = raftrep__not_leader(r, leader);
-        snprintf(errmsg, errlen,
-                 rv == BZ_ENOTLEADER ? "replica %d is not the Raft leader"
-                                     : "replica %d is still taking over",
-                 r->id);
-        return rv;
-    }
-    /* The table holds only committed entries: a retry of one of them is answered here. */
-    struct order o;
-    int rv = orderlog_find_request(r->log, t->request_id, &o);
-    if (rv == 0) {
-        if (!trade_same(&o.trade, t)) {
-            snprintf(errmsg, errlen, "Idempotency-Key reused with a different request");
-            return BZ_EMISMATCH;
+        int leader;
+        int rv = raftrep__not_leader(r, &leader);
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (struct trade_outcome){.status = rv, .number = -1, .leader = leader};
+            snprintf(out[i].message, sizeof out[i].message,
+                     rv == BZ_ENOTLEADER ? "replica %d is not the Raft leader"
+                                         : "replica %d is still taking over",
+                     r->id);
         }
-        *number = o.number;
-        atomic_fetch_add(&r->acked, 1);
-        return 0;
+        return;
     }
-    if (rv != BZ_ENOTFOUND) {
-        snprintf(errmsg, errlen, "order log unreadable");
-        return rv;
+    struct raftrep__group g = {.pending = 0};
+    struct raftrep__wait *w = xcalloc(n ? n : 1, sizeof *w);
+    struct raftrep__wait *head = NULL, **tail = &head;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (struct trade_outcome){.status = 0, .number = -1};
+        /* The table holds only committed entries: a retry of one of them is answered here. */
+        struct order o;
+        int rv = orderlog_find_request(r->log, t[i].request_id, &o);
+        if (rv == 0 && !trade_same(&o.trade, &t[i])) {
+            out[i].status = BZ_EMISMATCH;
+            snprintf(out[i].message, sizeof out[i].message,
+                     "Idempotency-Key reused with a different request");
+        } else if (rv == 0) {
+            out[i].number = o.number;
+            atomic_fetch_add(&r->acked, 1);
+        } else if (rv != BZ_ENOTFOUND) {
+            out[i].status = rv;
+            snprintf(out[i].message, sizeof out[i].message, "order log unreadable");
+        } else {
+            w[i].group = &g;
+            w[i].trade = t[i];
+            *tail = &w[i];
+            tail = &w[i].next;
+            g.pending++;
+        }
     }
-    struct raftrep__wait w = {.trade = *t};
-    pthread_cond_init(&w.cond, NULL);
-    pthread_mutex_lock(&r->lock);
-    *r->queue_tail = &w;
-    r->queue_tail = &w.next;
-    pthread_cond_signal(&r->cond); /* the sequencer */
-    /* The sequencer answers every trade it takes within a catalog call and a proposal,
-     * each bounded by call_timeout_ms; a trade never taken is answered when leadership goes. */
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &r->lock);
-    pthread_mutex_unlock(&r->lock);
-    pthread_cond_destroy(&w.cond);
-    if (w.status) {
-        snprintf(errmsg, errlen, "%s", w.message);
-        if (w.status == BZ_ENOTLEADER)
-            raftrep__not_leader(r, leader);
-        return w.status;
+    if (g.pending) {
+        pthread_cond_init(&g.cond, NULL);
+        pthread_mutex_lock(&r->lock);
+        *r->queue_tail = head;
+        r->queue_tail = tail;
+        pthread_cond_signal(&r->cond); /* the sequencer */
+        /* The sequencer answers every trade it takes within a catalog call and a proposal,
+         * each bounded by call_timeout_ms; a trade never taken is answered when leadership
+         * goes. */
+        while (g.pending)
+            pthread_cond_wait(&g.cond, &r->lock);
+        pthread_mutex_unlock(&r->lock);
+        pthread_cond_destroy(&g.cond);
     }
-    *number = w.number;
-    return 0;
+    int leader = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!w[i].group)
+            continue; /* answered above */
+        out[i].status = w[i].status;
+        out[i].number = w[i].status ? -1 : w[i].number;
+        if (w[i].status) {
+            snprintf(out[i].message, sizeof out[i].message, "%s", w[i].message);
+            if (w[i].status == BZ_ENOTLEADER) {
+                if (leader < 0)
+                    raftrep__not_leader(r, &leader);
+                out[i].leader = leader;
+            }
+        }
+    }
+    free(w);
 }
 
 int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader)

@@ -22,9 +22,8 @@ int raftrep_start(struct raftrep **out, const struct bz_config *cfg, int id, str
                   char *errmsg, size_t errlen);
 void raftrep_stop(struct raftrep *r);
 bool raftrep_ready(struct raftrep *r, char *why, size_t whylen);
-/* *leader: on BZ_ENOTLEADER, the Raft leader's id when known (else 0). */
-int raftrep_submit(struct raftrep *r, const struct trade *t, int64_t *number, int *leader,
-                   char *errmsg, size_t errlen);
+/* Orders t[0..n-1], sequenced together; waits for every outcome (see replica_submit). */
+void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct trade_outcome *out);
 int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader);
 json_t *raftrep_state_json(struct raftrep *r);
 void raftrep_metrics(struct raftrep *r, struct strbuf *out);

@@ -44,10 +44,15 @@ struct replica__sender {
     struct replica__queued *head, **tail;
 };
 
-/* An order or query waiting for the core's answer; on the handler's stack. */
+/* Requests handed in together, waiting for all of the core's answers; on the handler's stack. */
+struct replica__group {
+    pthread_cond_t cond; /* signalled when the last answer arrives */
+    size_t pending;      /* guarded by r->lock */
+};
+
+/* An order or query waiting for the core's answer. */
 struct replica__waiter {
-    pthread_cond_t cond;
-    bool done;
+    struct replica__group *group;
     struct pb_answer answer;
 };
 
@@ -115,8 +120,8 @@ static void replica__answer(void *ctx, void *token, const struct pb_answer *answ
     (void)ctx;
     struct replica__waiter *w = token;
     w->answer = *answer;
-    w->done = true;
-    pthread_cond_signal(&w->cond);
+    if (--w->group->pending == 0)
+        pthread_cond_signal(&w->group->cond);
 }
 
 /* ---------------------------------------------------------------- calls over HTTP */
@@ -396,14 +401,15 @@ int replica_append(struct replica *r, const struct msg_append *m, json_t **reply
     return rv;
 }
 
-/* Hands a request to the core and waits for its answer (the core bounds the wait). */
-static void replica__await(struct replica *r, struct replica__waiter *w)
+/* With r->lock held, after handing requests to the core: waits for all its answers (the core bounds
+ * the wait). */
+static void replica__await(struct replica *r, struct replica__group *g)
 {
-    while (!w->done)
-        pthread_cond_wait(&w->cond, &r->lock);
+    while (g->pending)
+        pthread_cond_wait(&g->cond, &r->lock);
     replica__publish(r);
     pthread_mutex_unlock(&r->lock);
-    pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&g->cond);
 }
 
 /* The leader this replica knows of, for a 421 (0 when none, or when it is us). */
@@ -414,33 +420,45 @@ static int replica__leader_hint(struct replica *r)
     return v.leader != r->id ? v.leader : 0;
 }
 
-int replica_submit(struct replica *r, const struct trade *t, int64_t *number, int *leader,
-                   char *errmsg, size_t errlen)
+void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out)
 {
-    *leader = 0;
-    struct replica__waiter w = {.done = false};
-    clock_cond_init(&w.cond);
-    pthread_mutex_lock(&r->lock);
-    pb_submit(r->pb, t, &w);
-    replica__await(r, &w);
-    if (w.answer.status) {
-        snprintf(errmsg, errlen, "%s", w.answer.message);
-        if (w.answer.status == BZ_ENOTLEADER)
-            *leader = replica__leader_hint(r);
-        return w.answer.status;
+    struct replica__group g = {.pending = n};
+    struct replica__waiter *w = xcalloc(n ? n : 1, sizeof *w);
+    void **tokens = xcalloc(n ? n : 1, sizeof *tokens);
+    for (size_t i = 0; i < n; i++) {
+        w[i].group = &g;
+        tokens[i] = &w[i];
     }
-    *number = w.answer.number;
-    return 0;
+    clock_cond_init(&g.cond);
+    pthread_mutex_lock(&r->lock);
+    pb_submit(r->pb, t, n, tokens);
+    replica__await(r, &g);
+    int hint = -1;
+    for (size_t i = 0; i < n; i++) {
+        const struct pb_answer *a = &w[i].answer;
+        out[i] = (struct trade_outcome){.status = a->status, .number = a->status ? -1 : a->number};
+        if (a->status) {
+            snprintf(out[i].message, sizeof out[i].message, "%s", a->message);
+            if (a->status == BZ_ENOTLEADER) {
+                if (hint < 0)
+                    hint = replica__leader_hint(r);
+                out[i].leader = hint;
+            }
+        }
+    }
+    free(tokens);
+    free(w);
 }
 
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader)
 {
     *leader = 0;
-    struct replica__waiter w = {.done = false};
-    clock_cond_init(&w.cond);
+    struct replica__group g = {.pending = 1};
+    struct replica__waiter w = {.group = &g};
+    clock_cond_init(&g.cond);
     pthread_mutex_lock(&r->lock);
     pb_query(r->pb, number, &w);
-    replica__await(r, &w);
+    replica__await(r, &g);
     if (w.answer.status == 0)
         *out = w.answer.order;
     if (w.answer.status == BZ_ENOTLEADER)

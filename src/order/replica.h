@@ -40,14 +40,14 @@ bool replica_ready(struct replica *r, char *why, size_t whylen);
 int replica_notice(struct replica *r, const struct msg_notice *m);
 
 /*
- * The leader path for one order. On 0, *number is its transaction number.
- * Errors: BZ_ENOTLEADER, BZ_EUNAVAIL (promoting, or quorum not reached in
- * time: outcome unknown, retry with the same request id), BZ_EUPSTREAM /
+ * The leader path for orders t[0..n-1], handed to the core together; waits
+ * for every outcome. out[i].status is 0 (with its transaction number) or
+ * BZ_ENOTLEADER, BZ_EUNAVAIL (promoting, or quorum not reached in time:
+ * outcome unknown, retry with the same request id), BZ_EUPSTREAM /
  * BZ_ETIMEDOUT (catalog unreachable), BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH
- * from the catalog or the dedupe check; errmsg says more.
+ * from the catalog or the dedupe check, with a message.
  */
-int replica_submit(struct replica *r, const struct trade *t, int64_t *number, int *leader,
-                   char *errmsg, size_t errlen);
+void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out);
 
 /* An order by number, answered by the leader only. 0, BZ_ENOTLEADER, BZ_ENOTFOUND. */
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader);

@@ -191,7 +191,28 @@ TRADE_BASE = {"request_id": "hostile-1", "name": "GameStart", "type": "buy", "qu
 CATALOG_CASES = PARSER_CASES + internal_body_cases("/trade", TRADE_BASE) + [
     case("lookup bad name on catalog", req(path=b"/stocks/Game%00Start"), json_error=True),
 ]
-ORDER_CASES = PARSER_CASES + internal_body_cases("/orders", TRADE_BASE) + [
+def batch_of(*orders):
+    return json.dumps({"orders": list(orders)}).encode()
+
+
+# The envelope of POST /orders/batch: refused whole (its orders' own errors are per order).
+ORDER_BATCH_CASES = [
+    case("batch malformed JSON", internal_post("/orders/batch", b'{"orders":['), json_error=True),
+    case("batch not an object", internal_post("/orders/batch", b'[1]'), json_error=True),
+    case("batch orders missing", internal_post("/orders/batch", b'{}'), json_error=True),
+    case("batch orders not an array", internal_post("/orders/batch", b'{"orders":{}}'),
+         json_error=True),
+    case("batch orders empty", internal_post("/orders/batch", batch_of()), json_error=True),
+    case("batch over 256 orders", internal_post("/orders/batch", batch_of(*[TRADE_BASE] * 257)),
+         json_error=True),
+    case("batch extra member", internal_post("/orders/batch", json.dumps(
+        {"orders": [TRADE_BASE], "x": 1}).encode()), json_error=True),
+    case("batch without the secret", post_order(batch_of(TRADE_BASE), path=b"/orders/batch"),
+         json_error=True),
+    case("batch body over 128 KiB", internal_post("/orders/batch", b'{"orders":[' +
+                                                  b" " * (256 * 512) + b"]}"), json_error=True),
+]
+ORDER_CASES = PARSER_CASES + internal_body_cases("/orders", TRADE_BASE) + ORDER_BATCH_CASES + [
     case("order number negative", req(path=b"/orders/-1", headers=(SECRET,)), json_error=True),
     case("order number overflow", req(path=b"/orders/99999999999999999999999", headers=(SECRET,)),
          json_error=True),
@@ -267,6 +288,34 @@ class TestBadInput(bazaar.ClusterTestCase):
 
     def test_order_replica_hostile_requests(self):
         self.run_cases("order1", ORDER_CASES)
+
+    def test_order_batch_answers_each_order_as_post_orders_would(self):
+        """POST /orders/batch (front-end -> leader): each order validated, deduplicated and
+        answered on its own, in the request's order; a bad order changes nothing."""
+        url = self.cluster.url("order1", "/orders/batch")
+        headers = {"X-Bazaar-Secret": bazaar.DEFAULT_SECRET}
+        before = bazaar.db_quantities(self.cluster)["GameStart"]
+        first = dict(TRADE_BASE, request_id="batch-1", quantity=2)
+        orders = [first, dict(first, request_id="batch-2", quantity=0), first,
+                  dict(first, request_id="batch-3", type="sell", quantity=1),
+                  dict(first, quantity=3)]
+        reply = bazaar.post(url, batch_of(*orders), headers=headers)
+        self.assertEqual(reply.status, 200, reply.body[:300])
+        results = json.loads(reply.body)["data"]["results"]
+        self.assertEqual([r["status"] for r in results], [200, 400, 200, 200, 422], results)
+        self.assertEqual(results[0]["reply"], results[2]["reply"])  # one request id, one order
+        self.assertEqual(results[1]["reply"]["error"]["code"], 400)
+        self.assertEqual(results[4]["reply"]["error"]["code"], 422)  # the id with another trade
+        numbers = [results[i]["reply"]["data"]["transaction_number"] for i in (0, 3)]
+        self.assertEqual(numbers[1], numbers[0] + 1)
+        self.assertEqual(bazaar.db_quantities(self.cluster)["GameStart"], before - 2 + 1)
+        # Every answered order is what GET /orders/{n} serves, and a retry gets the same answer.
+        again = bazaar.post(url, batch_of(orders[3], first), headers=headers)
+        self.assertEqual([r["reply"] for r in json.loads(again.body)["data"]["results"]],
+                         [results[3]["reply"], results[0]["reply"]])
+        query = bazaar.get(self.cluster.url("order1", f"/orders/{numbers[1]}"), headers=headers)
+        self.assertEqual(json.loads(query.body)["data"]["type"], "sell")
+        self.assertEqual(bazaar.db_quantities(self.cluster)["GameStart"], before - 2 + 1)
 
     def test_body_size_boundary(self):
         """4096 bytes is allowed (SPEC: over 4 KiB is 413); 4097 is not."""

@@ -6,7 +6,9 @@
     retrying it;
   - numbers follow the catalog's execution order and a 409 takes no number;
   - GET /orders/{n} never answers an entry that is not on a write quorum;
-  - after a 409 the client's next lookup is not older than what the 409 showed.
+  - after a 409 the client's next lookup is not older than what the 409 showed;
+  - concurrent orders share calls to the leader (POST /orders/batch) and each client gets the
+    number of its own order.
 
     BAZAAR_BIN_DIR=build/bin python3 tests/integration/test_ledger.py [-v]
 """
@@ -16,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -132,6 +135,50 @@ class NumberingTest(LedgerTestCase):
             qty += q if kind == "sell" else -q
             self.assertGreaterEqual(qty, 0, f"replay below zero at #{number}")
         self.assertEqual(qty, self.quantity("Alpha"))
+
+
+class OrderBatchesTest(LedgerTestCase):
+    def test_concurrent_orders_share_calls_and_get_their_own_numbers(self):
+        """48 clients at once, each with a quantity of its own: every reply's number is that
+        client's order, and the front-end carried them in fewer calls than orders."""
+        c = self.cluster
+        for name in ("Alpha", "Beta"):  # room for 2 x 24 sells of 1..24 shares
+            self.assertEqual(self.order(name, "buy", 10).status, 200)
+        calls0 = c.metric("bazaar_frontend_order_batches_total")
+        carried0 = c.metric("bazaar_frontend_order_batched_total")
+        clients, rounds = 48, 3
+        start = threading.Barrier(clients)
+        replies, failures = {}, []
+
+        def client(k):
+            name, qty = ("Alpha", "Beta")[k % 2], k // 2 + 1
+            for r in range(rounds):
+                start.wait(timeout=bazaar.scaled(30))
+                kind = "sell" if r % 2 == 0 else "buy"
+                reply = self.order(name, kind, qty)
+                if reply.status != 200:
+                    failures.append((k, r, reply.status, reply.body[:200]))
+                    continue
+                replies[(k, r)] = (reply.json["data"]["transaction_number"], name, kind, qty)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=bazaar.scaled(120))
+        self.assertEqual(failures, [])
+        self.assertEqual(len(replies), clients * rounds)
+        numbers = [n for n, *_ in replies.values()]
+        self.assertEqual(len(set(numbers)), len(numbers), "a number answered twice")
+        wait_replicas_idle(c)
+        log_of = {o["number"]: (o["name"], o["type"], o["quantity"]) for o in db_orders(c, 1)}
+        for (k, r), (number, name, kind, qty) in replies.items():
+            self.assertEqual(log_of.get(number), (name, kind, qty), f"client {k} round {r}")
+        carried = c.metric("bazaar_frontend_order_batched_total") - carried0
+        calls = c.metric("bazaar_frontend_order_batches_total") - calls0
+        log(f"{clients * rounds} orders in {calls:.0f} calls")
+        self.assertEqual(carried, clients * rounds)  # no call failed, so none carried twice
+        self.assertLess(calls, carried)
 
 
 @bazaar.skip_unless_mode("primary-backup", "in raft mode the table holds only applied entries, "

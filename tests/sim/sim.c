@@ -1007,8 +1007,10 @@ static void sim_step(struct sim *s)
             break;
         if (op->is_query)
             pb_query(n->pb, op->number, (void *)(uintptr_t)ev.op);
-        else
-            pb_submit(n->pb, &op->trade, (void *)(uintptr_t)ev.op);
+        else {
+            void *token = (void *)(uintptr_t)ev.op;
+            pb_submit(n->pb, &op->trade, 1, &token);
+        }
         sim_check_leader(s, n);
         break;
     }
@@ -1129,14 +1131,15 @@ static void sim_final_checks(struct sim *s)
     struct orderlog_state ls;
     orderlog_state(s->nodes[leader].log, &ls);
     /* The log is the catalog's whole journal: no trade left out. */
-    struct order *journal = xcalloc(MSG_MAX_ENTRIES, sizeof *journal);
+    struct order *journal = NULL;
     size_t nj = 0;
     int64_t end = 0;
     char msg[200];
     int64_t qty[SIM_STOCKS];
     memcpy(qty, s->initial, sizeof qty);
     for (int64_t from = 0;; from += (int64_t)nj) {
-        if (stockdb_journal(s->catalog, from, MSG_MAX_ENTRIES, journal, &nj, &end, msg,
+        free(journal);
+        if (stockdb_journal(s->catalog, from, MSG_MAX_ENTRIES, &journal, &nj, &end, msg,
                             sizeof msg) != 0) {
             sim_fail(s, "journal from %" PRId64 ": %s", from, msg);
             break;
