@@ -31,8 +31,14 @@ static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint6
         }
         m.prev_epoch = prev.epoch;
     }
-    m.entries = xcalloc(PB_APPEND_BATCH, sizeof *m.entries);
-    if (pb->st.read(pb->st.ctx, p->next, PB_APPEND_BATCH, m.entries, &m.n) != 0) {
+    /* As many as the log holds past next (none: a heartbeat), at most a batch. */
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    size_t max = st.last >= p->next ? (size_t)(st.last - p->next + 1) : 0;
+    if (max > PB_APPEND_BATCH)
+        max = PB_APPEND_BATCH;
+    m.entries = xcalloc(max ? max : 1, sizeof *m.entries);
+    if (max && pb->st.read(pb->st.ctx, p->next, max, m.entries, &m.n) != 0) {
         free(m.entries);
         pb__break(pb, "reading the log", BZ_EIO);
         return;
