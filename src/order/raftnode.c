@@ -47,6 +47,7 @@ struct raftnode__req {
     void *arg;
     struct raft_buffer *bufs; /* PROPOSE: encoded pages, raft_malloc'ed */
     unsigned nbufs;
+    int64_t from, last;              /* PROPOSE: the journal numbers the pages hold */
     struct raftnode__waiter *waiter; /* STATUS */
 };
 
@@ -88,11 +89,13 @@ struct raftnode {
 
     /* Node thread only. */
     unsigned heartbeat_ms;
-    bool target_known;      /* an AppendEntries has been received since start */
-    raft_time target_since; /* when the first one arrived (raft_io time) */
-    raft_index target;      /* highest leader commit index received: what "caught up" means */
-    bool caught_up;         /* sticky */
-    raft_term ready_term;   /* term whose leader barrier is applied here */
+    bool target_known;       /* an AppendEntries has been received since start */
+    raft_time target_since;  /* when the first one arrived (raft_io time) */
+    raft_index target;       /* highest leader commit index received: what "caught up" means */
+    bool caught_up;          /* sticky */
+    raft_term ready_term;    /* term whose leader barrier is applied here */
+    raft_term proposed_term; /* the term of proposed_last */
+    int64_t proposed_last;   /* last number of the last page appended as leader in it */
     bool barrier_inflight;
     bool closing;
 };
@@ -464,19 +467,44 @@ static void raftnode__apply_cb(struct raft_apply *req, int status, void *result)
     free(a);
 }
 
+/*
+ * The gap guard (docs/design.md, "Raft mode"): a page is appended only right after what this
+ * log already orders before it, namely the last page this leader appended in its current term
+ * (which precedes it in the same leader's log) or, when none, the entries applied here (which
+ * precede it in any log). A page starting past both would be applied after a gap once an
+ * earlier page failed; it is refused instead, and the proposer starts again from the table.
+ */
+static bool raftnode__follows(struct raftnode *n, int64_t from)
+{
+    struct orderlog_state st;
+    orderlog_state(n->log, &st);
+    int64_t last = st.last;
+    if (n->proposed_term == n->raft.current_term && n->proposed_last > last)
+        last = n->proposed_last;
+    return from <= last + 1;
+}
+
 static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
 {
     struct raftnode__group *g = xcalloc(1, sizeof *g);
     g->cb = q->cb;
     g->arg = q->arg;
     g->pending = q->nbufs;
+    int refused = n->closing                            ? RAFT_SHUTDOWN
+                  : raft_state(&n->raft) != RAFT_LEADER ? RAFT_NOTLEADER
+                  : !raftnode__follows(n, q->from)      ? RAFT_CANCELED
+                                                        : 0;
+    if (refused == RAFT_CANCELED)
+        LOG_INFO("raft: page from #%lld refused: an earlier page of the term was not appended",
+                 (long long)q->from);
+    unsigned appended = 0;
     for (unsigned i = 0; i < q->nbufs; i++) {
         raftcodec_page_set_epoch(q->bufs[i].base, q->bufs[i].len, n->raft.current_term);
         struct raftnode__apply *a = xcalloc(1, sizeof *a);
         a->req.data = a;
         a->group = g;
-        int rv = n->closing ? RAFT_SHUTDOWN
-                            : raft_apply(&n->raft, &a->req, &q->bufs[i], 1, raftnode__apply_cb);
+        int rv =
+            refused ? refused : raft_apply(&n->raft, &a->req, &q->bufs[i], 1, raftnode__apply_cb);
         if (rv) {
             /* Nothing from page i on was appended: free those pages and finish the group. */
             free(a);
@@ -485,6 +513,12 @@ static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
             raftnode__group_done(g, raftnode__status(rv), q->nbufs - i);
             break;
         }
+        appended++;
+    }
+    if (appended > 0) {
+        int64_t last = q->from + (int64_t)appended * RAFTCODEC_PAGE_MAX - 1;
+        n->proposed_term = n->raft.current_term;
+        n->proposed_last = last < q->last ? last : q->last;
     }
     free(q->bufs);
     q->bufs = NULL;
@@ -616,6 +650,8 @@ int raftnode_propose(struct raftnode *node, const struct order *entries, size_t 
     q->cb = cb;
     q->arg = arg;
     q->bufs = xcalloc(npages, sizeof *q->bufs);
+    q->from = entries[0].number;
+    q->last = entries[n - 1].number;
     int rv = 0;
     for (size_t i = 0; i < npages && rv == 0; i++) {
         const struct order *page = entries + i * RAFTCODEC_PAGE_MAX;

@@ -78,7 +78,11 @@ void raftnode_stop(struct raftnode *node);
  * writes entries submitted together in one batch, so concurrent proposals
  * share an fsync: group commit). The entries are copied before return.
  * cb(arg, status) runs once, when every page is applied here or the first
- * fails. 0 when queued (cb will run); BZ_EINVAL for entries that cannot form
+ * fails. Several proposals may be in flight; they are appended in call
+ * order. A proposal whose first number is more than one past both the table's
+ * last and the last number this leader appended in its term is refused
+ * (BZ_EUNAVAIL through cb): it would follow a page that failed (the gap
+ * guard, docs/design.md). 0 when queued (cb will run); BZ_EINVAL for entries that cannot form
  * a page, BZ_EUNAVAIL once raftnode_stop has begun (cb will not run).
  */
 int raftnode_propose(struct raftnode *node, const struct order *entries, size_t n,

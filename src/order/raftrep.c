@@ -27,6 +27,7 @@
 
 #define RAFTREP__IDLE_SYNC_MS 500 /* an idle leader still reads the catalog's journal */
 #define RAFTREP__RETRY_MS     100
+#define RAFTREP__PROPOSALS    4 /* journal pages proposed and not yet applied, at most */
 
 /* Trades submitted together, waiting for all their answers; on the submitting thread's stack. */
 struct raftrep__group {
@@ -51,10 +52,13 @@ struct raftrep {
     struct orderlog *log;
     struct raftnode *node;
 
-    pthread_mutex_t lock; /* the queue and the waiters */
-    pthread_cond_t cond;  /* the sequencer's: a trade queued, stopping */
+    pthread_mutex_t lock; /* the queue, the waiters and the two fields below */
+    pthread_cond_t cond;  /* the sequencer's: a trade queued, a proposal done, stopping */
     struct raftrep__wait *queue, **queue_tail;
     bool stopping;
+    int proposals;                    /* in flight (raftrep__proposal) */
+    struct raftrep__proposal *newest; /* the last one proposed, while in flight */
+    bool cursor_stale;                /* a proposal failed: re-read the cursor from the table */
     pthread_t sequencer;
 
     atomic_uint_fast64_t batches, acked, journal_entries, failed_proposals;
@@ -74,8 +78,80 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
 }
 
 /*
- * One exchange and its proposal. `batch` may be empty (a journal read).
- * Returns 0, or the failure every trade of the batch was answered with.
+ * A journal page proposed to Raft and not yet applied, with the trades its
+ * application answers: those numbered in it, and those numbered in a page
+ * proposed before it (Raft applies entries in order, so this one's
+ * application implies theirs).
+ */
+struct raftrep__proposal {
+    struct raftrep *r;
+    int64_t from, end; /* journal numbers [from, end) */
+    size_t n, cap;     /* guarded by raftrep.lock once proposed */
+    struct raftrep__wait **waiting;
+    int64_t *numbers;
+};
+
+static void raftrep__proposal_add(struct raftrep__proposal *p, struct raftrep__wait *w,
+                                  int64_t number)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 16;
+        p->waiting = xrealloc(p->waiting, p->cap * sizeof *p->waiting);
+        p->numbers = xrealloc(p->numbers, p->cap * sizeof *p->numbers);
+    }
+    p->waiting[p->n] = w;
+    p->numbers[p->n++] = number;
+}
+
+static void raftrep__proposal_free(struct raftrep__proposal *p)
+{
+    free(p->waiting);
+    free(p->numbers);
+    free(p);
+}
+
+static int64_t raftrep__applied_last(struct raftrep *r)
+{
+    struct orderlog_state st;
+    orderlog_state(r->log, &st);
+    return st.last;
+}
+
+/* Raft's verdict on a proposal (on the node's thread). */
+static void raftrep__proposed(void *arg, int status)
+{
+    struct raftrep__proposal *p = arg;
+    struct raftrep *r = p->r;
+    if (status == 0) {
+        atomic_fetch_add(&r->journal_entries, (uint64_t)(p->end - p->from));
+    } else {
+        atomic_fetch_add(&r->failed_proposals, 1);
+        LOG_WARN("proposing journal %lld..%lld: %s", (long long)p->from, (long long)(p->end - 1),
+                 bz_strerror(status));
+    }
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < p->n; i++)
+        if (status == 0)
+            raftrep__answer(r, p->waiting[i], 0, p->numbers[i], NULL);
+        else
+            raftrep__answer(r, p->waiting[i], BZ_EUNAVAIL, -1,
+                            "the Raft proposal failed: outcome unknown, retry");
+    if (status)
+        r->cursor_stale = true;
+    if (r->newest == p)
+        r->newest = NULL;
+    r->proposals--;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    raftrep__proposal_free(p);
+}
+
+/*
+ * One exchange and its proposal, which runs on while the sequencer goes on
+ * (docs/design.md, "Raft mode: the sequencer's pipeline"). `batch` may be
+ * empty (a journal read). `last` is the newest proposal still in flight, or
+ * NULL. Returns 0, 1 (more journal to read) or the failure every trade of the
+ * batch was answered with.
  */
 static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__wait **batch,
                              size_t n, int64_t *next_cursor)
@@ -101,35 +177,48 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
         return rv;
     }
     *next_cursor = cursor;
+    struct raftrep__proposal *p = NULL;
     if (x.njournal > 0) {
-        rv = raftnode_propose_wait(r->node, x.journal, x.njournal,
-                                   (unsigned)r->cfg->call_timeout_ms);
-        if (rv == 0) {
-            *next_cursor = cursor + (int64_t)x.njournal;
-            atomic_fetch_add(&r->journal_entries, x.njournal);
-        } else {
-            atomic_fetch_add(&r->failed_proposals, 1);
-            LOG_WARN("proposing journal %lld..%lld: %s", (long long)cursor,
-                     (long long)(cursor + (int64_t)x.njournal - 1), bz_strerror(rv));
-        }
+        p = xcalloc(1, sizeof *p);
+        p->r = r;
+        p->from = cursor;
+        p->end = cursor + (int64_t)x.njournal;
     }
     pthread_mutex_lock(&r->lock);
+    int64_t end = p ? p->end : cursor;
     for (size_t i = 0; i < n; i++) {
         const struct msg_exec_result *res = &x.results[i];
-        if (res->code != 200)
+        if (res->code != 200) {
             raftrep__answer(r, batch[i], msg_exec_refusal(res->code), -1, res->message);
-        else if (rv)
-            raftrep__answer(r, batch[i], BZ_EUNAVAIL, -1,
-                            "the Raft proposal failed: outcome unknown, retry");
-        else if (res->number < *next_cursor)
+        } else if (res->number < end && p) {
+            raftrep__proposal_add(p, batch[i], res->number);
+        } else if (res->number < end && r->newest) {
+            /* A repeat of an order in a page still in flight: answered with the newest. */
+            raftrep__proposal_add(r->newest, batch[i], res->number);
+        } else if (res->number < end && res->number <= raftrep__applied_last(r)) {
+            /* A repeat of an order in a page already applied. */
             raftrep__answer(r, batch[i], 0, res->number, NULL);
-        else {
+        } else {
             /* Past this page (the journal had more than a page ahead): next exchange. */
             batch[i]->taken = false;
             batch[i]->next = r->queue;
             r->queue = batch[i];
             if (!batch[i]->next)
                 r->queue_tail = &batch[i]->next;
+        }
+    }
+    if (p) {
+        rv = raftnode_propose(r->node, x.journal, x.njournal, raftrep__proposed, p);
+        if (rv == 0) {
+            r->proposals++;
+            r->newest = p;
+            *next_cursor = p->end;
+        } else {
+            atomic_fetch_add(&r->failed_proposals, 1);
+            for (size_t i = 0; i < p->n; i++)
+                raftrep__answer(r, p->waiting[i], BZ_EUNAVAIL, -1,
+                                "the Raft proposal failed: outcome unknown, retry");
+            raftrep__proposal_free(p);
         }
     }
     pthread_mutex_unlock(&r->lock);
@@ -171,8 +260,18 @@ static void *raftrep__sequencer_main(void *arg)
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
             continue;
         }
-        if (!cursor_valid || cursor_term != info.term) {
-            /* A new term (or a failed proposal): the table's end, after our barrier. */
+        if (r->proposals >= RAFTREP__PROPOSALS ||
+            (r->proposals > 0 && (r->cursor_stale || cursor_term != info.term))) {
+            /* The pipeline is full, or the cursor must be re-read once it is empty. */
+            struct timespec ts;
+            clock_deadline(&ts, 50);
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+            continue;
+        }
+        if (!cursor_valid || r->cursor_stale || cursor_term != info.term) {
+            /* A new term, or a failed proposal: the table's end (after our barrier, and with
+             * no proposal of ours in flight). */
+            r->cursor_stale = false;
             struct orderlog_state st;
             orderlog_state(r->log, &st);
             cursor = st.last + 1;
@@ -208,6 +307,10 @@ static void *raftrep__sequencer_main(void *arg)
     for (struct raftrep__wait *w = r->queue; w; w = w->next)
         raftrep__answer(r, w, BZ_EUNAVAIL, -1, "replica shutting down");
     r->queue = NULL;
+    /* Proposals in flight end with a verdict (applied, or failed when leadership goes), which
+     * needs the node: it stops only after this thread. */
+    while (r->proposals > 0)
+        pthread_cond_wait(&r->cond, &r->lock);
     pthread_mutex_unlock(&r->lock);
     free(batch);
     return NULL;

@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -812,6 +813,26 @@ static struct order *uv_journal(int64_t first, size_t n)
     return e;
 }
 
+/* The verdict of an asynchronous proposal. */
+struct uv_verdict {
+    atomic_int done, status;
+};
+
+static void uv_verdict_cb(void *arg, int status)
+{
+    struct uv_verdict *v = arg;
+    atomic_store(&v->status, status);
+    atomic_store(&v->done, 1);
+}
+
+static int uv_verdict_wait(struct uv_verdict *v)
+{
+    uint64_t until = clock_now_ms() + 5000;
+    while (!atomic_load(&v->done) && clock_now_ms() < until)
+        usleep(500);
+    return atomic_load(&v->done) ? atomic_load(&v->status) : BZ_ETIMEDOUT;
+}
+
 static void test_node_cluster(void **state)
 {
     struct uvcluster *u = *state;
@@ -862,6 +883,26 @@ static void test_node_cluster(void **state)
     assert_int_equal(info.leader_id, l + 1);
     assert_true(info.ready);
     assert_false(info.leader_ready);
+
+    /* Pipelined pages (the sequencer's): proposed back to back, applied in order. */
+    e = uv_journal(2500, 20);
+    struct uv_verdict v1 = {0}, v2 = {0};
+    assert_int_equal(raftnode_propose(u->nodes[l], e, 10, uv_verdict_cb, &v1), 0);
+    assert_int_equal(raftnode_propose(u->nodes[l], e + 10, 10, uv_verdict_cb, &v2), 0);
+    assert_int_equal(uv_verdict_wait(&v1), 0);
+    assert_int_equal(uv_verdict_wait(&v2), 0);
+    free(e);
+    orderlog_state(u->logs[l], &st);
+    assert_int_equal(st.last, 2519);
+    /* The gap guard: a page that would follow one never appended (2520..2529) is refused, and
+     * the state machine goes on (it would stop at a gap). */
+    e = uv_journal(2530, 5);
+    assert_int_equal(raftnode_propose_wait(u->nodes[l], e, 5, 5000), BZ_EUNAVAIL);
+    free(e);
+    orderlog_state(u->logs[l], &st);
+    assert_int_equal(st.last, 2519);
+    raftnode_info(u->nodes[l], &info);
+    assert_false(info.fsm_failed);
 
     /* A follower stops; 40 more pages (past the snapshot threshold of 16) commit without it. */
     uv_close_node(u, f);
