@@ -582,12 +582,19 @@ static bool frontend__page(void *svc, const struct http_request *req, struct htt
 
 /* ---------------------------------------------------------------- orders */
 
-/* Turns a leader reply into ours: data passes through, errors keep status and message. */
-static void frontend__relay(struct http_response *resp, struct http_reply *reply)
+/*
+ * Turns a leader reply into ours: data passes through, errors keep status and message.
+ * `number` (may be NULL) receives the data's transaction_number, -1 when it has none.
+ */
+static void frontend__relay(struct http_response *resp, struct http_reply *reply, int64_t *number)
 {
     char msg[200];
     int err;
     json_t *data = http_reply_data_json(reply, &err, msg, sizeof msg);
+    if (number) {
+        json_t *n = json_object_get(data, "transaction_number");
+        *number = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+    }
     if (data) {
         http_reply_data(resp, data);
     } else if (reply->status == 502 || reply->status == 504) {
@@ -646,15 +653,11 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
         frontend__unavailable(resp, "no order replica can take the order now");
         return;
     }
-    frontend__relay(resp, &reply);
+    int64_t number;
+    frontend__relay(resp, &reply, &number);
     http_reply_free(&reply);
-    if (resp->status == 200) {
-        json_t *ack = json_loadb(resp->body.data, resp->body.len, 0, NULL);
-        json_int_t number = -1;
-        if (ack && json_unpack(ack, "{s:{s:I}}", "data", "transaction_number", &number) == 0)
-            frontend__recent_add(fe, &t, (int64_t)number);
-        json_decref(ack);
-    }
+    if (resp->status == 200 && number >= 0)
+        frontend__recent_add(fe, &t, number);
 }
 
 /*
@@ -708,7 +711,7 @@ static void frontend__query(void *svc, const struct http_request *req, struct ht
         frontend__unavailable(resp, "no order replica can answer now");
         return;
     }
-    frontend__relay(resp, &reply);
+    frontend__relay(resp, &reply, NULL);
     if (fe->orders && reply.status == 200 && resp->status == 200)
         cache_fill_end(fe->orders, key, token, resp->body.data, resp->body.len, 0, clock_now_ms());
     http_reply_free(&reply);

@@ -114,6 +114,7 @@ void pb__set_role(struct pb *pb, enum pb_role role)
         /* Whatever waited on this leadership has an unknown outcome now. */
         pb__fail_all_waits(pb, BZ_EUNAVAIL, "leadership moved: outcome unknown, retry");
         pb->exec_call = 0; /* a late catalog reply is ignored; its journal comes back later */
+        pb->exec_next = -1;
     }
     pb->leader_since_ms = pb__now(pb);
     if (role == PB_LEADER) {
@@ -298,6 +299,7 @@ struct pb *pb_new(const struct pb_config *cfg, const struct pb_io *io, const str
 {
     struct pb *pb = xcalloc(1, sizeof *pb);
     pb->cfg = *cfg;
+    pb->exec_next = -1;
     pb->io = *io;
     pb->st = *store;
     pb->role = PB_STARTING;

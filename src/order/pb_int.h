@@ -80,6 +80,7 @@ struct pb {
     size_t batch_n;
     uint64_t exec_call; /* id of the catalog call in flight, 0 when none */
     uint64_t exec_epoch;
+    int64_t exec_next; /* where the next exchange reads the journal from, -1: the log's end + 1 */
     uint64_t last_exec_ms, exec_retry_at_ms;
     bool sync_needed; /* the journal may hold entries past our log */
     bool catalog_ok;  /* the last exchange or probe reached the catalog */

@@ -175,7 +175,7 @@ static void pb__sequencer(struct pb *pb, uint64_t now)
     struct orderlog_state st;
     pb->st.state(pb->st.ctx, &st);
     struct pb_call *c = pb__call_new(pb, PB_CALL_EXECUTE, -1, pb->cfg.call_timeout_ms);
-    c->exec.from = st.last + 1;
+    c->exec.from = pb->exec_next > st.last ? pb->exec_next : st.last + 1;
     c->exec.committed = pb->commit + 1;
     c->exec.n = n;
     c->exec.trades = xcalloc(n ? n : 1, sizeof *c->exec.trades);
@@ -209,6 +209,7 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
                      PB_RETRY_MS);
         pb->catalog_ok = false;
         pb->sync_needed = true;
+        pb->exec_next = -1;
         pb->exec_retry_at_ms = now + PB_RETRY_MS;
         pb__fail_batch(pb, reply->err == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, msg);
         return;
@@ -217,25 +218,9 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
         LOG_INFO("catalog reachable again");
     pb->catalog_ok = true;
     struct msg_exec_reply *x = &reply->exec;
-    if (x->njournal > 0) {
-        for (size_t i = 0; i < x->njournal; i++)
-            x->journal[i].epoch = pb->epoch;
-        pb__pipeline_push(pb, x->journal, x->njournal, call->exec.from, now);
-        int rv = pb->st.apply(pb->st.ctx, x->journal, x->njournal, INT64_MAX, pb->epoch);
-        if (rv) {
-            LOG_ERROR("appending journal %lld..%lld: %s", (long long)call->exec.from,
-                      (long long)(call->exec.from + (int64_t)x->njournal - 1), bz_strerror(rv));
-            pb__fail_batch(pb, BZ_EIO, "order log write failed: outcome unknown, retry");
-            if (rv == BZ_EIO)
-                pb__break(pb, "appending to the log", rv);
-            return;
-        }
-        atomic_fetch_add(&pb->journal_synced, x->njournal);
-        if (pb->batch_n == 0)
-            LOG_INFO("logged %zu trades from the catalog's journal: %lld..%lld", x->njournal,
-                     (long long)call->exec.from,
-                     (long long)(call->exec.from + (int64_t)x->njournal - 1));
-    }
+    for (size_t i = 0; i < x->njournal; i++)
+        x->journal[i].epoch = pb->epoch;
+    pb__pipeline_push(pb, x->journal, x->njournal, call->exec.from, now);
     pb->sync_needed = x->end > call->exec.from + (int64_t)x->njournal;
     for (size_t i = 0; i < pb->batch_n; i++) {
         struct pb_wait *w = pb->batch[i];
@@ -250,7 +235,33 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
         w->next = pb->committing;
         pb->committing = w;
     }
+    size_t batch_n = pb->batch_n;
     pb->batch_n = 0;
+    /* The next exchange starts now, before our own write of this page: the catalog executes
+     * the next batch while we write (docs/design.md, "The leader's own write"). */
+    pb->exec_next = call->exec.from + (int64_t)x->njournal;
+    pb__sequencer(pb, now);
+    if (x->njournal > 0) {
+        int rv = pb->st.apply(pb->st.ctx, x->journal, x->njournal, INT64_MAX, pb->epoch);
+        if (rv) {
+            LOG_ERROR("appending journal %lld..%lld: %s", (long long)call->exec.from,
+                      (long long)(call->exec.from + (int64_t)x->njournal - 1), bz_strerror(rv));
+            /* The exchange begun above reads past a page we do not hold: drop it, and start
+             * again from our log's end. Its orders' outcome is unknown. */
+            pb->exec_call = 0;
+            pb->exec_next = -1;
+            pb->sync_needed = true;
+            pb__fail_batch(pb, BZ_EIO, "order log write failed: outcome unknown, retry");
+            if (rv == BZ_EIO)
+                pb__break(pb, "appending to the log", rv);
+            return;
+        }
+        atomic_fetch_add(&pb->journal_synced, x->njournal);
+        if (batch_n == 0)
+            LOG_INFO("logged %zu trades from the catalog's journal: %lld..%lld", x->njournal,
+                     (long long)call->exec.from,
+                     (long long)(call->exec.from + (int64_t)x->njournal - 1));
+    }
     pb__advance_commit(pb);
 }
 

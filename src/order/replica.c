@@ -3,8 +3,10 @@
  * threads, libcurl and SQLite around the protocol logic.
  *
  * One mutex serialises every call into the core. A loop thread runs its
- * timers; one sender thread per peer (and one for the catalog) performs the
- * calls the core starts, in order, and hands each reply back. A sender's
+ * timers; one sender thread per peer performs the calls the core starts, in
+ * order, and hands each reply back. The catalog has two: the core starts the
+ * next exchange before it writes the page the last one returned, and the
+ * second thread performs it while the first is still in that write. A sender's
  * queue has its own lock, so a call the core starts goes out at once even
  * while the core still holds its mutex for an fsync: the leader's own write
  * overlaps its followers' (docs/design.md, "The leader's own write"). HTTP handler
@@ -32,12 +34,14 @@ struct replica__queued {
     struct replica__queued *next;
 };
 
-/* Performs one target's calls in order (a peer, or the catalog). */
+#define REPLICA__CATALOG_THREADS 2
+
+/* Performs one target's calls (a peer's in order, or the catalog's). */
 struct replica__sender {
     struct replica *r;
     char url[CONFIG_ADDR_MAX + 16]; /* http://host:port */
-    pthread_t thread;
-    bool started;
+    pthread_t threads[REPLICA__CATALOG_THREADS];
+    int nthreads, started;
     pthread_mutex_t qlock; /* the queue and `stop`; taken after r->lock, never before */
     pthread_cond_t cond;   /* guarded by qlock */
     bool stop;
@@ -270,7 +274,7 @@ static void replica__stop_senders(struct replica *r)
         struct replica__sender *s = &r->senders[i];
         pthread_mutex_lock(&s->qlock);
         s->stop = true;
-        pthread_cond_signal(&s->cond);
+        pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->qlock);
     }
 }
@@ -330,8 +334,11 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
 
     int rv = 0;
     for (int i = 0; i < r->nsenders && rv == 0; i++) {
-        rv = pthread_create(&r->senders[i].thread, NULL, replica__sender_main, &r->senders[i]);
-        r->senders[i].started = rv == 0;
+        struct replica__sender *s = &r->senders[i];
+        s->nthreads = i == r->nsenders - 1 ? REPLICA__CATALOG_THREADS : 1;
+        for (int k = 0; k < s->nthreads && rv == 0; k++)
+            if ((rv = pthread_create(&s->threads[k], NULL, replica__sender_main, s)) == 0)
+                s->started++;
     }
     if (rv == 0)
         rv = pthread_create(&r->loop, NULL, replica__loop_main, r);
@@ -342,8 +349,8 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
         pthread_mutex_unlock(&r->lock);
         replica__stop_senders(r);
         for (int i = 0; i < r->nsenders; i++)
-            if (r->senders[i].started)
-                pthread_join(r->senders[i].thread, NULL);
+            for (int k = 0; k < r->senders[i].started; k++)
+                pthread_join(r->senders[i].threads[k], NULL);
         pb_free(r->pb);
         replica__destroy(r);
         return BZ_EINTERNAL;
@@ -363,7 +370,8 @@ void replica_stop(struct replica *r)
     replica__stop_senders(r);
     pthread_join(r->loop, NULL);
     for (int i = 0; i < r->nsenders; i++)
-        pthread_join(r->senders[i].thread, NULL);
+        for (int k = 0; k < r->senders[i].started; k++)
+            pthread_join(r->senders[i].threads[k], NULL);
     pthread_mutex_lock(&r->lock);
     pb_free(r->pb); /* answers any request still waiting */
     pthread_mutex_unlock(&r->lock);
