@@ -17,22 +17,27 @@
 #include "error.h"
 #include "msg.h"
 
-/* One order waiting for its reply; on its thread's stack. */
+/*
+ * One order waiting for its reply; on its thread's stack. Its thread sleeps on
+ * its own mutex and condition variable, so waking the orders of a finished call
+ * makes no herd on the batch's lock.
+ */
 struct batch__item {
     const char *body;
     size_t len;
     int timeout_ms;
-    pthread_cond_t cond; /* signalled when done, or when it is this item's turn to send */
-    bool done;
     int rv;
     struct http_reply *out;
-    struct batch__item *next;
+    struct batch__item *next; /* in the queue; guarded by batch.lock */
+    pthread_mutex_t m;        /* guards the two flags */
+    pthread_cond_t cond;
+    bool done; /* its reply is in *out */
+    bool turn; /* a call slot is free and it is first in the queue: send what is queued */
 };
-
 struct batch {
     char url[CONFIG_ADDR_MAX + 32]; /* http://host:port/orders/batch */
     const char *secret;
-    pthread_mutex_t lock; /* the queue and `inflight` */
+    pthread_mutex_t lock; /* the queue and `inflight`; taken before an item's mutex */
     struct batch__item *head, **tail;
     int inflight;
     atomic_uint_fast64_t calls, orders;
@@ -139,51 +144,89 @@ static void batch__send(struct batch *b, struct batch__item **items, size_t n)
             items[i]->rv = rv;
 }
 
+/* Sets one of an item's flags and wakes its thread. */
+static void batch__wake(struct batch__item *it, bool done)
+{
+    pthread_mutex_lock(&it->m);
+    if (done)
+        it->done = true;
+    else
+        it->turn = true;
+    pthread_cond_signal(&it->cond);
+    pthread_mutex_unlock(&it->m);
+}
+
+/*
+ * With b->lock held, and a call slot free: takes what is queued (within a
+ * call's bounds), performs the call without the lock and hands every order
+ * its reply. Returns with b->lock held.
+ */
+static void batch__take_and_send(struct batch *b)
+{
+    struct batch__item *items[MSG_ORDER_BATCH_MAX];
+    size_t n = 0, bytes = 16;
+    while (b->head && n < MSG_ORDER_BATCH_MAX &&
+           (n == 0 || bytes + b->head->len + 1 <= MSG_ORDER_BATCH_BYTES_MAX)) {
+        bytes += b->head->len + 1;
+        items[n++] = b->head;
+        b->head = b->head->next;
+    }
+    if (!b->head)
+        b->tail = &b->head;
+    b->inflight++;
+    /* More than one call's worth queued and a slot free: its first order's thread sends. */
+    if (b->head && b->inflight < BATCH_CALLS_MAX)
+        batch__wake(b->head, false);
+    pthread_mutex_unlock(&b->lock);
+
+    batch__send(b, items, n);
+    for (size_t i = 0; i < n; i++)
+        batch__wake(items[i], true); /* ours too: its thread is this one, awake */
+
+    pthread_mutex_lock(&b->lock);
+    b->inflight--;
+}
+
 int batch_call(struct batch *b, const char *body, size_t body_len, int timeout_ms,
                struct http_reply *out)
 {
     struct batch__item me = {.body = body, .len = body_len, .timeout_ms = timeout_ms, .out = out};
-    struct batch__item *items[MSG_ORDER_BATCH_MAX];
+    pthread_mutex_init(&me.m, NULL);
     pthread_cond_init(&me.cond, NULL);
 
     pthread_mutex_lock(&b->lock);
     *b->tail = &me;
     b->tail = &me.next;
-    while (!me.done) {
-        if (b->inflight >= BATCH_CALLS_MAX || !b->head) {
-            pthread_cond_wait(&me.cond, &b->lock);
+    for (;;) {
+        /* With b->lock held. A free slot and something queued: send it (ours or not). */
+        if (b->inflight < BATCH_CALLS_MAX && b->head) {
+            batch__take_and_send(b);
+            pthread_mutex_lock(&me.m);
+            bool done = me.done;
+            pthread_mutex_unlock(&me.m);
+            if (done)
+                break;
             continue;
         }
-        /* Our turn: take what is queued, within the call's bounds. */
-        size_t n = 0, bytes = 16;
-        while (b->head && n < MSG_ORDER_BATCH_MAX &&
-               (n == 0 || bytes + b->head->len + 1 <= MSG_ORDER_BATCH_BYTES_MAX)) {
-            bytes += b->head->len + 1;
-            items[n++] = b->head;
-            b->head = b->head->next;
-        }
-        if (!b->head)
-            b->tail = &b->head;
-        b->inflight++;
-        /* More than one call's worth queued and a slot free: its first order's thread sends. */
-        if (b->head && b->inflight < BATCH_CALLS_MAX)
-            pthread_cond_signal(&b->head->cond);
         pthread_mutex_unlock(&b->lock);
-
-        batch__send(b, items, n);
-
+        pthread_mutex_lock(&me.m);
+        while (!me.done && !me.turn)
+            pthread_cond_wait(&me.cond, &me.m);
+        bool done = me.done;
+        me.turn = false;
+        pthread_mutex_unlock(&me.m);
         pthread_mutex_lock(&b->lock);
-        b->inflight--;
-        for (size_t i = 0; i < n; i++) {
-            items[i]->done = true;
-            if (items[i] != &me)
-                pthread_cond_signal(&items[i]->cond);
-        }
+        if (done)
+            break;
     }
     /* A slot is free: the next queued order's thread sends it. */
     if (b->head && b->inflight < BATCH_CALLS_MAX)
-        pthread_cond_signal(&b->head->cond);
+        batch__wake(b->head, false);
     pthread_mutex_unlock(&b->lock);
+    /* Whoever set done did so under me.m and has released it: nobody touches me any more. */
+    pthread_mutex_lock(&me.m);
+    pthread_mutex_unlock(&me.m);
     pthread_cond_destroy(&me.cond);
+    pthread_mutex_destroy(&me.m);
     return me.rv;
 }
