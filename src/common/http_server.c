@@ -91,6 +91,10 @@ struct http_server {
     pthread_t *workers;
     int nworkers;
     atomic_uint_fast64_t jobs_refused;
+    /* Requests started by an async handler and not resumed yet; stop waits for them. */
+    atomic_uint_fast64_t async_pending;
+    atomic_bool async_closed; /* stopping: async handlers are no longer started */
+    atomic_uint_fast64_t async_started;
     struct http_server_opts opts;
     struct http_route *routes;
     size_t nroutes;
@@ -102,6 +106,7 @@ struct http_server {
 
 /* Per-request state, created on the first access-handler call. */
 struct http__req {
+    struct http_server *srv;
     uint64_t start_us;
     struct http_route *route; /* NULL when the path or method matched nothing */
     int route_err;            /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
@@ -611,6 +616,10 @@ static void http__render_metrics(struct http_server *srv, struct strbuf *out)
         out, name, "counter",
         "Requests refused with 503 because every worker was busy and the queue full.",
         atomic_load(&srv->jobs_refused));
+    snprintf(name, sizeof name, "%s_http_async_started_total", srv->opts.metrics_prefix);
+    metrics_render_simple(out, name, "counter",
+                          "Requests handed to an async handler (no worker) after the fast one.",
+                          atomic_load(&srv->async_started));
     snprintf(name, sizeof name, "%s_http_slow_connections_closed_total", srv->opts.metrics_prefix);
     metrics_render_simple(out, name, "counter",
                           "Connections cut off for not completing a request within idle_timeout_s.",
@@ -736,6 +745,34 @@ static bool http__dispatch_fast(struct http_server *srv, struct http__req *st,
     return false;
 }
 
+/* ---------------------------------------------------------------- async handlers */
+
+/* Runs the route's async handler on the suspended request st: true if it took it. */
+static bool http__async_start(struct http_server *srv, struct http__req *st)
+{
+    if (!st->route->async)
+        return false;
+    /* Counted before the check, so http_server_stop either sees this request or this
+     * request sees the server closing (both are sequentially consistent). */
+    atomic_fetch_add(&srv->async_pending, 1);
+    if (atomic_load(&srv->async_closed) || !st->route->async(srv->opts.svc, &st->req, &st->resp)) {
+        atomic_fetch_sub(&srv->async_pending, 1);
+        return false;
+    }
+    atomic_fetch_add_explicit(&srv->async_started, 1, memory_order_relaxed);
+    return true;
+}
+
+void http_request_resume(const struct http_request *req)
+{
+    struct http__req *st = (struct http__req *)((char *)req - offsetof(struct http__req, req));
+    struct http_server *srv = st->srv;
+    struct MHD_Connection *conn = st->req.conn_;
+    st->done = true;
+    MHD_resume_connection(conn); /* st may be freed from here on */
+    atomic_fetch_sub(&srv->async_pending, 1);
+}
+
 /* ---------------------------------------------------------------- worker pool */
 
 /* Queues st for a worker. false when the queue is full (the caller answers 503). */
@@ -856,6 +893,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         /* First call: headers only. Queueing a reply here would force Connection: close,
          * except for a declared oversize body, which we refuse before reading it. */
         st = xcalloc(1, sizeof *st);
+        st->srv = srv;
         st->start_us = clock_now_us();
         *con_cls = st;
         strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -924,7 +962,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (!http__dispatch_fast(srv, st, &st->req, &st->resp)) {
         st->queued = true;
         MHD_suspend_connection(conn);
-        if (http__job_push(srv, st))
+        if (http__async_start(srv, st) || http__job_push(srv, st))
             return MHD_YES;
         /* Overloaded: answer now rather than queue without bound. */
         MHD_resume_connection(conn);
@@ -1002,6 +1040,7 @@ static void *http__uri_cb(void *cls, const char *uri, struct MHD_Connection *con
         shutdown(info->connect_fd, SHUT_RDWR);
     }
     struct http__req *st = xcalloc(1, sizeof *st);
+    st->srv = cls;
     st->start_us = clock_now_us();
     st->replied = true;
     strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -1173,6 +1212,13 @@ void http_server_stop(struct http_server *srv)
     for (int i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i], NULL);
     free(srv->workers);
+    /* libmicrohttpd must not be stopped with suspended connections: wait for the async
+     * requests to be resumed (each one's work has a deadline). */
+    atomic_store(&srv->async_closed, true);
+    while (atomic_load(&srv->async_pending) > 0) {
+        struct timespec pause = {.tv_nsec = 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
     MHD_stop_daemon(srv->daemon);
     pthread_mutex_destroy(&srv->jobs_lock);
     pthread_cond_destroy(&srv->jobs_cond);
