@@ -53,9 +53,10 @@ static size_t http_client__write_cb(char *data, size_t size, size_t nmemb, void 
     return strbuf_append(b, data, n) == 0 ? n : 0; /* 0 aborts the transfer */
 }
 
-int http_client_curl_error(int curl_code)
+/* The BZ_E* code of a libcurl result. */
+static int http_client__error(CURLcode rc)
 {
-    switch ((CURLcode)curl_code) {
+    switch (rc) {
     case CURLE_OK:
         return 0;
     case CURLE_OPERATION_TIMEDOUT:
@@ -122,7 +123,7 @@ int http_client_request_headers(const char *method, const char *url, const char 
     curl_slist_free_all(headers);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 
-    int rv = http_client_curl_error((int)rc);
+    int rv = http_client__error(rc);
     if (rv == 0) {
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);

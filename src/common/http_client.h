@@ -47,9 +47,6 @@ int http_client_request_headers(const char *method, const char *url, const char 
 
 void http_reply_free(struct http_reply *reply);
 
-/* The BZ_E* code of a libcurl result (a CURLcode), as the calls above return it. */
-int http_client_curl_error(int curl_code);
-
 /*
  * Parses a reply of the form {"data": ...} or {"error": {...}}. Returns the
  * "data" member (a new reference) on a 2xx, or NULL; in the NULL case *err is

@@ -11,7 +11,7 @@
  *
  * Three kinds of handlers: a `fast` one runs on the event thread that read the
  * request and must not block (a cache hit, /health); an `async` one starts work
- * that ends elsewhere (an outbound call on http_multi's loop) while the
+ * that ends elsewhere (an outbound call on http_async's loop) while the
  * connection is suspended; a blocking `handler` (SQLite, a blocking outbound
  * call) runs on a worker pool while the connection is suspended, so a slow
  * request never holds up the other connections of its event thread, and idle

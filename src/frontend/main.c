@@ -11,7 +11,7 @@
 #include "cache.h"
 #include "error.h"
 #include "http_client.h"
-#include "http_multi.h"
+#include "http_async.h"
 #include "http_server.h"
 #include "leader.h"
 #include "log.h"
@@ -63,7 +63,7 @@ struct frontend {
     struct leader *leader;
     struct cache *cache;      /* NULL when cache = off */
     struct cache *orders;     /* GET /orders/{n} replies (immutable once given); NULL when off */
-    struct http_multi *multi; /* catalog lookups of misses, without a worker */
+    struct http_async *async; /* catalog lookups of misses, without a worker */
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
@@ -565,7 +565,7 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     cache_flight_release(fe->cache, f);
 }
 
-/* A miss whose catalog call runs on the front-end's http_multi loop (no worker). */
+/* A miss whose catalog call runs on the front-end's http_async loop (no worker). */
 struct frontend__miss {
     struct frontend *fe;
     const struct http_request *req;
@@ -575,7 +575,7 @@ struct frontend__miss {
     char name[STOCK_NAME_MAX + 1];
 };
 
-/* On the http_multi loop: the catalog answered (or not); the same steps as frontend__lookup. */
+/* On the http_async loop: the catalog answered (or not); the same steps as frontend__lookup. */
 static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
 {
     struct frontend__miss *m = arg;
@@ -592,7 +592,7 @@ static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
 }
 
 /*
- * Event thread, after a miss: starts the catalog call on the http_multi loop,
+ * Event thread, after a miss: starts the catalog call on the http_async loop,
  * which answers the client when the reply comes (frontend__lookup_done). A miss
  * that would join a flight in the air must wait for it, so it declines and
  * runs on a worker (frontend__lookup) instead.
@@ -618,7 +618,7 @@ static bool frontend__lookup_async(void *svc, const struct http_request *req,
     }
     char url[CONFIG_ADDR_MAX + 96];
     frontend__lookup_url(fe, m->name, url, sizeof url);
-    int rv = http_multi_get(fe->multi, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
+    int rv = http_async_get(fe->async, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
     if (rv)
         frontend__lookup_done(m, rv, NULL); /* too many calls in flight: 503 now */
     return true;
@@ -929,7 +929,7 @@ int main(int argc, char **argv)
     if (fe.cfg.order_cache_size > 0)
         fe.orders = cache_new((size_t)fe.cfg.order_cache_size, 0);
     leader_start(&fe.leader, &fe.cfg);
-    fe.multi = http_multi_start();
+    fe.async = http_async_start();
     pthread_mutex_init(&fe.watch_lock, NULL);
     clock_cond_init(&fe.watch_cond);
     pthread_create(&fe.watcher, NULL, frontend__watch_main, &fe);
@@ -951,7 +951,7 @@ int main(int argc, char **argv)
                           sizeof err) != 0) {
         LOG_ERROR("%s", err);
         frontend__watch_stop(&fe);
-        http_multi_stop(fe.multi);
+        http_async_stop(fe.async);
         leader_stop(fe.leader);
         cache_free(fe.cache);
         cache_free(fe.orders);
@@ -962,8 +962,8 @@ int main(int argc, char **argv)
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
-    http_server_stop(http); /* waits for the misses on the http_multi loop */
-    http_multi_stop(fe.multi);
+    http_server_stop(http); /* waits for the misses on the http_async loop */
+    http_async_stop(fe.async);
     frontend__watch_stop(&fe);
     leader_stop(fe.leader);
     cache_free(fe.cache);
