@@ -436,6 +436,83 @@ class TestSingleFlight(CacheTestCase):
         self.assertEqual((f1 - f0, j1 - j0), (2, 0), "the second miss must fetch anew")
 
 
+class TestMissesWithoutWorker(CacheTestCase):
+    """A miss's catalog call runs on the front-end's non-blocking client (http_async), not on
+    a worker (issue 14): it is counted as an async start, still has its deadline, and a
+    front-end stopped while such calls hang on a paused catalog exits once they time out."""
+
+    overrides = {"frontend": {"cache": "off", "workers": 1},
+                 "cluster": {"call_timeout_ms": 800}}
+    ASYNC = "bazaar_frontend_http_async_started_total"
+
+    def test_misses_take_no_worker(self):
+        before = self.cluster.metric(self.ASYNC)
+        # One worker only: 32 overlapping misses would queue behind it if each held it.
+        results = [None] * 32
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url("/stocks/FishCo"), timeout=20)
+                results[i] = (reply.status, reply.json["data"]["quantity"])
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(32)]
+        for t in threads:
+            t.start()
+        bazaar.join_threads(threads, 20, "lookups")
+        self.assertEqual(results, [(200, 100)] * 32)
+        self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
+        # Bad names are still answered 400 on the event thread, before any call.
+        reply = self.cluster.get(self.cluster.frontend_url("/stocks/" + "x" * 65))
+        self.assertJsonReply(reply, 400)
+        self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
+
+    def test_hung_catalog_gives_503_at_the_deadline(self):
+        self.cluster.pause_process("catalog")
+        try:
+            t0 = time.monotonic()
+            reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+            took = time.monotonic() - t0
+        finally:
+            self.cluster.resume_process("catalog")
+        self.assertJsonReply(reply, 503)
+        self.assertGreaterEqual(took, 0.7)
+        self.assertLess(took, 5.0)
+        # The connections the timed-out calls used are not reused half-read: the next lookup
+        # gets a correct reply.
+        reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+        self.assertJsonReply(reply, 200)
+        self.assertEqual(reply.json["data"]["name"], "GameStart")
+
+    def test_stop_waits_for_calls_in_flight(self):
+        """SIGTERM while misses hang on a paused catalog: the front-end ends them at their
+        deadline and exits cleanly, not with a crash on a suspended connection."""
+        self.cluster.pause_process("catalog")
+        results = [None] * 4
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"), timeout=20)
+                results[i] = reply.status
+            except OSError as exc:
+                results[i] = exc
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.2)
+            code = self.cluster.stop_process("frontend", grace=10.0)
+        finally:
+            self.cluster.resume_process("catalog")
+        bazaar.join_threads(threads, 20, "lookups")
+        self.assertEqual(code, 0)
+        # Each got its 503, or saw the connection close if the server stopped right after
+        # resuming it; none hangs (the threads were joined) and the process did not crash.
+        for r in results:
+            self.assertTrue(r == 503 or isinstance(r, OSError), r)
+        self.cluster.start_process("frontend")
+
+
 class TestRestock(CacheTestCase):
     """restock_interval_s = 1: a sold-out stock comes back, and the cache learns it by push."""
 
