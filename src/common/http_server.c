@@ -94,6 +94,7 @@ struct http_server {
     /* Requests started by an async handler and not resumed yet; stop waits for them. */
     atomic_uint_fast64_t async_pending;
     atomic_bool async_closed; /* stopping: async handlers are no longer started */
+    pthread_key_t memo_key;   /* each event thread's struct http__memo */
     atomic_uint_fast64_t async_started;
     struct http_server_opts opts;
     struct http_route *routes;
@@ -824,9 +825,55 @@ static void *http__worker_main(void *arg)
  * Builds and queues the libmicrohttpd response; consumes resp->body. `close` adds
  * Connection: close (framing errors: nothing after this request can be trusted).
  */
-static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_response *resp,
-                                      bool close)
+/*
+ * The last small 200 reply an event thread queued, kept as a libmicrohttpd response so that
+ * the same reply again (a hot cache hit) is queued without building a response: perf on cache
+ * hits put creating, filling and destroying one (an allocation and a mutex per response, one
+ * per header) at several percent of the front-end's CPU. libmicrohttpd responses are immutable
+ * and reference-counted, made to be queued on many connections.
+ */
+#define HTTP__MEMO_MAX 512
+struct http__memo {
+    struct MHD_Response *r; /* our reference; NULL until the first small 200 */
+    char content_type[64];
+    size_t len;
+    char bytes[HTTP__MEMO_MAX];
+};
+
+/* Thread exit (libmicrohttpd's threads end in MHD_stop_daemon). */
+static void http__memo_free(void *arg)
 {
+    struct http__memo *m = arg;
+    if (m->r)
+        MHD_destroy_response(m->r);
+    free(m);
+}
+
+/* The calling event thread's memo when resp may use one (srv NULL: never), else NULL. */
+static struct http__memo *http__memo_of(struct http_server *srv, const struct http_response *resp,
+                                        const char *content_type)
+{
+    if (!srv || resp->status != 200 || resp->retry_after_s > 0 || resp->allow ||
+        resp->body.len > HTTP__MEMO_MAX ||
+        strlen(content_type) >= sizeof(((struct http__memo *)0)->content_type))
+        return NULL;
+    struct http__memo *m = pthread_getspecific(srv->memo_key);
+    if (!m) {
+        m = xcalloc(1, sizeof *m);
+        pthread_setspecific(srv->memo_key, m);
+    }
+    return m;
+}
+
+static enum MHD_Result http__queue_ex(struct http_server *srv, struct MHD_Connection *conn,
+                                      struct http_response *resp, bool close)
+{
+    const char *content_type = resp->content_type ? resp->content_type : "application/json";
+    struct http__memo *memo = close ? NULL : http__memo_of(srv, resp, content_type);
+    if (memo && memo->r && memo->len == resp->body.len &&
+        (memo->len == 0 || memcmp(memo->bytes, resp->body.data, memo->len) == 0) &&
+        strcmp(memo->content_type, content_type) == 0)
+        return MHD_queue_response(conn, 200, memo->r);
     size_t len;
     char *body = strbuf_steal(&resp->body, &len);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -834,8 +881,7 @@ static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_r
         free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            resp->content_type ? resp->content_type : "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (resp->retry_after_s > 0) {
         char v[16];
         snprintf(v, sizeof v, "%d", resp->retry_after_s);
@@ -846,13 +892,26 @@ static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_r
     if (close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
-    MHD_destroy_response(r);
+    if (memo) {
+        /* Keep r (our reference) for the next identical reply; the one it replaces is freed
+         * once the connections sending it are done with it. */
+        if (memo->r)
+            MHD_destroy_response(memo->r);
+        memo->r = r;
+        memo->len = len;
+        if (len)
+            memcpy(memo->bytes, body, len); /* r owns body and lives on */
+        snprintf(memo->content_type, sizeof memo->content_type, "%s", content_type);
+    } else {
+        MHD_destroy_response(r);
+    }
     return ret;
 }
 
-static enum MHD_Result http__queue(struct MHD_Connection *conn, struct http_response *resp)
+static enum MHD_Result http__queue(struct http_server *srv, struct MHD_Connection *conn,
+                                   struct http_response *resp)
 {
-    return http__queue_ex(conn, resp, false);
+    return http__queue_ex(srv, conn, resp, false);
 }
 
 /* An error reply queued before the body is read; the connection is closed after it. */
@@ -861,7 +920,7 @@ static enum MHD_Result http__reply_error_now(struct MHD_Connection *conn, int er
     struct http_response resp = {0};
     strbuf_init(&resp.body, HTTP__REPLY_MAX);
     http_reply_error(&resp, err, msg);
-    return http__queue_ex(conn, &resp, true);
+    return http__queue_ex(NULL, conn, &resp, true);
 }
 
 static enum MHD_Result http__framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -944,7 +1003,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         if (!st->done)
             return MHD_YES; /* spurious call while suspended */
         int status = st->resp.status;
-        enum MHD_Result ret = http__queue(conn, &st->resp);
+        enum MHD_Result ret = http__queue(srv, conn, &st->resp);
         http__observe(st->route, status, st->start_us);
         return ret;
     }
@@ -973,7 +1032,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         return MHD_YES;
     }
     int status = st->resp.status;
-    enum MHD_Result ret = http__queue(conn, &st->resp);
+    enum MHD_Result ret = http__queue(srv, conn, &st->resp);
     if (st->route)
         http__observe(st->route, status, st->start_us);
     return ret;
@@ -1144,6 +1203,11 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
             srv->health_route = &routes[i];
     srv->conns.next = srv->conns.prev = &srv->conns;
     srv->jobs_tail = &srv->jobs_head;
+    if (pthread_key_create(&srv->memo_key, http__memo_free) != 0) {
+        snprintf(errmsg, errlen, "cannot create a thread key");
+        free(srv);
+        return BZ_EUNAVAIL;
+    }
     pthread_mutex_init(&srv->jobs_lock, NULL);
     pthread_cond_init(&srv->jobs_cond, NULL);
     pthread_mutex_init(&srv->conns_lock, NULL);
@@ -1154,6 +1218,7 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         pthread_mutex_destroy(&srv->conns_lock);
         pthread_mutex_destroy(&srv->ip_lock);
         pthread_cond_destroy(&srv->sweeper_cond);
+        pthread_key_delete(srv->memo_key);
         free(srv);
         return BZ_EUNAVAIL;
     }
@@ -1176,6 +1241,7 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         pthread_mutex_destroy(&srv->ip_lock);
         pthread_mutex_destroy(&srv->conns_lock);
         pthread_cond_destroy(&srv->sweeper_cond);
+        pthread_key_delete(srv->memo_key);
         free(srv);
         return BZ_EUNAVAIL;
     }
@@ -1219,7 +1285,8 @@ void http_server_stop(struct http_server *srv)
         struct timespec pause = {.tv_nsec = 5 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
-    MHD_stop_daemon(srv->daemon);
+    MHD_stop_daemon(srv->daemon); /* its threads' exits free their memos */
+    pthread_key_delete(srv->memo_key);
     pthread_mutex_destroy(&srv->jobs_lock);
     pthread_cond_destroy(&srv->jobs_cond);
     pthread_mutex_destroy(&srv->conns_lock);

@@ -513,6 +513,31 @@ class TestMissesWithoutWorker(CacheTestCase):
         self.cluster.start_process("frontend")
 
 
+class TestReplyReuse(CacheTestCase):
+    """An event thread queues a hot reply again without rebuilding it (issue 14): replies that
+    differ, on one keep-alive connection and across two threads, never get each other's bytes,
+    and a changed stock never gets its old reply."""
+
+    overrides = {"frontend": {"cache": "on", "cache_size": 8}}
+
+    def test_alternating_replies_keep_their_bytes(self):
+        names = ["GameStart", "FishCo", "Zed"]
+        want = {n: bazaar.get(self.cluster.frontend_url(f"/stocks/{n}")).body for n in names}
+        self.assertEqual(len(set(want.values())), 3)
+        for i in range(30):
+            name = names[i % 3] if i % 5 else names[0]
+            reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{name}"))
+            self.assertEqual(reply.body, want[name], name)
+            if i % 7 == 0:  # an error and a HEAD in between
+                self.assertJsonReply(bazaar.get(self.cluster.frontend_url("/stocks/Nope")), 404)
+                head = bazaar.request("HEAD", self.cluster.frontend_url(f"/stocks/{name}"))
+                self.assertEqual((head.status, head.body), (200, b""))
+        self.trade_ok("Zed", "buy", 3)
+        reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"))
+        self.assertEqual(reply.json["data"]["quantity"], 97)
+        self.assertNotEqual(reply.body, want["Zed"])
+
+
 class TestRestock(CacheTestCase):
     """restock_interval_s = 1: a sold-out stock comes back, and the cache learns it by push."""
 
