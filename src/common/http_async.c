@@ -360,6 +360,8 @@ static void http_async__complete(struct http_async *a, struct http_async__conn *
         c->close_after = true; /* bytes nobody asked for: the connection cannot be trusted */
         body = (size_t)c->body_len;
     }
+    if (c->req_sent < c->req_len)
+        c->close_after = true; /* answered before the whole request left: not reusable */
     struct http_reply reply = {.status = c->status};
     strbuf_init(&reply.body, HTTP_ASYNC_REPLY_MAX);
     if (strbuf_append(&reply.body, c->in.data + c->head_len, body) != 0) {

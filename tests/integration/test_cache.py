@@ -466,8 +466,22 @@ class TestMissesWithoutWorker(CacheTestCase):
         self.assertJsonReply(reply, 400)
         self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
 
-    def test_hung_catalog_gives_503_at_the_deadline(self):
+    def pause_catalog(self):
+        """SIGSTOP the catalog and wait until the kernel shows every thread of it stopped: a
+        group stop begins when one thread takes the signal, so on a loaded machine another
+        thread may still read and answer the next request meanwhile."""
         self.cluster.pause_process("catalog")
+        pid = self.cluster.processes["catalog"].pid
+        def stopped():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+            return True
+        wait_for(stopped, 10, "catalog stopped")
+
+    def test_hung_catalog_gives_503_at_the_deadline(self):
+        self.pause_catalog()
         try:
             t0 = time.monotonic()
             reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
@@ -486,7 +500,7 @@ class TestMissesWithoutWorker(CacheTestCase):
     def test_stop_waits_for_calls_in_flight(self):
         """SIGTERM while misses hang on a paused catalog: the front-end ends them at their
         deadline and exits cleanly, not with a crash on a suspended connection."""
-        self.cluster.pause_process("catalog")
+        self.pause_catalog()
         results = [None] * 4
         def one(i):
             try:
