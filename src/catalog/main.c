@@ -16,10 +16,28 @@
 #include "service.h"
 #include "stockdb.h"
 
+#define CATALOG__REPLY_MAX 256 /* a lookup reply is ~110 bytes; longer ones are not kept */
+
+/*
+ * One stock's GET /stocks/{name} reply, serialised once per version: the hot
+ * path of every front-end miss then costs a copy instead of JSON building.
+ * A stock's version changes with every change of the stock, so equal versions
+ * mean equal bytes.
+ */
+struct catalog__reply {
+    bool valid;
+    uint64_t version;
+    size_t len;
+    char bytes[CATALOG__REPLY_MAX];
+};
+
 struct catalog {
     struct bz_config cfg;
     struct stockdb *db;
     struct notify *notify;
+    pthread_mutex_t replies_lock;      /* guards replies[] */
+    struct catalog__reply *replies;    /* one per stock, by stockdb_index */
+    atomic_uint_fast64_t replies_hits; /* lookups answered from replies[] */
 
     pthread_mutex_t restock_lock;
     pthread_cond_t restock_cond;
@@ -79,15 +97,37 @@ static bool catalog__lookup(void *svc, const struct http_request *req, struct ht
 {
     struct catalog *c = svc;
     struct stock s;
+    size_t i;
     if (!stock_name_valid(req->param, req->param_len)) {
         http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
         return true;
     }
-    if (stockdb_lookup(c->db, req->param, &s) != 0) {
+    if (stockdb_index(c->db, req->param, &i) != 0) {
         http_reply_error(resp, BZ_ENOTFOUND, "stock not found");
         return true;
     }
+    stockdb_get_at(c->db, i, &s);
+    struct catalog__reply *r = &c->replies[i];
+    pthread_mutex_lock(&c->replies_lock);
+    bool hit = r->valid && r->version == s.version;
+    if (hit)
+        http_reply_bytes(resp, 200, r->bytes, r->len);
+    pthread_mutex_unlock(&c->replies_lock);
+    if (hit) {
+        atomic_fetch_add_explicit(&c->replies_hits, 1, memory_order_relaxed);
+        return true;
+    }
     http_reply_data(resp, catalog__stock_json(&s));
+    if (resp->status != 200 || resp->body.len > sizeof r->bytes)
+        return true;
+    pthread_mutex_lock(&c->replies_lock);
+    if (!r->valid || r->version <= s.version) { /* never replace a newer reply */
+        r->valid = true;
+        r->version = s.version;
+        r->len = resp->body.len;
+        memcpy(r->bytes, resp->body.data, resp->body.len);
+    }
+    pthread_mutex_unlock(&c->replies_lock);
     return true;
 }
 
@@ -226,6 +266,9 @@ static void catalog__metrics(void *svc, struct strbuf *out)
     metrics_render_simple(out, "bazaar_catalog_request_ids", "gauge",
                           "Request ids remembered (trades within the idempotency window).",
                           rows > 0 ? (uint64_t)rows : 0);
+    metrics_render_simple(out, "bazaar_catalog_lookup_replies_reused_total", "counter",
+                          "Lookups answered with the stock's reply bytes serialised before.",
+                          atomic_load(&c->replies_hits));
     notify_metrics(c->notify, out);
 }
 
@@ -271,6 +314,8 @@ int main(int argc, char **argv)
         return 1;
     }
     stockdb_set_window(c.db, (int64_t)c.cfg.idempotency_window_s * 1000);
+    pthread_mutex_init(&c.replies_lock, NULL);
+    c.replies = xcalloc(stockdb_count(c.db) ? stockdb_count(c.db) : 1, sizeof *c.replies);
 
     struct http_server *http = NULL;
     struct http_server_opts opts = {
@@ -295,6 +340,7 @@ int main(int argc, char **argv)
         LOG_ERROR("%s", err);
         notify_stop(c.notify);
         stockdb_close(c.db);
+        free(c.replies);
         return 1;
     }
     if (c.cfg.restock_interval_s > 0)
@@ -313,5 +359,7 @@ int main(int argc, char **argv)
     }
     notify_stop(c.notify);
     stockdb_close(c.db);
+    free(c.replies);
+    pthread_mutex_destroy(&c.replies_lock);
     return 0;
 }

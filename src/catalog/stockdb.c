@@ -363,6 +363,15 @@ void stockdb_get_at(struct stockdb *db, size_t i, struct stock *out)
     pthread_rwlock_unlock(&db->mem_lock);
 }
 
+int stockdb_index(struct stockdb *db, const char *name, size_t *index)
+{
+    struct stock *s = stockdb__find(db, name); /* names never change: no lock needed */
+    if (!s)
+        return BZ_ENOTFOUND;
+    *index = (size_t)(s - db->stocks);
+    return 0;
+}
+
 int stockdb_lookup(struct stockdb *db, const char *name, struct stock *out)
 {
     pthread_rwlock_rdlock(&db->mem_lock);

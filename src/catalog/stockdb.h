@@ -42,6 +42,10 @@ void stockdb_close(struct stockdb *db);
 
 size_t stockdb_count(const struct stockdb *db);
 
+/* The position of a stock in name order (for stockdb_get_at), or BZ_ENOTFOUND. The set of
+ * stocks never changes, so a position stays valid as long as db. */
+int stockdb_index(struct stockdb *db, const char *name, size_t *index);
+
 /* Copies the i-th stock (in name order, i < stockdb_count) into *out. */
 void stockdb_get_at(struct stockdb *db, size_t i, struct stock *out);
 

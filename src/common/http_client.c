@@ -53,6 +53,21 @@ static size_t http_client__write_cb(char *data, size_t size, size_t nmemb, void 
     return strbuf_append(b, data, n) == 0 ? n : 0; /* 0 aborts the transfer */
 }
 
+/* The BZ_E* code of a libcurl result. */
+static int http_client__error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_OPERATION_TIMEDOUT:
+        return BZ_ETIMEDOUT;
+    case CURLE_WRITE_ERROR: /* the write callback refused: over the reply ceiling */
+        return BZ_EUPSTREAM;
+    default:
+        return BZ_EUNAVAIL;
+    }
+}
+
 int http_client_request(const char *method, const char *url, const char *secret, const char *body,
                         size_t body_len, int timeout_ms, struct http_reply *out)
 {
@@ -108,17 +123,11 @@ int http_client_request_headers(const char *method, const char *url, const char 
     curl_slist_free_all(headers);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 
-    int rv = 0;
-    if (rc == CURLE_OK) {
+    int rv = http_client__error(rc);
+    if (rv == 0) {
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         out->status = (int)status;
-    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
-        rv = BZ_ETIMEDOUT;
-    } else if (rc == CURLE_WRITE_ERROR) {
-        rv = BZ_EUPSTREAM;
-    } else {
-        rv = BZ_EUNAVAIL;
     }
     if (rv) {
         LOG_DEBUG("%s %s: %s", method, url, curl_easy_strerror(rc));

@@ -91,6 +91,11 @@ struct http_server {
     pthread_t *workers;
     int nworkers;
     atomic_uint_fast64_t jobs_refused;
+    /* Requests started by an async handler and not resumed yet; stop waits for them. */
+    atomic_uint_fast64_t async_pending;
+    atomic_bool async_closed; /* stopping: async handlers are no longer started */
+    pthread_key_t memo_key;   /* each event thread's struct http__memo */
+    atomic_uint_fast64_t async_started;
     struct http_server_opts opts;
     struct http_route *routes;
     size_t nroutes;
@@ -102,6 +107,7 @@ struct http_server {
 
 /* Per-request state, created on the first access-handler call. */
 struct http__req {
+    struct http_server *srv;
     uint64_t start_us;
     struct http_route *route; /* NULL when the path or method matched nothing */
     int route_err;            /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
@@ -611,6 +617,10 @@ static void http__render_metrics(struct http_server *srv, struct strbuf *out)
         out, name, "counter",
         "Requests refused with 503 because every worker was busy and the queue full.",
         atomic_load(&srv->jobs_refused));
+    snprintf(name, sizeof name, "%s_http_async_started_total", srv->opts.metrics_prefix);
+    metrics_render_simple(out, name, "counter",
+                          "Requests handed to an async handler (no worker) after the fast one.",
+                          atomic_load(&srv->async_started));
     snprintf(name, sizeof name, "%s_http_slow_connections_closed_total", srv->opts.metrics_prefix);
     metrics_render_simple(out, name, "counter",
                           "Connections cut off for not completing a request within idle_timeout_s.",
@@ -736,6 +746,34 @@ static bool http__dispatch_fast(struct http_server *srv, struct http__req *st,
     return false;
 }
 
+/* ---------------------------------------------------------------- async handlers */
+
+/* Runs the route's async handler on the suspended request st: true if it took it. */
+static bool http__async_start(struct http_server *srv, struct http__req *st)
+{
+    if (!st->route->async)
+        return false;
+    /* Counted before the check, so http_server_stop either sees this request or this
+     * request sees the server closing (both are sequentially consistent). */
+    atomic_fetch_add(&srv->async_pending, 1);
+    if (atomic_load(&srv->async_closed) || !st->route->async(srv->opts.svc, &st->req, &st->resp)) {
+        atomic_fetch_sub(&srv->async_pending, 1);
+        return false;
+    }
+    atomic_fetch_add_explicit(&srv->async_started, 1, memory_order_relaxed);
+    return true;
+}
+
+void http_request_resume(const struct http_request *req)
+{
+    struct http__req *st = (struct http__req *)((char *)req - offsetof(struct http__req, req));
+    struct http_server *srv = st->srv;
+    struct MHD_Connection *conn = st->req.conn_;
+    st->done = true;
+    MHD_resume_connection(conn); /* st may be freed from here on */
+    atomic_fetch_sub(&srv->async_pending, 1);
+}
+
 /* ---------------------------------------------------------------- worker pool */
 
 /* Queues st for a worker. false when the queue is full (the caller answers 503). */
@@ -787,9 +825,55 @@ static void *http__worker_main(void *arg)
  * Builds and queues the libmicrohttpd response; consumes resp->body. `close` adds
  * Connection: close (framing errors: nothing after this request can be trusted).
  */
-static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_response *resp,
-                                      bool close)
+/*
+ * The last small 200 reply an event thread queued, kept as a libmicrohttpd response so that
+ * the same reply again (a hot cache hit) is queued without building a response: perf on cache
+ * hits put creating, filling and destroying one (an allocation and a mutex per response, one
+ * per header) at several percent of the front-end's CPU. libmicrohttpd responses are immutable
+ * and reference-counted, made to be queued on many connections.
+ */
+#define HTTP__MEMO_MAX 512
+struct http__memo {
+    struct MHD_Response *r; /* our reference; NULL until the first small 200 */
+    char content_type[64];
+    size_t len;
+    char bytes[HTTP__MEMO_MAX];
+};
+
+/* Thread exit (libmicrohttpd's threads end in MHD_stop_daemon). */
+static void http__memo_free(void *arg)
 {
+    struct http__memo *m = arg;
+    if (m->r)
+        MHD_destroy_response(m->r);
+    free(m);
+}
+
+/* The calling event thread's memo when resp may use one (srv NULL: never), else NULL. */
+static struct http__memo *http__memo_of(struct http_server *srv, const struct http_response *resp,
+                                        const char *content_type)
+{
+    if (!srv || resp->status != 200 || resp->retry_after_s > 0 || resp->allow ||
+        resp->body.len > HTTP__MEMO_MAX ||
+        strlen(content_type) >= sizeof(((struct http__memo *)0)->content_type))
+        return NULL;
+    struct http__memo *m = pthread_getspecific(srv->memo_key);
+    if (!m) {
+        m = xcalloc(1, sizeof *m);
+        pthread_setspecific(srv->memo_key, m);
+    }
+    return m;
+}
+
+static enum MHD_Result http__queue_ex(struct http_server *srv, struct MHD_Connection *conn,
+                                      struct http_response *resp, bool close)
+{
+    const char *content_type = resp->content_type ? resp->content_type : "application/json";
+    struct http__memo *memo = close ? NULL : http__memo_of(srv, resp, content_type);
+    if (memo && memo->r && memo->len == resp->body.len &&
+        (memo->len == 0 || memcmp(memo->bytes, resp->body.data, memo->len) == 0) &&
+        strcmp(memo->content_type, content_type) == 0)
+        return MHD_queue_response(conn, 200, memo->r);
     size_t len;
     char *body = strbuf_steal(&resp->body, &len);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -797,8 +881,7 @@ static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_r
         free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            resp->content_type ? resp->content_type : "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (resp->retry_after_s > 0) {
         char v[16];
         snprintf(v, sizeof v, "%d", resp->retry_after_s);
@@ -809,13 +892,26 @@ static enum MHD_Result http__queue_ex(struct MHD_Connection *conn, struct http_r
     if (close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
-    MHD_destroy_response(r);
+    if (memo) {
+        /* Keep r (our reference) for the next identical reply; the one it replaces is freed
+         * once the connections sending it are done with it. */
+        if (memo->r)
+            MHD_destroy_response(memo->r);
+        memo->r = r;
+        memo->len = len;
+        if (len)
+            memcpy(memo->bytes, body, len); /* r owns body and lives on */
+        snprintf(memo->content_type, sizeof memo->content_type, "%s", content_type);
+    } else {
+        MHD_destroy_response(r);
+    }
     return ret;
 }
 
-static enum MHD_Result http__queue(struct MHD_Connection *conn, struct http_response *resp)
+static enum MHD_Result http__queue(struct http_server *srv, struct MHD_Connection *conn,
+                                   struct http_response *resp)
 {
-    return http__queue_ex(conn, resp, false);
+    return http__queue_ex(srv, conn, resp, false);
 }
 
 /* An error reply queued before the body is read; the connection is closed after it. */
@@ -824,7 +920,7 @@ static enum MHD_Result http__reply_error_now(struct MHD_Connection *conn, int er
     struct http_response resp = {0};
     strbuf_init(&resp.body, HTTP__REPLY_MAX);
     http_reply_error(&resp, err, msg);
-    return http__queue_ex(conn, &resp, true);
+    return http__queue_ex(NULL, conn, &resp, true);
 }
 
 static enum MHD_Result http__framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -856,6 +952,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         /* First call: headers only. Queueing a reply here would force Connection: close,
          * except for a declared oversize body, which we refuse before reading it. */
         st = xcalloc(1, sizeof *st);
+        st->srv = srv;
         st->start_us = clock_now_us();
         *con_cls = st;
         strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -906,7 +1003,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         if (!st->done)
             return MHD_YES; /* spurious call while suspended */
         int status = st->resp.status;
-        enum MHD_Result ret = http__queue(conn, &st->resp);
+        enum MHD_Result ret = http__queue(srv, conn, &st->resp);
         http__observe(st->route, status, st->start_us);
         return ret;
     }
@@ -924,7 +1021,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (!http__dispatch_fast(srv, st, &st->req, &st->resp)) {
         st->queued = true;
         MHD_suspend_connection(conn);
-        if (http__job_push(srv, st))
+        if (http__async_start(srv, st) || http__job_push(srv, st))
             return MHD_YES;
         /* Overloaded: answer now rather than queue without bound. */
         MHD_resume_connection(conn);
@@ -935,7 +1032,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         return MHD_YES;
     }
     int status = st->resp.status;
-    enum MHD_Result ret = http__queue(conn, &st->resp);
+    enum MHD_Result ret = http__queue(srv, conn, &st->resp);
     if (st->route)
         http__observe(st->route, status, st->start_us);
     return ret;
@@ -1002,6 +1099,7 @@ static void *http__uri_cb(void *cls, const char *uri, struct MHD_Connection *con
         shutdown(info->connect_fd, SHUT_RDWR);
     }
     struct http__req *st = xcalloc(1, sizeof *st);
+    st->srv = cls;
     st->start_us = clock_now_us();
     st->replied = true;
     strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -1105,6 +1203,11 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
             srv->health_route = &routes[i];
     srv->conns.next = srv->conns.prev = &srv->conns;
     srv->jobs_tail = &srv->jobs_head;
+    if (pthread_key_create(&srv->memo_key, http__memo_free) != 0) {
+        snprintf(errmsg, errlen, "cannot create a thread key");
+        free(srv);
+        return BZ_EUNAVAIL;
+    }
     pthread_mutex_init(&srv->jobs_lock, NULL);
     pthread_cond_init(&srv->jobs_cond, NULL);
     pthread_mutex_init(&srv->conns_lock, NULL);
@@ -1115,6 +1218,7 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         pthread_mutex_destroy(&srv->conns_lock);
         pthread_mutex_destroy(&srv->ip_lock);
         pthread_cond_destroy(&srv->sweeper_cond);
+        pthread_key_delete(srv->memo_key);
         free(srv);
         return BZ_EUNAVAIL;
     }
@@ -1137,6 +1241,7 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         pthread_mutex_destroy(&srv->ip_lock);
         pthread_mutex_destroy(&srv->conns_lock);
         pthread_cond_destroy(&srv->sweeper_cond);
+        pthread_key_delete(srv->memo_key);
         free(srv);
         return BZ_EUNAVAIL;
     }
@@ -1173,7 +1278,15 @@ void http_server_stop(struct http_server *srv)
     for (int i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i], NULL);
     free(srv->workers);
-    MHD_stop_daemon(srv->daemon);
+    /* libmicrohttpd must not be stopped with suspended connections: wait for the async
+     * requests to be resumed (each one's work has a deadline). */
+    atomic_store(&srv->async_closed, true);
+    while (atomic_load(&srv->async_pending) > 0) {
+        struct timespec pause = {.tv_nsec = 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    MHD_stop_daemon(srv->daemon); /* its threads' exits free their memos */
+    pthread_key_delete(srv->memo_key);
     pthread_mutex_destroy(&srv->jobs_lock);
     pthread_cond_destroy(&srv->jobs_cond);
     pthread_mutex_destroy(&srv->conns_lock);

@@ -9,11 +9,13 @@
  * and latency histograms, and GET /metrics. Handlers receive a parsed
  * request and fill a response; they never touch libmicrohttpd.
  *
- * Two kinds of handlers: a `fast` one runs on the event thread that read the
- * request and must not block (a cache hit, /health); a blocking `handler` (SQLite,
- * an outbound call) runs on a worker pool while the connection is suspended, so
- * a slow request never holds up the other connections of its event thread, and
- * idle keep-alive connections never hold a worker.
+ * Three kinds of handlers: a `fast` one runs on the event thread that read the
+ * request and must not block (a cache hit, /health); an `async` one starts work
+ * that ends elsewhere (an outbound call on http_async's loop) while the
+ * connection is suspended; a blocking `handler` (SQLite, a blocking outbound
+ * call) runs on a worker pool while the connection is suspended, so a slow
+ * request never holds up the other connections of its event thread, and idle
+ * keep-alive connections never hold a worker or a call.
  */
 #ifndef BZ_HTTP_SERVER_H
 #define BZ_HTTP_SERVER_H
@@ -58,6 +60,14 @@ typedef void (*http_handler_fn)(void *svc, const struct http_request *req,
                                 struct http_response *resp);
 /* A handler that must not block; returns false to pass the request to the blocking one. */
 typedef bool (*http_fast_fn)(void *svc, const struct http_request *req, struct http_response *resp);
+/*
+ * Starts a request's work without blocking (an outbound call on an event loop) and
+ * returns true, or returns false to pass the request to the blocking handler. After
+ * true, req and resp stay valid until whoever finishes the work fills resp and calls
+ * http_request_resume(req), exactly once, from any thread (also from within this call).
+ */
+typedef bool (*http_async_fn)(void *svc, const struct http_request *req,
+                              struct http_response *resp);
 
 #define HTTP_STATUS_MIN 100
 #define HTTP_STATUS_MAX 599
@@ -71,6 +81,7 @@ struct http_route {
     const char *method;      /* "GET", "POST" */
     const char *pattern;     /* literal path; a "{}" segment matches one non-empty segment */
     http_fast_fn fast;       /* runs on an event thread, must not block; may be NULL */
+    http_async_fn async;     /* when fast declines: starts non-blocking work; may be NULL */
     http_handler_fn handler; /* may block: runs on the worker pool; NULL if fast always answers */
     bool internal;           /* requires the cluster secret */
     size_t body_max;         /* request body ceiling; 0 means HTTP_BODY_MAX */
@@ -120,6 +131,12 @@ void http_server_stop(struct http_server *srv);
  * during the handler.
  */
 const char *http_request_header(const struct http_request *req, const char *name);
+
+/*
+ * Sends the reply of a request whose async handler returned true (resp filled). The
+ * request and its response must not be touched after this call.
+ */
+void http_request_resume(const struct http_request *req);
 
 /* Replaces the body with exactly these bytes and sets the status. */
 void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len);

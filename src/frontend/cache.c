@@ -371,27 +371,30 @@ static void cache__flight_unregister(struct cache *c, struct cache_flight *f)
     f->registered = false;
 }
 
-struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *leads)
+/*
+ * The joinable flight of key, or NULL (an overtaken one is unregistered). Under c->lock.
+ * Joinable only if no invalidation of the key came after the flight began: the same fence
+ * cache_fill_end applies to the flight's own fill.
+ */
+static struct cache_flight *cache__flight_joinable(struct cache *c, const char *key)
 {
-    pthread_mutex_lock(&c->lock);
     struct cache_flight *f = c->flights;
     while (f && strcmp(f->key, key) != 0)
         f = f->next;
-    if (f) {
-        /* Joinable only if no invalidation of the key came after the flight began: the
-         * same fence cache_fill_end applies to the flight's own fill. */
-        struct cache__node *n = cache__find(c, key);
-        uint64_t fence = n ? n->inval_seq : c->floor;
-        if (f->token >= fence) {
-            f->refs++;
-            c->stats.flight_joins++;
-            pthread_mutex_unlock(&c->lock);
-            *leads = false;
-            return f;
-        }
-        cache__flight_unregister(c, f); /* overtaken: the new flight replaces it */
-    }
-    f = xcalloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    struct cache__node *n = cache__find(c, key);
+    uint64_t fence = n ? n->inval_seq : c->floor;
+    if (f->token >= fence)
+        return f;
+    cache__flight_unregister(c, f); /* overtaken: a new flight replaces it */
+    return NULL;
+}
+
+/* A new flight of key, led by the caller and joinable from now on. Under c->lock. */
+static struct cache_flight *cache__flight_new(struct cache *c, const char *key)
+{
+    struct cache_flight *f = xcalloc(1, sizeof *f);
     memcpy(f->key, key, strnlen(key, STOCK_NAME_MAX));
     f->token = c->seq;
     f->refs = 1;
@@ -399,8 +402,29 @@ struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *
     f->next = c->flights;
     c->flights = f;
     c->stats.flights++;
+    return f;
+}
+
+struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *leads)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache_flight *f = cache__flight_joinable(c, key);
+    *leads = f == NULL;
+    if (f) {
+        f->refs++;
+        c->stats.flight_joins++;
+    } else {
+        f = cache__flight_new(c, key);
+    }
     pthread_mutex_unlock(&c->lock);
-    *leads = true;
+    return f;
+}
+
+struct cache_flight *cache_flight_lead(struct cache *c, const char *key)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache_flight *f = cache__flight_joinable(c, key) ? NULL : cache__flight_new(c, key);
+    pthread_mutex_unlock(&c->lock);
     return f;
 }
 

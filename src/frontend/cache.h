@@ -85,6 +85,11 @@ struct cache_flight;
 
 /* *leads is true when the caller must fetch and finish the flight, false when it joined one. */
 struct cache_flight *cache_flight_begin(struct cache *c, const char *key, bool *leads);
+/*
+ * Like cache_flight_begin for a caller that cannot wait: a new flight it leads, or NULL
+ * (nothing registered) when a joinable flight of key is in the air.
+ */
+struct cache_flight *cache_flight_lead(struct cache *c, const char *key);
 /* The fill token of the flight (for cache_fill_end), taken when it began. */
 uint64_t cache_flight_token(const struct cache_flight *f);
 /* The leader hands its result (a status, retry-after and reply bytes) to the joiners. */

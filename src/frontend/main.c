@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "error.h"
 #include "http_client.h"
+#include "http_async.h"
 #include "http_server.h"
 #include "leader.h"
 #include "log.h"
@@ -60,8 +61,9 @@ struct frontend {
     int id;
     const char *listen;
     struct leader *leader;
-    struct cache *cache;  /* NULL when cache = off */
-    struct cache *orders; /* GET /orders/{n} replies (immutable once given); NULL when off */
+    struct cache *cache;      /* NULL when cache = off */
+    struct cache *orders;     /* GET /orders/{n} replies (immutable once given); NULL when off */
+    struct http_async *async; /* catalog lookups of misses, without a worker */
     char catalog_url[CONFIG_ADDR_MAX + 16];
     atomic_uint_fast64_t invalidations_received, catalog_failures;
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
@@ -465,24 +467,22 @@ static bool frontend__lookup_fast(void *svc, const struct http_request *req,
 }
 
 /*
- * Asks the catalog for one stock into resp. Returns the catalog version of a
- * 200 reply (to fill the cache with), or -1.
+ * Turns the catalog's answer to a lookup (rv and reply as http_client_request
+ * gives them; frees the reply) into resp. Returns the catalog version of a 200
+ * reply (to fill the cache with), or -1.
  */
-static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
-                                      struct http_response *resp)
+static int64_t frontend__lookup_answer(struct frontend *fe, int rv, struct http_reply *reply,
+                                       struct http_response *resp)
 {
-    char url[CONFIG_ADDR_MAX + 96], msg[160];
-    struct http_reply reply;
-    snprintf(url, sizeof url, "%s/stocks/%s", fe->catalog_url, name);
-    int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
+    char msg[160];
     if (rv) {
         atomic_fetch_add(&fe->catalog_failures, 1);
         frontend__unavailable(resp, "catalog unavailable");
         return -1;
     }
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
-    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
-    http_reply_free(&reply);
+    json_t *data = http_reply_data_json(reply, &rv, msg, sizeof msg);
+    http_reply_free(reply);
     json_int_t version = 0;
     if (rv == BZ_ENOTFOUND) {
         http_reply_error(resp, rv, "stock not found");
@@ -496,6 +496,26 @@ static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
     json_object_del(data, "version");
     http_reply_data(resp, data);
     return resp->status == 200 ? (int64_t)version : -1;
+}
+
+/* The catalog URL of a stock's lookup. */
+static void frontend__lookup_url(const struct frontend *fe, const char *name, char *url, size_t len)
+{
+    snprintf(url, len, "%s/stocks/%s", fe->catalog_url, name);
+}
+
+/*
+ * Asks the catalog for one stock into resp (blocking). Returns the catalog
+ * version of a 200 reply (to fill the cache with), or -1.
+ */
+static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
+                                      struct http_response *resp)
+{
+    char url[CONFIG_ADDR_MAX + 96];
+    struct http_reply reply;
+    frontend__lookup_url(fe, name, url, sizeof url);
+    int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
+    return frontend__lookup_answer(fe, rv, &reply, resp);
 }
 
 /* Fills the cache with a fetched reply, or records that it reached a client uncached. */
@@ -543,6 +563,65 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
             frontend__unavailable(resp, "catalog unavailable");
     }
     cache_flight_release(fe->cache, f);
+}
+
+/* A miss whose catalog call runs on the front-end's http_async loop (no worker). */
+struct frontend__miss {
+    struct frontend *fe;
+    const struct http_request *req;
+    struct http_response *resp;
+    struct cache_flight *flight; /* led by this miss; NULL when the cache is not in use */
+    uint64_t token;              /* fill token, taken before the call */
+    char name[STOCK_NAME_MAX + 1];
+};
+
+/* On the http_async loop: the catalog answered (or not); the same steps as frontend__lookup. */
+static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
+{
+    struct frontend__miss *m = arg;
+    struct frontend *fe = m->fe;
+    int64_t version = frontend__lookup_answer(fe, rv, reply, m->resp);
+    if (m->flight)
+        cache_flight_finish(fe->cache, m->flight, m->resp->status, m->resp->retry_after_s,
+                            m->resp->body.data, m->resp->body.len);
+    frontend__lookup_fill(fe, m->name, m->token, version, m->resp);
+    if (m->flight)
+        cache_flight_release(fe->cache, m->flight);
+    http_request_resume(m->req);
+    free(m);
+}
+
+/*
+ * Event thread, after a miss: starts the catalog call on the http_async loop,
+ * which answers the client when the reply comes (frontend__lookup_done). A miss
+ * that would join a flight in the air must wait for it, so it declines and
+ * runs on a worker (frontend__lookup) instead.
+ */
+static bool frontend__lookup_async(void *svc, const struct http_request *req,
+                                   struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    struct frontend__miss *m = xcalloc(1, sizeof *m);
+    m->fe = fe;
+    m->req = req;
+    m->resp = resp;
+    snprintf(m->name, sizeof m->name, "%s", req->param); /* validated by the fast handler */
+    if (frontend__cache_trusted(fe, clock_now_ms())) {
+        m->flight = cache_flight_lead(fe->cache, m->name);
+        if (!m->flight) {
+            free(m);
+            return false;
+        }
+        m->token = cache_flight_token(m->flight);
+    } else {
+        m->token = fe->cache ? cache_fill_begin(fe->cache) : 0;
+    }
+    char url[CONFIG_ADDR_MAX + 96];
+    frontend__lookup_url(fe, m->name, url, sizeof url);
+    int rv = http_async_get(fe->async, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
+    if (rv)
+        frontend__lookup_done(m, rv, NULL); /* too many calls in flight: 503 now */
+    return true;
 }
 
 /* GET /stocks: the catalog's list, passed through (never cached: it is not a hot path). */
@@ -806,6 +885,7 @@ static struct http_route frontend__routes[] = {
     {.method = "GET",
      .pattern = "/stocks/{}",
      .fast = frontend__lookup_fast,
+     .async = frontend__lookup_async,
      .handler = frontend__lookup},
     {.method = "POST", .pattern = "/orders", .handler = frontend__order},
     {.method = "GET",
@@ -849,6 +929,7 @@ int main(int argc, char **argv)
     if (fe.cfg.order_cache_size > 0)
         fe.orders = cache_new((size_t)fe.cfg.order_cache_size, 0);
     leader_start(&fe.leader, &fe.cfg);
+    fe.async = http_async_start();
     pthread_mutex_init(&fe.watch_lock, NULL);
     clock_cond_init(&fe.watch_cond);
     pthread_create(&fe.watcher, NULL, frontend__watch_main, &fe);
@@ -870,6 +951,7 @@ int main(int argc, char **argv)
                           sizeof err) != 0) {
         LOG_ERROR("%s", err);
         frontend__watch_stop(&fe);
+        http_async_stop(fe.async);
         leader_stop(fe.leader);
         cache_free(fe.cache);
         cache_free(fe.orders);
@@ -880,7 +962,8 @@ int main(int argc, char **argv)
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
-    http_server_stop(http);
+    http_server_stop(http); /* waits for the misses on the http_async loop */
+    http_async_stop(fe.async);
     frontend__watch_stop(&fe);
     leader_stop(fe.leader);
     cache_free(fe.cache);

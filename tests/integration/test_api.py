@@ -418,6 +418,26 @@ class TestOperational(ApiTestCase):
         self.assertError(bazaar.get(self.cluster.catalog_url("/stocks/NoSuchStock")), 404)
         self.assertError(bazaar.get(self.cluster.catalog_url("/stocks/bad$name")), 400)
 
+    def test_catalog_lookup_reply_reused_until_the_stock_changes(self):
+        """The catalog serialises a stock's lookup reply once per version (issue 14): repeated
+        lookups reuse the bytes, and a trade makes the next lookup show the new quantity."""
+        url = self.cluster.catalog_url("/stocks/GameStart")
+        reused = "bazaar_catalog_lookup_replies_reused_total"
+        first = bazaar.get(url)
+        self.assertJsonReply(first, 200)
+        before = self.cluster.metric(reused, "catalog")
+        for _ in range(3):
+            again = bazaar.get(url)
+            self.assertEqual(again.body, first.body)
+        self.assertEqual(self.cluster.metric(reused, "catalog") - before, 3)
+        quantity = first.json["data"]["quantity"]
+        reply = self.cluster.post_json("/orders", {"name": "GameStart", "type": "buy",
+                                                   "quantity": 2})
+        self.assertJsonReply(reply, 200)
+        after = bazaar.get(url)
+        self.assertEqual(after.json["data"]["quantity"], quantity - 2)
+        self.assertGreater(after.json["data"]["version"], first.json["data"]["version"])
+
 
 class TestReplicatedNumbering(ApiTestCase):
     """Three replicas: numbers from 0 with no gaps, identical order logs, leader = highest id."""

@@ -436,6 +436,122 @@ class TestSingleFlight(CacheTestCase):
         self.assertEqual((f1 - f0, j1 - j0), (2, 0), "the second miss must fetch anew")
 
 
+class TestMissesWithoutWorker(CacheTestCase):
+    """A miss's catalog call runs on the front-end's non-blocking client (http_async), not on
+    a worker (issue 14): it is counted as an async start, still has its deadline, and a
+    front-end stopped while such calls hang on a paused catalog exits once they time out."""
+
+    overrides = {"frontend": {"cache": "off", "workers": 1},
+                 "cluster": {"call_timeout_ms": 800}}
+    ASYNC = "bazaar_frontend_http_async_started_total"
+
+    def test_misses_take_no_worker(self):
+        before = self.cluster.metric(self.ASYNC)
+        # One worker only: 32 overlapping misses would queue behind it if each held it.
+        results = [None] * 32
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url("/stocks/FishCo"), timeout=20)
+                results[i] = (reply.status, reply.json["data"]["quantity"])
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(32)]
+        for t in threads:
+            t.start()
+        bazaar.join_threads(threads, 20, "lookups")
+        self.assertEqual(results, [(200, 100)] * 32)
+        self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
+        # Bad names are still answered 400 on the event thread, before any call.
+        reply = self.cluster.get(self.cluster.frontend_url("/stocks/" + "x" * 65))
+        self.assertJsonReply(reply, 400)
+        self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
+
+    def pause_catalog(self):
+        """SIGSTOP the catalog and wait until the kernel shows every thread of it stopped: a
+        group stop begins when one thread takes the signal, so on a loaded machine another
+        thread may still read and answer the next request meanwhile."""
+        self.cluster.pause_process("catalog")
+        pid = self.cluster.processes["catalog"].pid
+        def stopped():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+            return True
+        wait_for(stopped, 10, "catalog stopped")
+
+    def test_hung_catalog_gives_503_at_the_deadline(self):
+        self.pause_catalog()
+        try:
+            t0 = time.monotonic()
+            reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+            took = time.monotonic() - t0
+        finally:
+            self.cluster.resume_process("catalog")
+        self.assertJsonReply(reply, 503)
+        self.assertGreaterEqual(took, 0.7)
+        self.assertLess(took, 5.0)
+        # The connections the timed-out calls used are not reused half-read: the next lookup
+        # gets a correct reply.
+        reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+        self.assertJsonReply(reply, 200)
+        self.assertEqual(reply.json["data"]["name"], "GameStart")
+
+    def test_stop_waits_for_calls_in_flight(self):
+        """SIGTERM while misses hang on a paused catalog: the front-end ends them at their
+        deadline and exits cleanly, not with a crash on a suspended connection."""
+        self.pause_catalog()
+        results = [None] * 4
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"), timeout=20)
+                results[i] = reply.status
+            except OSError as exc:
+                results[i] = exc
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.2)
+            code = self.cluster.stop_process("frontend", grace=10.0)
+        finally:
+            self.cluster.resume_process("catalog")
+        bazaar.join_threads(threads, 20, "lookups")
+        self.assertEqual(code, 0)
+        # Each got its 503, or saw the connection close if the server stopped right after
+        # resuming it; none hangs (the threads were joined) and the process did not crash.
+        for r in results:
+            self.assertTrue(r == 503 or isinstance(r, OSError), r)
+        self.cluster.start_process("frontend")
+
+
+class TestReplyReuse(CacheTestCase):
+    """An event thread queues a hot reply again without rebuilding it (issue 14): replies that
+    differ, on one keep-alive connection and across two threads, never get each other's bytes,
+    and a changed stock never gets its old reply."""
+
+    overrides = {"frontend": {"cache": "on", "cache_size": 8}}
+
+    def test_alternating_replies_keep_their_bytes(self):
+        names = ["GameStart", "FishCo", "Zed"]
+        want = {n: bazaar.get(self.cluster.frontend_url(f"/stocks/{n}")).body for n in names}
+        self.assertEqual(len(set(want.values())), 3)
+        for i in range(30):
+            name = names[i % 3] if i % 5 else names[0]
+            reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{name}"))
+            self.assertEqual(reply.body, want[name], name)
+            if i % 7 == 0:  # an error and a HEAD in between
+                self.assertJsonReply(bazaar.get(self.cluster.frontend_url("/stocks/Nope")), 404)
+                head = bazaar.request("HEAD", self.cluster.frontend_url(f"/stocks/{name}"))
+                self.assertEqual((head.status, head.body), (200, b""))
+        self.trade_ok("Zed", "buy", 3)
+        reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"))
+        self.assertEqual(reply.json["data"]["quantity"], 97)
+        self.assertNotEqual(reply.body, want["Zed"])
+
+
 class TestRestock(CacheTestCase):
     """restock_interval_s = 1: a sold-out stock comes back, and the cache learns it by push."""
 

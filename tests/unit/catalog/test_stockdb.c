@@ -92,6 +92,16 @@ static void test_seed_from_csv(void **state)
     assert_int_equal(stockdb_lookup(f->db, "gamestart", &s), BZ_ENOTFOUND); /* case-sensitive */
     assert_int_equal(stockdb_lookup(f->db, "Nope", &s), BZ_ENOTFOUND);
     assert_int_equal(stockdb_lookup(f->db, "", &s), BZ_ENOTFOUND);
+    /* stockdb_index: the name-order position that stockdb_get_at takes. */
+    size_t i = 99;
+    assert_int_equal(stockdb_index(f->db, "RottenFishCo", &i), 0);
+    assert_int_equal(i, 2); /* BoarCo, GameStart, RottenFishCo */
+    stockdb_get_at(f->db, i, &s);
+    assert_string_equal(s.name, "RottenFishCo");
+    assert_int_equal(stockdb_index(f->db, "BoarCo", &i), 0);
+    assert_int_equal(i, 0);
+    assert_int_equal(stockdb_index(f->db, "Nope", &i), BZ_ENOTFOUND);
+    assert_int_equal(i, 0); /* untouched on failure */
 }
 
 static void test_seed_tolerates_crlf_comments_blank_lines(void **state)

@@ -816,6 +816,42 @@ static void test_flight_not_joined_after_an_older_one_lands(void **state)
     cache_free(c);
 }
 
+/*
+ * cache_flight_lead (a miss that cannot wait, on an event thread): it leads a
+ * new flight only when no joinable one is in the air, registers nothing
+ * otherwise, and an invalidation makes the old flight unjoinable for it too.
+ */
+static void test_flight_lead_never_joins(void **state)
+{
+    (void)state;
+    struct cache *c = cache_new(4, 0);
+    char buf[64];
+    bool leads;
+    struct cache_flight *lead = cache_flight_lead(c, "A");
+    assert_non_null(lead);
+    assert_null(cache_flight_lead(c, "A")); /* joinable flight in the air: no second fetch */
+    struct cache_flight *join = cache_flight_begin(c, "A", &leads);
+    assert_false(leads);
+    assert_ptr_equal(join, lead);
+    cache_invalidate(c, "A", 3);
+    struct cache_flight *fresh = cache_flight_lead(c, "A");
+    assert_non_null(fresh);
+    assert_ptr_not_equal(fresh, lead);
+    cache_flight_finish(c, lead, 200, 0, "a2", 2);
+    cache_flight_release(c, lead);
+    assert_int_equal(flight_result(c, join, buf, sizeof buf), 200);
+    cache_flight_release(c, join);
+    cache_flight_finish(c, fresh, 200, 0, "a3", 2);
+    assert_true(cache_fill_end(c, "A", cache_flight_token(fresh), "a3", 2, 3, 0));
+    cache_flight_release(c, fresh);
+    struct cache_stats st;
+    cache_stats(c, &st);
+    assert_int_equal(st.flights, 2);
+    assert_int_equal(st.flight_joins, 1);
+    assert_string_equal(get(c, "A", 0, buf, sizeof buf), "a3");
+    cache_free(c);
+}
+
 /* After cache_clear (invalidations may have been missed) no flight from before is joinable. */
 static void test_flight_not_joined_across_clear(void **state)
 {
@@ -914,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_flight_not_joined_across_invalidation),
         cmocka_unit_test(test_flight_not_joined_after_an_older_one_lands),
         cmocka_unit_test(test_flight_not_joined_across_clear),
+        cmocka_unit_test(test_flight_lead_never_joins),
         cmocka_unit_test(test_flight_wait_times_out),
         cmocka_unit_test(test_flight_threads),
         cmocka_unit_test(test_lru_order_and_eviction),

@@ -1,0 +1,323 @@
+/*
+ * test_http_async.c - src/common/http_async.c against a scripted peer on
+ * 127.0.0.1 (an ephemeral port): replies, keep-alive reuse, a peer that
+ * closes idle connections, deadlines, refused connections and replies that
+ * break the limits or HTTP/1.1.
+ */
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "http_async.h"
+
+/* ---------------------------------------------------------------- the peer */
+
+/* What the peer answers to every request (NULL: never answers), and whether it closes after. */
+struct peer {
+    int listen_fd;
+    uint16_t port;
+    const char *reply;
+    size_t split; /* > 0: send the first `split` bytes, pause, then the rest */
+    bool close_after;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int accepts, requests;
+};
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    for (;;) {
+        int fd = accept(p->listen_fd, NULL, NULL);
+        if (fd < 0)
+            return NULL; /* listening socket shut down: the test is over */
+        pthread_mutex_lock(&p->lock);
+        p->accepts++;
+        pthread_mutex_unlock(&p->lock);
+        char buf[4096];
+        size_t have = 0;
+        for (;;) {
+            ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+            buf[have] = '\0';
+            char *end = strstr(buf, "\r\n\r\n");
+            if (!end)
+                continue;
+            /* One request head: answer it, keep what follows. */
+            size_t used = (size_t)(end + 4 - buf);
+            memmove(buf, buf + used, have - used);
+            have -= used;
+            pthread_mutex_lock(&p->lock);
+            p->requests++;
+            pthread_mutex_unlock(&p->lock);
+            if (!p->reply)
+                continue; /* a peer that never answers */
+            size_t len = strlen(p->reply);
+            if (p->split && p->split < len) {
+                assert_int_equal(send(fd, p->reply, p->split, MSG_NOSIGNAL), (ssize_t)p->split);
+                usleep(20 * 1000);
+                send(fd, p->reply + p->split, len - p->split, MSG_NOSIGNAL);
+            } else {
+                send(fd, p->reply, len, MSG_NOSIGNAL);
+            }
+            if (p->close_after)
+                break;
+        }
+        close(fd);
+    }
+}
+
+static void peer_start(struct peer *p, const char *reply, bool close_after)
+{
+    memset(p, 0, sizeof *p);
+    p->reply = reply;
+    p->close_after = close_after;
+    pthread_mutex_init(&p->lock, NULL);
+    p->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(p->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(p->listen_fd, 16), 0);
+    socklen_t len = sizeof a;
+    getsockname(p->listen_fd, (struct sockaddr *)&a, &len);
+    p->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&p->thread, NULL, peer_main, p), 0);
+}
+
+static void peer_stop(struct peer *p)
+{
+    shutdown(p->listen_fd, SHUT_RDWR);
+    close(p->listen_fd);
+    pthread_join(p->thread, NULL);
+}
+
+/* ---------------------------------------------------------------- calls */
+
+struct result {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int rv, status;
+    char body[256];
+};
+
+static void result_cb(void *arg, int rv, struct http_reply *reply)
+{
+    struct result *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->rv = rv;
+    if (rv == 0) {
+        r->status = reply->status;
+        snprintf(r->body, sizeof r->body, "%.*s", (int)reply->body.len,
+                 reply->body.data ? reply->body.data : "");
+        http_reply_free(reply);
+    }
+    r->done = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* One GET through a; returns rv (status and body in *r). Fails the test after 5 s. */
+static int get(struct http_async *a, uint16_t port, const char *path, int timeout_ms,
+               struct result *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+    clock_cond_init(&r->cond);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    assert_int_equal(http_async_get(a, url, timeout_ms, result_cb, r), 0);
+    struct timespec ts;
+    clock_deadline(&ts, 5000);
+    pthread_mutex_lock(&r->lock);
+    while (!r->done && pthread_cond_timedwait(&r->cond, &r->lock, &ts) == 0)
+        ;
+    bool done = r->done;
+    pthread_mutex_unlock(&r->lock);
+    assert_true(done);
+    return r->rv;
+}
+
+#define OK_REPLY                                                                                   \
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_replies_reuse_one_connection(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, OK_REPLY, false);
+    struct http_async *a = http_async_start();
+    struct result r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(get(a, p.port, "/stocks/A", 2000, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "hello");
+    }
+    assert_int_equal(http_async_connects(a), 1);
+    assert_int_equal(http_async_calls(a), 3);
+    http_async_stop(a);
+    peer_stop(&p);
+    assert_int_equal(p.accepts, 1);
+    assert_int_equal(p.requests, 3);
+}
+
+/* The status and body of an error reply pass through; a split reply is reassembled. */
+static void test_error_status_and_split_reply(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", false);
+    p.split = 20;
+    struct http_async *a = http_async_start();
+    struct result r;
+    assert_int_equal(get(a, p.port, "/x", 2000, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(r.body, "not found");
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+/*
+ * A peer that closes after every reply (without saying so, like a keep-alive
+ * timeout racing the next call): every call still succeeds, on a new connection.
+ */
+static void test_peer_closing_idle_connections(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, OK_REPLY, true);
+    struct http_async *a = http_async_start();
+    struct result r;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(get(a, p.port, "/s", 2000, &r), 0);
+        assert_int_equal(r.status, 200);
+    }
+    assert_int_equal(http_async_connects(a), 4);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+/* Connection: close and a body delimited by the close (no Content-Length). */
+static void test_connection_close_and_body_until_close(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close", true);
+    struct http_async *a = http_async_start();
+    struct result r;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(get(a, p.port, "/s", 2000, &r), 0);
+        assert_string_equal(r.body, "until-close");
+    }
+    assert_int_equal(http_async_connects(a), 2);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+/* A peer that never answers: the call ends at its deadline, not later. */
+static void test_deadline(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, NULL, false);
+    struct http_async *a = http_async_start();
+    struct result r;
+    uint64_t t0 = clock_now_ms();
+    assert_int_equal(get(a, p.port, "/s", 150, &r), BZ_ETIMEDOUT);
+    uint64_t took = clock_now_ms() - t0;
+    assert_true(took >= 150 && took < 1500);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+static void test_refused_connection(void **state)
+{
+    (void)state;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s, (struct sockaddr *)&addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    getsockname(s, (struct sockaddr *)&addr, &len);
+    close(s); /* bound, never listened: nothing there */
+    struct http_async *a = http_async_start();
+    struct result r;
+    assert_int_equal(get(a, ntohs(addr.sin_port), "/s", 2000, &r), BZ_EUNAVAIL);
+    http_async_stop(a);
+}
+
+/* Replies that break the limits or HTTP/1.1 as we take it: BZ_EUPSTREAM, never a crash. */
+static void test_bad_replies(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n", /* over the body limit */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", /* ambiguous */
+        "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+        "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "SMTP ready hello there\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", /* then the peer closes */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct peer p;
+        peer_start(&p, bad[i], true);
+        struct http_async *a = http_async_start();
+        struct result r;
+        assert_int_equal(get(a, p.port, "/s", 2000, &r), BZ_EUPSTREAM);
+        http_async_stop(a);
+        peer_stop(&p);
+    }
+    /* A head that never ends, over the head limit. */
+    static char huge[HTTP_ASYNC_HEAD_MAX + 512];
+    memset(huge, 'a', sizeof huge - 1);
+    memcpy(huge, "HTTP/1.1 200 OK\r\nX: ", 20);
+    struct peer p;
+    peer_start(&p, huge, true);
+    struct http_async *a = http_async_start();
+    struct result r;
+    assert_int_equal(get(a, p.port, "/s", 2000, &r), BZ_EUPSTREAM);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+static void test_bad_urls_are_refused_without_a_call(void **state)
+{
+    (void)state;
+    struct http_async *a = http_async_start();
+    struct result r = {0};
+    static const char *const urls[] = {"https://127.0.0.1:1/s", "http:///s", "http://127.0.0.1:1",
+                                       "http://127.0.0.1:1/a b", "ftp://x/y"};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++)
+        assert_int_equal(http_async_get(a, urls[i], 100, result_cb, &r), BZ_EINVAL);
+    char longurl[HTTP_ASYNC_URL_MAX + 64];
+    snprintf(longurl, sizeof longurl, "http://127.0.0.1:1/%0*d", HTTP_ASYNC_URL_MAX, 0);
+    assert_int_equal(http_async_get(a, longurl, 100, result_cb, &r), BZ_EINVAL);
+    assert_false(r.done);
+    assert_int_equal(http_async_calls(a), 0);
+    http_async_stop(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replies_reuse_one_connection),
+        cmocka_unit_test(test_error_status_and_split_reply),
+        cmocka_unit_test(test_peer_closing_idle_connections),
+        cmocka_unit_test(test_connection_close_and_body_until_close),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_refused_connection),
+        cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test(test_bad_urls_are_refused_without_a_call),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
