@@ -31,6 +31,7 @@
 
 #define PB_MAX_PEERS        16
 #define PB_APPEND_BATCH     500  /* entries per append */
+#define PB_PIPELINE_MIN     8    /* orders waiting for the next exchange to start it early */
 #define PB_HEARTBEAT_MS     200  /* an idle pipeline still sends this often */
 #define PB_RETRY_MS         100  /* after a failed call */
 #define PB_PROBE_MS         500  /* deadline of a notice, state or page call */

@@ -155,6 +155,15 @@ static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, str
 
 /* ---------------------------------------------------------------- the sequencer */
 
+/* True when at least n orders wait for the sequencer (counts no further than n). */
+static bool pb__queue_at_least(const struct pb *pb, size_t n)
+{
+    size_t k = 0;
+    for (const struct pb_wait *w = pb->queue; w && k < n; w = w->next)
+        k++;
+    return k >= n;
+}
+
 static void pb__sequencer(struct pb *pb, uint64_t now)
 {
     if (pb->role != PB_LEADER || pb->exec_call || now < pb->exec_retry_at_ms)
@@ -237,10 +246,12 @@ static void pb__sequencer_on_reply(struct pb *pb, const struct pb_call *call,
     }
     size_t batch_n = pb->batch_n;
     pb->batch_n = 0;
-    /* The next exchange starts now, before our own write of this page: the catalog executes
-     * the next batch while we write (docs/design.md, "The leader's own write"). */
+    /* With a full batch waiting, the next exchange starts now, before our own write of this
+     * page: the catalog executes it while we write (docs/design.md, "The leader's own
+     * write"). A small one waits for the write, and grows meanwhile. */
     pb->exec_next = call->exec.from + (int64_t)x->njournal;
-    pb__sequencer(pb, now);
+    if (pb__queue_at_least(pb, PB_PIPELINE_MIN))
+        pb__sequencer(pb, now);
     if (x->njournal > 0) {
         int rv = pb->st.apply(pb->st.ctx, x->journal, x->njournal, INT64_MAX, pb->epoch);
         if (rv) {
