@@ -13,9 +13,6 @@
 #define RAFTFSM__SNAPSHOT_MAX ((size_t)4 << 30)
 /* Orders per transaction when installing a snapshot: fewer fsyncs, bounded memory (~3 MB). */
 #define RAFTFSM__INSTALL_CHUNK 16384
-/* Orders one group transaction takes at most (raftfsm_flush commits it sooner): a follower that
- * catches up applies thousands of pages in a row, and one commit each cost it about 0.4 ms. */
-#define RAFTFSM__GROUP_MAX 16384
 
 static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result);
 static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs);
@@ -193,7 +190,7 @@ int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
         return rv;
     atomic_fetch_add(&f->pages, 1);
     f->group_orders += n;
-    return f->group_orders >= RAFTFSM__GROUP_MAX ? raftfsm_flush(f) : 0;
+    return f->group_orders >= RAFTFSM_GROUP_MAX ? raftfsm_flush(f) : 0;
 }
 
 int raftfsm_flush(struct raftfsm *f)

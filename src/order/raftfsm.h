@@ -32,6 +32,10 @@
 #include "orderlog.h"
 #include "trade.h"
 
+/* Orders one group transaction takes at most (raftfsm_flush commits it sooner): a follower that
+ * catches up applies thousands of pages in a row, and one commit each cost it about 0.4 ms. */
+#define RAFTFSM_GROUP_MAX 16384
+
 struct raftfsm_stats {
     uint64_t pages;      /* command entries applied */
     uint64_t appended;   /* orders added to the table */
@@ -75,7 +79,7 @@ void raftfsm_close(struct raftfsm *f);
 int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len);
 /*
  * Applied pages go into one orderlog group transaction (orderlog.h), committed
- * every RAFTFSM__GROUP_MAX orders and by this call, which the Raft thread makes
+ * every RAFTFSM_GROUP_MAX orders and by this call, which the Raft thread makes
  * whenever its loop is about to wait (and before a snapshot install). Until
  * then they are visible through the log but not in the file: a crash loses
  * them from the table, and the restart re-applies them from Raft's log.
