@@ -75,6 +75,19 @@ int orderlog_set_log_epoch(struct orderlog *log, uint64_t epoch);
 int orderlog_apply(struct orderlog *log, const struct order *entries, size_t n, int64_t stale_after,
                    uint64_t leader_epoch);
 
+/*
+ * A group transaction: from orderlog_group_open until orderlog_group_commit,
+ * every call's changes go into one SQLite transaction (each call still all
+ * or nothing, as a savepoint), so many small applies cost one commit. The
+ * changes are visible to every later call at once, and durable only once
+ * committed: only for a log that is a copy of a durable record elsewhere
+ * (raft mode's table, see orderlog_set_fsync). A failed commit loses the
+ * whole group (the state follows the table again). Opening an open group
+ * and committing none do nothing. 0 or BZ_EIO.
+ */
+int orderlog_group_open(struct orderlog *log);
+int orderlog_group_commit(struct orderlog *log);
+
 /* The entry with this number. 0 or BZ_ENOTFOUND / BZ_EIO. */
 int orderlog_get(struct orderlog *log, int64_t number, struct order *out);
 /* The entry with this request id. 0 or BZ_ENOTFOUND / BZ_EIO. */

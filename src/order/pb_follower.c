@@ -13,6 +13,9 @@ int pb_on_append(struct pb *pb, const struct msg_append *m, bool *ok, int64_t *m
         return rv;
     if (pb->role == PB_LEADER || pb->role == PB_PROMOTING)
         return BZ_ESTALE; /* cannot happen: the epoch names its one leader, and it is us */
+    if (pb->role == PB_STARTING)
+        return BZ_EUNAVAIL; /* catching up: the copy writes these entries in larger pages, and
+                               the leader's pipeline retries shortly (docs/design.md, "Restart") */
     atomic_fetch_add(&pb->appends_received, 1);
 
     struct orderlog_state st;

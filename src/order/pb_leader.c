@@ -125,7 +125,9 @@ static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, str
         return;
     }
     if (reply->err) {
-        if (p->reachable)
+        if (p->reachable && reply->err == BZ_EUNAVAIL)
+            LOG_INFO("replica %d is catching up: appends wait until it has", p->id);
+        else if (p->reachable)
             LOG_WARN("replica %d unreachable: %s", p->id, bz_strerror(reply->err));
         p->reachable = false;
         p->retry_at_ms = now + PB_RETRY_MS;

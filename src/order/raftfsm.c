@@ -179,10 +179,29 @@ int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
             "journal page: %s",
             len, len > 0 ? ((const uint8_t *)buf)[0] : 0, len > 1 ? ((const uint8_t *)buf)[1] : 0,
             len > 2 ? ((const uint8_t *)buf)[2] : 0, len > 3 ? ((const uint8_t *)buf)[3] : 0, err);
+    if (!f->grouped) {
+        if (orderlog_group_open(f->log) != 0)
+            return raftfsm__fail(f, BZ_EIO, "cannot open a transaction on the orders table");
+        f->grouped = true;
+        f->group_orders = 0;
+    }
     int rv = raftfsm__merge(f, f->scratch, n, &added);
-    if (rv == 0)
-        atomic_fetch_add(&f->pages, 1);
-    return rv;
+    if (rv)
+        return rv;
+    atomic_fetch_add(&f->pages, 1);
+    f->group_orders += n;
+    return f->group_orders >= RAFTFSM_GROUP_MAX ? raftfsm_flush(f) : 0;
+}
+
+int raftfsm_flush(struct raftfsm *f)
+{
+    if (!f->grouped)
+        return 0;
+    f->grouped = false;
+    if (orderlog_group_commit(f->log) != 0)
+        return raftfsm__fail(f, BZ_EIO, "cannot commit %zu applied orders to the table",
+                             f->group_orders);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- snapshots */
@@ -220,12 +239,14 @@ int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len)
 {
     if (raftfsm__failed(f))
         return BZ_EUNAVAIL;
+    int rv = raftfsm_flush(f); /* the install commits chunk by chunk, on its own */
+    if (rv)
+        return rv;
     char err[160];
     struct raftcodec_snap_reader r;
     if (raftcodec_snap_open(&r, buf, len, err, sizeof err))
         return raftfsm__fail(f, BZ_EINVAL, "bad snapshot: %s", err);
     struct order *chunk = xcalloc(RAFTFSM__INSTALL_CHUNK, sizeof *chunk);
-    int rv = 0;
     for (;;) {
         size_t n = 0, added;
         if (raftcodec_snap_read(&r, chunk, RAFTFSM__INSTALL_CHUNK, &n, err, sizeof err)) {

@@ -74,6 +74,7 @@ struct raftnode {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t poll;
+    uv_prepare_t flush; /* commits the state machine's applied pages before the loop waits */
     struct raft_uv_transport transport;
     struct raft_io uv_io; /* libraft's libuv I/O */
     struct raft_io io;    /* the decorator raft uses: forwards to uv_io, watches receives */
@@ -446,6 +447,14 @@ static void raftnode__poll_cb(uv_timer_t *t)
     raftnode__refresh(t->data);
 }
 
+/* Before the loop waits for I/O: what this iteration applied goes into the table file in one
+ * commit (a failed commit stops the state machine, see raftfsm_flush). */
+static void raftnode__flush_cb(uv_prepare_t *h)
+{
+    struct raftnode *n = h->data;
+    raftfsm_flush(&n->fsm);
+}
+
 /* ---------------------------------------------------------------- node thread: requests */
 
 static void raftnode__group_done(struct raftnode__group *g, int status, unsigned count)
@@ -591,6 +600,8 @@ static void raftnode__wake_cb(uv_async_t *h)
             if (!n->closing) {
                 n->closing = true;
                 uv_timer_stop(&n->poll);
+                uv_prepare_stop(&n->flush);
+                raftfsm_flush(&n->fsm);
                 raft_close(&n->raft, raftnode__raft_close_cb);
             }
             break;
@@ -608,7 +619,9 @@ static void raftnode__raft_close_cb(struct raft *r)
     raft_uv_close(&n->uv_io);
     raft_uv_tcp_close(&n->transport);
     uv_close((uv_handle_t *)&n->poll, NULL);
+    uv_close((uv_handle_t *)&n->flush, NULL);
     uv_close((uv_handle_t *)&n->wake, NULL);
+    raftfsm_flush(&n->fsm); /* anything raft_close applied */
 }
 
 static void *raftnode__main(void *arg)
@@ -818,6 +831,10 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
     if (opts && opts->heartbeat_timeout_ms)
         raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
     n->heartbeat_ms = n->raft.heartbeat_timeout;
+    /* A peer that was down is dialled again after this (libuv transport default 1 s): a
+     * restarted follower waited 0.3-1 s idle for its leader to reconnect before catching up.
+     * One heartbeat keeps the retries of a dead peer cheap (a refused connect on a LAN). */
+    raft_uv_set_connect_retry_delay(&n->uv_io, n->heartbeat_ms);
     /* libraft resends a lost InstallSnapshot only after this (default 30 s): a snapshot sent
      * while the lagging replica was still down or reconnecting kept it unready that long in the
      * unit test. Five election timeouts still cover sending a large snapshot on a LAN. */
@@ -833,6 +850,8 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
     n->wake.data = n;
     uv_timer_init(&n->loop, &n->poll);
     n->poll.data = n;
+    uv_prepare_init(&n->loop, &n->flush);
+    n->flush.data = n;
 
     /* First start: every [order.N] is a voter. A node with state on disk keeps its own. */
     struct raft_configuration conf;
@@ -859,6 +878,7 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
         goto err_after_raft;
     }
     uv_timer_start(&n->poll, raftnode__poll_cb, RAFTNODE__POLL_MS, RAFTNODE__POLL_MS);
+    uv_prepare_start(&n->flush, raftnode__flush_cb);
     raftnode__refresh(n);
     if (pthread_create(&n->thread, NULL, raftnode__main, n) != 0) {
         snprintf(errmsg, errlen, "raft: cannot start the node thread");
@@ -871,6 +891,7 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
 err_after_raft:
     n->closing = true;
     uv_timer_stop(&n->poll);
+    uv_prepare_stop(&n->flush);
     raft_close(&n->raft, raftnode__raft_close_cb);
     raftnode__loop_drain(n);
     goto err_after_fsm;

@@ -4,7 +4,9 @@
  *
  * One mutex serialises every call into the core. A loop thread runs its
  * timers; one sender thread per peer performs the calls the core starts, in
- * order, and hands each reply back. The catalog has two: the core starts the
+ * order, and hands each reply back (a page of a peer's log goes to the loop
+ * thread instead, so the sender fetches the next page while the loop writes
+ * this one). The catalog has two: the core starts the
  * next exchange before it writes the page the last one returned, and the
  * second thread performs it while the first is still in that write. A sender's
  * queue has its own lock, so a call the core starts goes out at once even
@@ -31,6 +33,7 @@
 
 struct replica__queued {
     struct pb_call *call;
+    struct pb_reply reply; /* on the loop's queue: the reply, performed */
     struct replica__queued *next;
 };
 
@@ -71,6 +74,8 @@ struct replica {
     pthread_cond_t loop_cond;
     bool stopping;
     pthread_t loop;
+    /* Performed page calls whose replies the loop thread hands to the core (under `lock`). */
+    struct replica__queued *replies, **replies_tail;
     int nsenders; /* peers, then the catalog */
     struct replica__sender senders[PB_MAX_PEERS + 1];
 
@@ -207,6 +212,27 @@ static void replica__perform(struct replica *r, const char *base, const struct p
     }
 }
 
+static void replica__queued_free(struct replica__queued *q)
+{
+    pb_reply_free(&q->reply);
+    pb_call_free(q->call);
+    free(q);
+}
+
+/* With r->lock held: hands the queued page replies to the core, oldest first. */
+static void replica__drain_replies(struct replica *r)
+{
+    while (r->replies && !r->stopping) {
+        struct replica__queued *q = r->replies;
+        r->replies = q->next;
+        if (!r->replies)
+            r->replies_tail = &r->replies;
+        pb_on_reply(r->pb, q->call, &q->reply);
+        replica__publish(r);
+        replica__queued_free(q);
+    }
+}
+
 static void *replica__sender_main(void *arg)
 {
     struct replica__sender *s = arg;
@@ -223,25 +249,32 @@ static void *replica__sender_main(void *arg)
             s->tail = &s->head;
         pthread_mutex_unlock(&s->qlock);
 
-        struct pb_reply reply = {0};
-        replica__perform(r, s->url, q->call, &reply);
+        replica__perform(r, s->url, q->call, &q->reply);
 
         pthread_mutex_lock(&r->lock);
+        if (q->call->kind == PB_CALL_PAGE && !r->stopping) {
+            /* The loop thread writes the page: this thread is free at once to fetch the next
+             * one, which the core asks for before it writes this one (pb_sync.c). */
+            q->next = NULL;
+            *r->replies_tail = q;
+            r->replies_tail = &q->next;
+            pthread_cond_signal(&r->loop_cond);
+            pthread_mutex_unlock(&r->lock);
+            pthread_mutex_lock(&s->qlock);
+            continue;
+        }
         if (!r->stopping) {
-            pb_on_reply(r->pb, q->call, &reply);
+            pb_on_reply(r->pb, q->call, &q->reply);
             replica__publish(r);
         }
         pthread_mutex_unlock(&r->lock);
-        pb_reply_free(&reply);
-        pb_call_free(q->call);
-        free(q);
+        replica__queued_free(q);
         pthread_mutex_lock(&s->qlock);
     }
     /* Calls never performed are dropped with the core. */
     for (struct replica__queued *q = s->head, *next; q; q = next) {
         next = q->next;
-        pb_call_free(q->call);
-        free(q);
+        replica__queued_free(q);
     }
     s->head = NULL;
     s->tail = &s->head;
@@ -254,6 +287,7 @@ static void *replica__loop_main(void *arg)
     struct replica *r = arg;
     pthread_mutex_lock(&r->lock);
     while (!r->stopping) {
+        replica__drain_replies(r);
         uint64_t next = pb_tick(r->pb);
         replica__publish(r);
         uint64_t now = clock_now_ms();
@@ -282,6 +316,10 @@ static void replica__stop_senders(struct replica *r)
 /* Frees what replica_start made, once no thread runs. */
 static void replica__destroy(struct replica *r)
 {
+    for (struct replica__queued *q = r->replies, *next; q; q = next) {
+        next = q->next;
+        replica__queued_free(q);
+    }
     for (int i = 0; i < r->nsenders; i++) {
         pthread_cond_destroy(&r->senders[i].cond);
         pthread_mutex_destroy(&r->senders[i].qlock);
@@ -299,6 +337,7 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     r->id = id;
     r->log = log;
     r->store = pb_store_orderlog(log);
+    r->replies_tail = &r->replies;
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->view_lock, NULL);
     clock_cond_init(&r->loop_cond);

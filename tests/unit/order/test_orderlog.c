@@ -452,6 +452,74 @@ static void test_open_bad_path(void **state)
     assert_true(errmsg[0] != '\0');
 }
 
+/* ---------------------------------------------------------------- group transactions */
+
+/* Rows of the file as another connection sees them: what is committed. */
+static int64_t committed_rows(struct fixture *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM orders", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_group_commits_many_applies_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct order e[9];
+    mk_range(e, 0, 9, 1, "g");
+    assert_int_equal(orderlog_group_commit(f->log), 0); /* none open: nothing to do */
+    assert_int_equal(orderlog_apply(f->log, e, 2, INT64_MAX, 1), 0);
+    assert_int_equal(committed_rows(f), 2);
+
+    assert_int_equal(orderlog_group_open(f->log), 0);
+    assert_int_equal(orderlog_group_open(f->log), 0); /* already open: the same group */
+    assert_int_equal(orderlog_apply(f->log, e + 2, 3, INT64_MAX, 1), 0);
+    assert_int_equal(orderlog_apply(f->log, e + 5, 2, INT64_MAX, 1), 0);
+    /* Visible through the log at once, not yet in the file. */
+    assert_log(f, e, 7);
+    assert_int_equal(committed_rows(f), 2);
+    /* A call that fails inside the group undoes only itself. */
+    struct order dup[2];
+    mk_range(dup, 7, 2, 1, "h");
+    snprintf(dup[1].trade.request_id, sizeof dup[1].trade.request_id, "g:3");
+    assert_true(orderlog_apply(f->log, dup, 2, INT64_MAX, 1) != 0);
+    assert_int_equal(orderlog_apply(f->log, e + 8, 1, INT64_MAX, 1), BZ_EINVAL); /* a gap */
+    assert_log(f, e, 7);
+    assert_int_equal(orderlog_promise(f->log, 4, 2), 0);
+    assert_int_equal(orderlog_apply(f->log, e + 7, 2, INT64_MAX, 1), 0);
+
+    assert_int_equal(orderlog_group_commit(f->log), 0);
+    assert_int_equal(committed_rows(f), 9);
+    reopen(f);
+    assert_log(f, e, 9);
+    assert_int_equal(st(f).promised, 4);
+    assert_int_equal(st(f).promised_leader, 2);
+}
+
+static void test_group_is_committed_at_close(void **state)
+{
+    struct fixture *f = *state;
+    struct order e[3];
+    mk_range(e, 0, 3, 1, "c");
+    assert_int_equal(orderlog_group_open(f->log), 0);
+    assert_int_equal(orderlog_apply(f->log, e, 3, INT64_MAX, 1), 0);
+    assert_int_equal(committed_rows(f), 0);
+    reopen(f);
+    assert_log(f, e, 3);
+    /* Outside a group every apply is its own commit again. */
+    struct order more[1];
+    mk_range(more, 3, 1, 1, "d");
+    assert_int_equal(orderlog_apply(f->log, more, 1, INT64_MAX, 1), 0);
+    assert_int_equal(committed_rows(f), 4);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -476,6 +544,8 @@ int main(void)
         T(test_open_refuses_damaged_log),
         T(test_open_refuses_corrupted_page),
         T(test_open_bad_path),
+        T(test_group_commits_many_applies_at_once),
+        T(test_group_is_committed_at_close),
     };
     return cmocka_run_group_tests_name("unit.order.orderlog", tests, NULL, NULL);
 }

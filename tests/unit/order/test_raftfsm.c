@@ -5,6 +5,8 @@
  */
 #include "unit.h"
 
+#include <sqlite3.h>
+
 #include "error.h"
 #include "orderlog.h"
 #include "raftcodec.h"
@@ -260,6 +262,59 @@ static void test_snapshot_cost(void **state)
     strbuf_free(&sb);
 }
 
+/* Rows of order-1.db as another connection sees them: what is committed to the file. */
+static int64_t committed_rows(struct fx *f)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/order-1.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM orders", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Consecutive pages share one commit: at raftfsm_flush, or once RAFTFSM_GROUP_MAX are applied. */
+static void test_pages_commit_together(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(raftfsm_flush(&f->fsm), 0); /* nothing applied: nothing to do */
+    assert_int_equal(apply(&f->fsm, 0, 5, 1), 0);
+    assert_int_equal(apply(&f->fsm, 5, 3, 1), 0);
+    assert_table(f->log, 8);
+    assert_int_equal(committed_rows(f), 0);
+    assert_int_equal(raftfsm_flush(&f->fsm), 0);
+    assert_int_equal(committed_rows(f), 8);
+
+    int64_t next = 8;
+    while (next - 8 + RAFTCODEC_PAGE_MAX <= RAFTFSM_GROUP_MAX - 1) {
+        assert_int_equal(apply(&f->fsm, next, RAFTCODEC_PAGE_MAX, 1), 0);
+        next += RAFTCODEC_PAGE_MAX;
+    }
+    assert_int_equal(committed_rows(f), 8);
+    assert_int_equal(apply(&f->fsm, next, RAFTCODEC_PAGE_MAX, 1), 0); /* reaches the bound */
+    next += RAFTCODEC_PAGE_MAX;
+    assert_int_equal(committed_rows(f), next);
+    assert_table(f->log, next);
+    /* A snapshot install commits what was applied before it, then its own chunks. */
+    assert_int_equal(apply(&f->fsm, next, 2, 1), 0);
+    next += 2;
+    struct strbuf sb;
+    strbuf_init(&sb, (size_t)64 << 20);
+    assert_int_equal(raftfsm_snapshot_encode(&f->fsm, &sb), 0);
+    assert_int_equal(raftfsm_snapshot_install(&f->fsm, sb.data, sb.len), 0);
+    strbuf_free(&sb);
+    assert_int_equal(committed_rows(f), next);
+    struct raftfsm_stats s;
+    raftfsm_stats(&f->fsm, &s);
+    assert_false(s.failed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_into_empty_shorter_longer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_that_contradicts_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_cost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_commit_together, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
