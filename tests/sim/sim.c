@@ -105,6 +105,7 @@ struct sim_ev {
     int client;
     uint64_t op;
     struct pb_answer *answer;
+    uint64_t epoch; /* EV_CLIENT_ANSWER: the answering node's epoch */
 };
 
 struct sim_node {
@@ -142,6 +143,7 @@ struct sim_op {
 struct sim_acked {
     bool set;
     uint64_t at_us; /* when the client learnt it */
+    uint64_t epoch; /* the oldest epoch whose leader acknowledged it */
     char rid[TRADE_REQUEST_ID_MAX + 1];
     struct trade trade;
 };
@@ -419,7 +421,8 @@ static void sim_io_answer(void *ctx, void *token, const struct pb_answer *answer
                                 .kind = EV_CLIENT_ANSWER,
                                 .client = (int)(t % SIM_CLIENTS),
                                 .op = t / SIM_CLIENTS,
-                                .answer = a});
+                                .answer = a,
+                                .epoch = answer->status == 0 ? pb_epoch(n->pb) : 0});
 }
 
 /* ---------------------------------------------------------------- nodes */
@@ -479,9 +482,14 @@ static void sim_check_leader(struct sim *s, struct sim_node *n)
     }
     if (s->nleaders < (int)(sizeof s->leaders / sizeof s->leaders[0]))
         s->leaders[s->nleaders++] = (struct sim_leader){epoch, n->id};
-    /* Its start log holds every acknowledged order. */
+    /*
+     * Its start log holds every order acknowledged in an older epoch (leader completeness). A
+     * leader of an epoch older than one that already acknowledged orders can exist (it completed
+     * a promotion begun before the newer one): it can commit nothing, since a quorum promised the
+     * newer epoch and refuses its appends, so it need not hold those orders (seed 1838).
+     */
     for (int64_t k = 0; k <= s->max_acked; k++) {
-        if (!s->acked[k].set)
+        if (!s->acked[k].set || s->acked[k].epoch >= epoch)
             continue;
         struct order o;
         if (orderlog_get(n->log, k, &o) != 0 || strcmp(o.trade.request_id, s->acked[k].rid)) {
@@ -735,7 +743,8 @@ static void sim_client_retry(struct sim *s, int c)
     sim_client_send(s, c);
 }
 
-static void sim_on_answer(struct sim *s, int c, uint64_t seq, const struct pb_answer *a)
+static void sim_on_answer(struct sim *s, int c, uint64_t seq, const struct pb_answer *a,
+                          uint64_t epoch)
 {
     struct sim_op *op = &s->ops[c];
     if (!op->active || op->seq != seq)
@@ -775,6 +784,8 @@ static void sim_on_answer(struct sim *s, int c, uint64_t seq, const struct pb_an
             sim_fail(s, "#%" PRId64 " (%s) is below #%" PRId64 ", acknowledged before it was sent",
                      k, op->trade.request_id, op->max_acked_at_start);
         } else {
+            if (!s->acked[k].set || epoch < s->acked[k].epoch)
+                s->acked[k].epoch = epoch;
             s->acked[k].set = true;
             s->acked[k].at_us = s->now_us;
             /* memcpy, not snprintf: gcc -Os (MinSizeRel) reports -Werror=restrict here. */
@@ -1015,7 +1026,7 @@ static void sim_step(struct sim *s)
         break;
     }
     case EV_CLIENT_ANSWER:
-        sim_on_answer(s, ev.client, ev.op, ev.answer);
+        sim_on_answer(s, ev.client, ev.op, ev.answer, ev.epoch);
         free(ev.answer);
         break;
     case EV_CLIENT_TIMEOUT: {
