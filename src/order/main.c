@@ -40,15 +40,13 @@ static int order__parse_number(const struct http_request *req, int64_t *out)
 }
 
 /*
- * The reply body of one order's outcome, with its status in *status: 200
+ * The reply body of one order's outcome (its status is bz_error_status(o->status)):
  * {"data":{"transaction_number":n}}, or the error shape; a 421 names the
  * leader when known ({"error":{"code":421,"message":..,"leader":2}}), so the
  * front-end follows it (raft mode) instead of guessing.
  */
-static json_t *order__outcome_json(const struct trade *t, const struct trade_outcome *o,
-                                   int *status)
+static json_t *order__outcome_json(const struct trade *t, const struct trade_outcome *o)
 {
-    *status = bz_error_status(o->status);
     if (o->status == 0) {
         LOG_DEBUG("order %lld: %s %lld %s (%s)", (long long)o->number, trade_type_name(t->type),
                   (long long)t->quantity, t->name, t->request_id);
@@ -64,8 +62,7 @@ static void order__not_leader(struct http_response *resp, int leader, const char
 {
     struct trade_outcome o = {.status = BZ_ENOTLEADER, .leader = leader};
     snprintf(o.message, sizeof o.message, "%s", msg);
-    int status;
-    http_reply_json(resp, 421, order__outcome_json(NULL, &o, &status));
+    http_reply_json(resp, 421, order__outcome_json(NULL, &o));
 }
 
 static bool order__health(void *svc, const struct http_request *req, struct http_response *resp)
@@ -151,11 +148,9 @@ static void order__submit(void *svc, const struct http_request *req, struct http
     }
     struct trade_outcome o;
     ordersvc_submit(s->svc, &t, 1, &o);
-    int status;
-    json_t *reply = order__outcome_json(&t, &o, &status);
     if (o.status == BZ_EUNAVAIL)
         resp->retry_after_s = 1;
-    http_reply_json(resp, status, reply);
+    http_reply_json(resp, bz_error_status(o.status), order__outcome_json(&t, &o));
 }
 
 /*
@@ -182,40 +177,33 @@ static void order__submit_batch(void *svc, const struct http_request *req,
         http_reply_error(resp, BZ_EINVAL, msg);
         return;
     }
+    /* t and o by request item; the valid orders are submitted together, in order. */
     size_t n = json_array_size(orders), nvalid = 0;
-    struct trade *t = xcalloc(n, sizeof *t);
-    struct trade_outcome *o = xcalloc(n, sizeof *o);
+    struct trade *t = xcalloc(n, sizeof *t), *valid = xcalloc(n, sizeof *valid);
+    struct trade_outcome *o = xcalloc(n, sizeof *o), *done = xcalloc(n, sizeof *done);
     size_t *slot = xcalloc(n, sizeof *slot); /* valid order k is request item slot[k] */
     for (size_t i = 0; i < n; i++) {
-        struct trade one;
-        int rv = trade_from_json(json_array_get(orders, i), true, &one, o[i].message,
-                                 sizeof o[i].message);
-        if (rv) {
-            o[i].status = rv;
-            continue;
+        o[i].status = trade_from_json(json_array_get(orders, i), true, &t[i], o[i].message,
+                                      sizeof o[i].message);
+        if (o[i].status == 0) {
+            valid[nvalid] = t[i];
+            slot[nvalid++] = i;
         }
-        t[nvalid] = one;
-        slot[nvalid++] = i;
     }
     json_decref(body);
-    struct trade_outcome *done = xcalloc(nvalid ? nvalid : 1, sizeof *done);
     if (nvalid)
-        ordersvc_submit(s->svc, t, nvalid, done);
-    struct trade *all = xcalloc(n, sizeof *all);
-    for (size_t k = 0; k < nvalid; k++) {
+        ordersvc_submit(s->svc, valid, nvalid, done);
+    for (size_t k = 0; k < nvalid; k++)
         o[slot[k]] = done[k];
-        all[slot[k]] = t[k];
-    }
     json_t *results = json_array();
-    for (size_t i = 0; i < n; i++) {
-        int status;
-        json_t *reply = order__outcome_json(&all[i], &o[i], &status);
-        json_array_append_new(results, json_pack("{s:i,s:o}", "status", status, "reply", reply));
-    }
-    free(all);
-    free(done);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(results,
+                              json_pack("{s:i,s:o}", "status", bz_error_status(o[i].status),
+                                        "reply", order__outcome_json(&t[i], &o[i])));
     free(slot);
+    free(done);
     free(o);
+    free(valid);
     free(t);
     http_reply_data(resp, json_pack("{s:o}", "results", results));
 }

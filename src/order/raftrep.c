@@ -39,10 +39,8 @@ struct raftrep__group {
 struct raftrep__wait {
     struct raftrep__group *group;
     struct trade trade;
-    bool taken, done;
-    int status;
-    int64_t number;
-    char message[200];
+    struct trade_outcome *out; /* where its answer goes */
+    int64_t number;            /* the catalog's number for it, once it executed */
     struct raftrep__wait *next;
 };
 
@@ -67,10 +65,9 @@ struct raftrep {
 static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int status, int64_t number,
                             const char *message)
 {
-    w->status = status;
-    w->number = number;
-    snprintf(w->message, sizeof w->message, "%.180s", message ? message : "");
-    w->done = true;
+    w->out->status = status;
+    w->out->number = status ? -1 : number;
+    snprintf(w->out->message, sizeof w->out->message, "%.180s", message ? message : "");
     if (--w->group->pending == 0)
         pthread_cond_signal(&w->group->cond);
     if (status == 0)
@@ -88,7 +85,6 @@ struct raftrep__proposal {
     int64_t from, end; /* journal numbers [from, end) */
     size_t n, cap;     /* guarded by raftrep.lock once proposed */
     struct raftrep__wait **waiting;
-    int64_t *numbers;
 };
 
 static void raftrep__proposal_add(struct raftrep__proposal *p, struct raftrep__wait *w,
@@ -97,16 +93,14 @@ static void raftrep__proposal_add(struct raftrep__proposal *p, struct raftrep__w
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 16;
         p->waiting = xrealloc(p->waiting, p->cap * sizeof *p->waiting);
-        p->numbers = xrealloc(p->numbers, p->cap * sizeof *p->numbers);
     }
-    p->waiting[p->n] = w;
-    p->numbers[p->n++] = number;
+    w->number = number;
+    p->waiting[p->n++] = w;
 }
 
 static void raftrep__proposal_free(struct raftrep__proposal *p)
 {
     free(p->waiting);
-    free(p->numbers);
     free(p);
 }
 
@@ -132,7 +126,7 @@ static void raftrep__proposed(void *arg, int status)
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < p->n; i++)
         if (status == 0)
-            raftrep__answer(r, p->waiting[i], 0, p->numbers[i], NULL);
+            raftrep__answer(r, p->waiting[i], 0, p->waiting[i]->number, NULL);
         else
             raftrep__answer(r, p->waiting[i], BZ_EUNAVAIL, -1,
                             "the Raft proposal failed: outcome unknown, retry");
@@ -148,10 +142,9 @@ static void raftrep__proposed(void *arg, int status)
 
 /*
  * One exchange and its proposal, which runs on while the sequencer goes on
- * (docs/design.md, "Raft mode: the sequencer's pipeline"). `batch` may be
- * empty (a journal read). `last` is the newest proposal still in flight, or
- * NULL. Returns 0, 1 (more journal to read) or the failure every trade of the
- * batch was answered with.
+ * (docs/design.md, "Raft mode", the sequencer's cursor). `batch` may be empty
+ * (a journal read). Returns 0, 1 (more journal to read) or the failure every
+ * trade of the batch was answered with.
  */
 static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__wait **batch,
                              size_t n, int64_t *next_cursor)
@@ -200,7 +193,6 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
             raftrep__answer(r, batch[i], 0, res->number, NULL);
         } else {
             /* Past this page (the journal had more than a page ahead): next exchange. */
-            batch[i]->taken = false;
             batch[i]->next = r->queue;
             r->queue = batch[i];
             if (!batch[i]->next)
@@ -281,7 +273,6 @@ static void *raftrep__sequencer_main(void *arg)
         size_t n = 0;
         while (r->queue && n < MSG_MAX_ENTRIES) {
             batch[n] = r->queue;
-            batch[n]->taken = true;
             r->queue = r->queue->next;
             n++;
         }
@@ -402,6 +393,7 @@ void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct t
     struct raftrep__wait *head = NULL, **tail = &head;
     for (size_t i = 0; i < n; i++) {
         out[i] = (struct trade_outcome){.status = 0, .number = -1};
+        w[i].out = &out[i];
         /* The table holds only committed entries: a retry of one of them is answered here. */
         struct order o;
         int rv = orderlog_find_request(r->log, t[i].request_id, &o);
@@ -437,19 +429,13 @@ void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct t
         pthread_mutex_unlock(&r->lock);
         pthread_cond_destroy(&g.cond);
     }
+    /* The sequencer wrote each waiter's outcome; a 421 also names the leader. */
     int leader = -1;
     for (size_t i = 0; i < n; i++) {
-        if (!w[i].group)
-            continue; /* answered above */
-        out[i].status = w[i].status;
-        out[i].number = w[i].status ? -1 : w[i].number;
-        if (w[i].status) {
-            snprintf(out[i].message, sizeof out[i].message, "%s", w[i].message);
-            if (w[i].status == BZ_ENOTLEADER) {
-                if (leader < 0)
-                    raftrep__not_leader(r, &leader);
-                out[i].leader = leader;
-            }
+        if (w[i].group && out[i].status == BZ_ENOTLEADER) {
+            if (leader < 0)
+                raftrep__not_leader(r, &leader);
+            out[i].leader = leader;
         }
     }
     free(w);
