@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "http_server.h"
 #include "log.h"
 
 #define HTTP_ASYNC__AUTH_MAX   160 /* "host:port" */
@@ -33,13 +34,14 @@ enum http_async__state {
     HTTP_ASYNC__IDLE,       /* keep-alive, no call, on its peer's idle list */
 };
 
-/* One call, from http_async_get until its callback has run. */
+/* One call, from http_async_request until its callback has run. */
 struct http_async__call {
     char authority[HTTP_ASYNC__AUTH_MAX]; /* "host:port" */
-    char path[HTTP_ASYNC_URL_MAX];
+    struct strbuf req;                    /* the whole request, head and body */
     uint64_t deadline_ms;
     http_async_done_cb cb;
     void *arg;
+    bool idempotent;               /* may be sent again after a stale keep-alive close */
     bool retried;                  /* already retried once after a stale keep-alive close */
     struct http_async__call *next; /* the submission queue or a peer's waiting list */
 };
@@ -52,8 +54,7 @@ struct http_async__conn {
     struct http_async__peer *peer;
     struct http_async__call *call; /* NULL when idle */
     bool reused;                   /* has answered a call: a close before any byte is stale */
-    char req[HTTP_ASYNC_URL_MAX + HTTP_ASYNC__AUTH_MAX + 64];
-    size_t req_len, req_sent;
+    size_t req_sent;               /* bytes of call->req written */
     struct strbuf in; /* reply bytes, head and body; bounded */
     /* The reply head once parsed (head_len > 0). */
     size_t head_len;
@@ -120,6 +121,7 @@ static void http_async__end(struct http_async *a, struct http_async__call *call,
 {
     struct http_reply none = {0};
     call->cb(call->arg, rv, rv == 0 ? reply : &none);
+    strbuf_free(&call->req);
     free(call);
     a->live--;
     pthread_mutex_lock(&a->lock);
@@ -177,7 +179,8 @@ static void http_async__close(struct http_async *a, struct http_async__conn *c)
 static void http_async__fail(struct http_async *a, struct http_async__conn *c, int rv)
 {
     struct http_async__call *call = c->call;
-    bool stale = rv == BZ_EUNAVAIL && c->reused && c->in.len == 0 && !call->retried;
+    bool stale = rv == BZ_EUNAVAIL && c->reused && c->in.len == 0 && call->idempotent &&
+                 !call->retried;
     c->call = NULL;
     http_async__close(a, c);
     if (stale) {
@@ -191,8 +194,9 @@ static void http_async__fail(struct http_async *a, struct http_async__conn *c, i
 /* Writes what is left of the request. 0, or BZ_EUNAVAIL. */
 static int http_async__send(struct http_async__conn *c)
 {
-    while (c->req_sent < c->req_len) {
-        ssize_t n = send(c->fd, c->req + c->req_sent, c->req_len - c->req_sent, MSG_NOSIGNAL);
+    const struct strbuf *req = &c->call->req;
+    while (c->req_sent < req->len) {
+        ssize_t n = send(c->fd, req->data + c->req_sent, req->len - c->req_sent, MSG_NOSIGNAL);
         if (n > 0) {
             c->req_sent += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -217,9 +221,6 @@ static void http_async__start(struct http_async *a, struct http_async__conn *c,
     strbuf_reset(&c->in);
     c->head_len = 0;
     c->until_close = c->close_after = false;
-    int n = snprintf(c->req, sizeof c->req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", call->path,
-                     call->authority);
-    c->req_len = (size_t)n; /* fits: path and authority are bounded above */
     c->req_sent = 0;
     if (c->state == HTTP_ASYNC__CONNECTING)
         return; /* sent once connected */
@@ -317,7 +318,7 @@ static int http_async__parse_head(struct http_async__conn *c)
     uint64_t status;
     if (parse_u64(buf + 9, 3, 999, &status) != 0 || status < 200 || status > 599 ||
         (buf[12] != ' ' && buf[12] != '\r'))
-        return BZ_EUPSTREAM; /* 1xx are never sent to our GETs */
+        return BZ_EUPSTREAM; /* 1xx: never sent, we send no Expect header */
     c->status = (int)status;
     c->close_after = buf[7] == '0';
     bool has_length = false;
@@ -360,7 +361,7 @@ static void http_async__complete(struct http_async *a, struct http_async__conn *
         c->close_after = true; /* bytes nobody asked for: the connection cannot be trusted */
         body = (size_t)c->body_len;
     }
-    if (c->req_sent < c->req_len)
+    if (c->req_sent < call->req.len)
         c->close_after = true; /* answered before the whole request left: not reusable */
     struct http_reply reply = {.status = c->status};
     strbuf_init(&reply.body, HTTP_ASYNC_REPLY_MAX);
@@ -567,25 +568,40 @@ void http_async_stop(struct http_async *a)
     free(a);
 }
 
-int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_async_done_cb cb,
-                   void *arg)
+int http_async_request(struct http_async *a, const struct http_async_req *r, http_async_done_cb cb,
+                       void *arg)
 {
     static const char scheme[] = "http://";
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+    bool post = strcmp(r->method, "POST") == 0;
+    if ((!post && strcmp(r->method, "GET") != 0) || strncmp(r->url, scheme, sizeof scheme - 1) != 0)
         return BZ_EINVAL;
-    const char *auth = url + sizeof scheme - 1;
+    const char *auth = r->url + sizeof scheme - 1;
     size_t auth_len = strcspn(auth, "/");
     const char *path = auth + auth_len;
     size_t path_len = strlen(path);
     if (auth_len == 0 || auth_len >= HTTP_ASYNC__AUTH_MAX || path_len == 0 ||
-        path_len >= HTTP_ASYNC_URL_MAX || strpbrk(url, " \r\n"))
+        path_len >= HTTP_ASYNC_URL_MAX || strpbrk(r->url, " \r\n") ||
+        (r->secret && (strlen(r->secret) > 256 || strpbrk(r->secret, "\r\n"))) ||
+        (post && r->body_len > HTTP_ASYNC_BODY_MAX) || (!post && r->body_len))
         return BZ_EINVAL;
     struct http_async__call *call = xcalloc(1, sizeof *call);
     memcpy(call->authority, auth, auth_len);
-    memcpy(call->path, path, path_len);
-    call->deadline_ms = clock_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    /* Built here, on the caller's thread: the loop thread only sends bytes. */
+    strbuf_init(&call->req, HTTP_ASYNC_URL_MAX + 1024 + HTTP_ASYNC_BODY_MAX);
+    strbuf_appendf(&call->req, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, path,
+                  call->authority);
+    if (r->secret)
+        strbuf_appendf(&call->req, HTTP_SECRET_HEADER ": %s\r\n", r->secret);
+    if (post)
+        strbuf_appendf(&call->req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                      r->body_len);
+    strbuf_append(&call->req, "\r\n", 2);
+    if (r->body_len)
+        strbuf_append(&call->req, r->body, r->body_len);
+    call->deadline_ms = clock_now_ms() + (uint64_t)(r->timeout_ms > 0 ? r->timeout_ms : 0);
     call->cb = cb;
     call->arg = arg;
+    call->idempotent = !post || r->idempotent;
 
     pthread_mutex_lock(&a->lock);
     bool ok = !a->stopping && a->pending < HTTP_ASYNC_CALLS_MAX;
@@ -598,6 +614,7 @@ int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_a
     }
     pthread_mutex_unlock(&a->lock);
     if (!ok) {
+        strbuf_free(&call->req);
         free(call);
         return BZ_EUNAVAIL;
     }
@@ -605,6 +622,13 @@ int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_a
     if (wake)
         http_async__wake(a);
     return 0;
+}
+
+int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_async_done_cb cb,
+                   void *arg)
+{
+    struct http_async_req r = {.method = "GET", .url = url, .timeout_ms = timeout_ms};
+    return http_async_request(a, &r, cb, arg);
 }
 
 unsigned long long http_async_calls(struct http_async *a)

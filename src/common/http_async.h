@@ -1,26 +1,30 @@
 /*
- * http_async.h - outbound GETs that do not block the caller: a small
+ * http_async.h - outbound calls that do not block the caller: a small
  * non-blocking HTTP/1.1 client with keep-alive connections, on one
  * event-loop thread (epoll).
  *
  * For a server's event thread that must answer from another service without
- * handing the request to a worker (a front-end's cache miss): it queues a GET
- * and returns; the loop thread sends it on an idle keep-alive connection to
- * the peer (or a new one), reads the reply and calls back. Why not libcurl's
- * multi interface for this one hop: docs/design.md, "Misses without a
- * worker". Everything else calls through http_client.h (libcurl).
+ * handing the request to a worker (a front-end's cache miss, its order
+ * batches): it queues a GET or POST and returns; the loop thread sends it on
+ * an idle keep-alive connection to the peer (or a new one), reads the reply
+ * and calls back. Why not libcurl's multi interface for these hops:
+ * docs/design.md, "Misses without a worker". Blocking calls go through
+ * http_client.h (libcurl).
  *
  * Limits: every call has a deadline (connect included); reply heads are at
  * most HTTP_ASYNC_HEAD_MAX bytes and bodies HTTP_ASYNC_REPLY_MAX; at most
  * HTTP_ASYNC_CALLS_MAX calls are queued or in flight and
  * HTTP_ASYNC_CONNS_MAX connections open per peer; chunked replies are refused
- * (our servers send Content-Length). A reused keep-alive connection that the
- * peer closed before answering is retried once on a new one (GET is
- * idempotent). Plain http:// only, at most HTTP_ASYNC_PEERS_MAX peers.
+ * (our servers send Content-Length); request bodies are at most
+ * HTTP_ASYNC_BODY_MAX. A reused keep-alive connection that the peer closed
+ * before answering is retried once on a new one, for a GET or a POST the
+ * caller declares idempotent. Plain http:// only, at most
+ * HTTP_ASYNC_PEERS_MAX peers.
  */
 #ifndef BZ_HTTP_ASYNC_H
 #define BZ_HTTP_ASYNC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http_client.h"
@@ -29,7 +33,8 @@
 #define HTTP_ASYNC_CONNS_MAX 256         /* open connections per peer; more calls wait */
 #define HTTP_ASYNC_PEERS_MAX 8           /* distinct host:port */
 #define HTTP_ASYNC_HEAD_MAX  (8 * 1024)  /* status line + headers of a reply */
-#define HTTP_ASYNC_REPLY_MAX (64 * 1024) /* reply body */
+#define HTTP_ASYNC_REPLY_MAX (256 * 1024) /* reply body (an order batch's answers) */
+#define HTTP_ASYNC_BODY_MAX  (256 * 1024) /* request body */
 #define HTTP_ASYNC_URL_MAX   512
 
 struct http_async;
@@ -54,13 +59,26 @@ struct http_async *http_async_start(void);
  */
 void http_async_stop(struct http_async *a);
 
+/* One call. The strings and the body are copied: they need not outlive the call. */
+struct http_async_req {
+    const char *method; /* "GET" or "POST" */
+    const char *url;    /* "http://host:port/path" */
+    const char *secret; /* sent as X-Bazaar-Secret; NULL: none */
+    const char *body;   /* POST: a JSON body of body_len bytes */
+    size_t body_len;
+    int timeout_ms; /* total deadline, connect included */
+    bool idempotent; /* a POST that may be sent twice (GETs always may) */
+};
+
 /*
- * Queues GET url ("http://host:port/path") with a total deadline of
- * timeout_ms. Returns 0 (cb will be called on the loop thread), or
+ * Queues a call. Returns 0 (cb will be called on the loop thread), or
  * BZ_EUNAVAIL when HTTP_ASYNC_CALLS_MAX calls are pending or a is stopping,
- * or BZ_EINVAL for a url that is not of that form or too long; then cb is
- * never called.
+ * or BZ_EINVAL for a url that is not of that form or too long, a body over
+ * HTTP_ASYNC_BODY_MAX or a bad secret; then cb is never called.
  */
+int http_async_request(struct http_async *a, const struct http_async_req *r, http_async_done_cb cb,
+                       void *arg);
+/* http_async_request of a GET. */
 int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_async_done_cb cb,
                    void *arg);
 

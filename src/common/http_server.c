@@ -123,6 +123,9 @@ struct http__req {
     struct http_response resp;
     bool queued, done;
     struct http__req *next_job;
+    /* An async request finished on a worker (http_request_defer); NULL otherwise. */
+    void (*defer_fn)(void *arg);
+    void *defer_arg;
 };
 
 static bool http__ip_take(struct http_server *srv, uint32_t ip, bool force);
@@ -776,6 +779,19 @@ void http_request_resume(const struct http_request *req)
 
 /* ---------------------------------------------------------------- worker pool */
 
+static bool http__job_push(struct http_server *srv, struct http__req *st);
+
+bool http_request_defer(const struct http_request *req, void (*fn)(void *arg), void *arg)
+{
+    struct http__req *st = (struct http__req *)((char *)req - offsetof(struct http__req, req));
+    st->defer_fn = fn;
+    st->defer_arg = arg;
+    if (http__job_push(st->srv, st))
+        return true;
+    st->defer_fn = NULL;
+    return false;
+}
+
 /* Queues st for a worker. false when the queue is full (the caller answers 503). */
 static bool http__job_push(struct http_server *srv, struct http__req *st)
 {
@@ -810,10 +826,15 @@ static void *http__worker_main(void *arg)
 
         /* The connection is suspended: libmicrohttpd does not touch it (or its headers)
          * until it is resumed, so the handler may read them from this thread. */
-        st->route->handler(srv->opts.svc, &st->req, &st->resp);
-        struct MHD_Connection *conn = st->req.conn_;
-        st->done = true;
-        MHD_resume_connection(conn);
+        if (st->defer_fn) {
+            st->defer_fn(st->defer_arg);
+            http_request_resume(&st->req);
+        } else {
+            st->route->handler(srv->opts.svc, &st->req, &st->resp);
+            struct MHD_Connection *conn = st->req.conn_;
+            st->done = true;
+            MHD_resume_connection(conn);
+        }
 
         pthread_mutex_lock(&srv->jobs_lock);
     }

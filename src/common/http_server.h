@@ -138,6 +138,15 @@ const char *http_request_header(const struct http_request *req, const char *name
  */
 void http_request_resume(const struct http_request *req);
 
+/*
+ * For an async request's work that must block after all (a retry loop after a
+ * failed call): instead of http_request_resume, queues fn(arg) on the worker
+ * pool; fn fills the response and the worker sends it. false, with nothing
+ * queued, when the pool is full or stopping: the caller still owns the request
+ * and must resume it.
+ */
+bool http_request_defer(const struct http_request *req, void (*fn)(void *arg), void *arg);
+
 /* Replaces the body with exactly these bytes and sets the status. */
 void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len);
 /* Serialises `json` (and takes the reference) as the body. */

@@ -2,13 +2,13 @@
  * batch.h - order batches: the front-end's concurrent orders to one replica
  * share HTTP calls (POST /orders/batch) instead of one call each.
  *
- * No thread of its own: a thread with an order to send queues it, and while
- * fewer than BATCH_CALLS_MAX calls are in flight it takes everything queued
- * (up to MSG_ORDER_BATCH_MAX orders) and performs the call itself, then hands
- * each order its own reply. When a call ends and orders are still queued, it
- * wakes the first one's thread to send the next batch. One client alone thus
- * calls the leader directly, with no hand-off; under load, calls carry many
- * orders each (docs/design.md, "Order batches").
+ * No thread of its own and no timer: an order is queued, and while fewer than
+ * BATCH_CALLS_MAX calls to the replica are in flight, whoever queued it takes
+ * everything queued (up to MSG_ORDER_BATCH_MAX orders) into one call on the
+ * front-end's http_async loop. When a call ends, the loop thread hands each
+ * order its own reply and sends what queued meanwhile. One client alone thus
+ * calls the leader at once; under load, calls carry many orders each
+ * (docs/design.md, "Order batches").
  *
  * Each order's reply is exactly what POST /orders would have answered; a
  * failed call fails every order it carried, like a failed single call (the
@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "http_async.h"
 #include "http_client.h"
 #include "metrics.h"
 #include "util.h"
@@ -26,18 +27,38 @@
 #define BATCH_CALLS_MAX 4 /* calls in flight per replica */
 
 struct batch;
-
-/* A batcher for the replica at base_url ("http://host:port"); secret as for internal routes. */
-struct batch *batch_new(const char *base_url, const char *secret);
-/* Call only once no thread is in batch_call. NULL is a no-op. */
-void batch_free(struct batch *b);
+struct batch_item;
 
 /*
- * Sends one order (a POST /orders body with its request id) with whatever
- * else is queued, and waits for its reply. Returns like http_client_request:
- * 0 with *out this order's own reply (free it with http_reply_free), or
+ * How an order's call ended, exactly once per batch_submit: rv is 0 with
+ * *reply this order's own reply (the callee frees it with http_reply_free), or
  * BZ_EUNAVAIL / BZ_ETIMEDOUT / BZ_EUPSTREAM (a reply that does not decode)
- * when the call failed.
+ * with nothing to free. Runs on the http_async loop thread (or on the
+ * submitting thread when no call could be started); must not block.
+ */
+typedef void (*batch_done_fn)(struct batch_item *it, int rv, struct http_reply *reply);
+
+/* One order; the caller's memory, untouched by the batcher once done has run. */
+struct batch_item {
+    const char *body; /* a POST /orders body with its request id; kept until done */
+    size_t len;
+    int timeout_ms;
+    batch_done_fn done;
+    struct batch_item *next_; /* private: the queue */
+};
+
+/* A batcher for the replica at base_url ("http://host:port"), calling through a. */
+struct batch *batch_new(const char *base_url, const char *secret, struct http_async *a);
+/* Call only once no order is queued or in flight. NULL is a no-op. */
+void batch_free(struct batch *b);
+
+/* Queues it (body, len, timeout_ms and done set) and returns at once. */
+void batch_submit(struct batch *b, struct batch_item *it);
+
+/*
+ * batch_submit, then waits for the order's reply. Returns like
+ * http_client_request: 0 with *out this order's own reply (free it with
+ * http_reply_free), or BZ_EUNAVAIL / BZ_ETIMEDOUT / BZ_EUPSTREAM.
  */
 int batch_call(struct batch *b, const char *body, size_t body_len, int timeout_ms,
                struct http_reply *out);

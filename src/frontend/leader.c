@@ -1,6 +1,7 @@
 #include "leader.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,35 +217,62 @@ static int leader__hint(struct leader *l, const struct http_reply *reply)
     return index;
 }
 
-/* leader_forward_order (body: an order) and leader_forward_query (body NULL: GET path). */
-static int leader__forward(struct leader *l, const char *path, const char *body, size_t body_len,
-                           struct http_reply *out)
+/* An attempt made before leader__forward took over (leader_order_start). */
+struct leader__first {
+    int cur;
+    uint64_t epoch, start_ms;
+    int rv;
+    struct http_reply *reply; /* moved into out when rv == 0 */
+};
+
+/* The deadline of one order call: the leader spends up to one call timeout on the catalog
+ * and one on the quorum. */
+static int leader__call_timeout_ms(const struct leader *l)
 {
-    uint64_t start = clock_now_ms(), failed_at = 0;
+    return 2 * l->cfg->call_timeout_ms + 500;
+}
+
+/*
+ * leader_forward_order (body: an order) and leader_forward_query (body NULL: GET path);
+ * with `first`, the loop goes on from an attempt already made.
+ */
+static int leader__forward(struct leader *l, const char *path, const char *body, size_t body_len,
+                           struct http_reply *out, const struct leader__first *first)
+{
+    uint64_t start = first ? first->start_ms : clock_now_ms(), failed_at = 0;
     for (int attempt = 0;; attempt++) {
-        if (attempt > 0)
-            atomic_fetch_add(&l->retries, 1);
-        if (clock_now_ms() - start > LEADER__FAILOVER_MS)
-            return BZ_EUNAVAIL;
-        pthread_mutex_lock(&l->lock);
-        int cur = l->current;
-        uint64_t epoch = l->epoch;
-        pthread_mutex_unlock(&l->lock);
-        if (cur < 0) {
-            if (leader__select(l, epoch, false) != 0)
-                leader__sleep_ms(100);
-            continue;
-        }
-        /* The leader spends up to one call timeout on the catalog and one on the quorum. */
-        int timeout_ms = 2 * l->cfg->call_timeout_ms + 500, rv;
-        if (body) {
-            rv = batch_call(l->replicas[cur].orders, body, body_len, timeout_ms, out);
+        int cur, rv;
+        uint64_t epoch;
+        if (attempt == 0 && first) {
+            cur = first->cur;
+            epoch = first->epoch;
+            rv = first->rv;
+            if (rv == 0)
+                *out = *first->reply;
         } else {
-            char url[CONFIG_ADDR_MAX + 96];
-            snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
-            rv = http_client_request("GET", url, l->cfg->secret, NULL, 0, timeout_ms, out);
+            if (attempt > 0)
+                atomic_fetch_add(&l->retries, 1);
+            if (clock_now_ms() - start > LEADER__FAILOVER_MS)
+                return BZ_EUNAVAIL;
+            pthread_mutex_lock(&l->lock);
+            cur = l->current;
+            epoch = l->epoch;
+            pthread_mutex_unlock(&l->lock);
+            if (cur < 0) {
+                if (leader__select(l, epoch, false) != 0)
+                    leader__sleep_ms(100);
+                continue;
+            }
+            int timeout_ms = leader__call_timeout_ms(l);
+            if (body) {
+                rv = batch_call(l->replicas[cur].orders, body, body_len, timeout_ms, out);
+            } else {
+                char url[CONFIG_ADDR_MAX + 96];
+                snprintf(url, sizeof url, "%s%s", l->replicas[cur].url, path);
+                rv = http_client_request("GET", url, l->cfg->secret, NULL, 0, timeout_ms, out);
+            }
         }
-        if (rv == 0 && out->status != 421 && out->status != 503) {
+        if (leader_order_settled(rv, out)) {
             if (failed_at)
                 metrics_hist_observe(&l->failover_us, (clock_now_ms() - failed_at) * 1000);
             return 0;
@@ -274,15 +302,55 @@ static int leader__forward(struct leader *l, const char *path, const char *body,
     }
 }
 
+bool leader_order_settled(int rv, const struct http_reply *reply)
+{
+    return rv == 0 && reply->status != 421 && reply->status != 503;
+}
+
 int leader_forward_order(struct leader *l, const char *body, size_t body_len,
                          struct http_reply *out)
 {
-    return leader__forward(l, NULL, body, body_len, out);
+    return leader__forward(l, NULL, body, body_len, out, NULL);
 }
 
 int leader_forward_query(struct leader *l, const char *path, struct http_reply *out)
 {
-    return leader__forward(l, path, NULL, 0, out);
+    return leader__forward(l, path, NULL, 0, out, NULL);
+}
+
+/* On the http_async loop: the first attempt of a leader_order ended. */
+static void leader__order_done(struct batch_item *it, int rv, struct http_reply *reply)
+{
+    struct leader_order *o = (struct leader_order *)((char *)it - offsetof(struct leader_order, item_));
+    o->done(o, rv, reply);
+}
+
+bool leader_order_start(struct leader *l, struct leader_order *o)
+{
+    pthread_mutex_lock(&l->lock);
+    int cur = l->current;
+    uint64_t epoch = l->epoch;
+    pthread_mutex_unlock(&l->lock);
+    if (cur < 0)
+        return false;
+    o->l_ = l;
+    o->cur_ = cur;
+    o->epoch_ = epoch;
+    o->start_ms_ = clock_now_ms();
+    o->item_ = (struct batch_item){.body = o->body,
+                                   .len = o->body_len,
+                                   .timeout_ms = leader__call_timeout_ms(l),
+                                   .done = leader__order_done};
+    batch_submit(l->replicas[cur].orders, &o->item_);
+    return true;
+}
+
+int leader_order_finish(struct leader_order *o, int rv, struct http_reply *reply,
+                        struct http_reply *out)
+{
+    struct leader__first first = {
+        .cur = o->cur_, .epoch = o->epoch_, .start_ms = o->start_ms_, .rv = rv, .reply = reply};
+    return leader__forward(o->l_, NULL, o->body, o->body_len, out, &first);
 }
 
 static void *leader__health_main(void *arg)
@@ -320,7 +388,7 @@ static void *leader__health_main(void *arg)
     return NULL;
 }
 
-int leader_start(struct leader **out, const struct bz_config *cfg)
+int leader_start(struct leader **out, const struct bz_config *cfg, struct http_async *a)
 {
     struct leader *l = xcalloc(1, sizeof *l);
     l->cfg = cfg;
@@ -330,7 +398,7 @@ int leader_start(struct leader **out, const struct bz_config *cfg)
         l->replicas[i].id = cfg->replicas[i].id;
         snprintf(l->replicas[i].url, sizeof l->replicas[i].url, "http://%s",
                  cfg->replicas[i].listen);
-        l->replicas[i].orders = batch_new(l->replicas[i].url, cfg->secret);
+        l->replicas[i].orders = batch_new(l->replicas[i].url, cfg->secret, a);
     }
     pthread_mutex_init(&l->select_lock, NULL);
     pthread_mutex_init(&l->lock, NULL);

@@ -17,13 +17,15 @@
 
 #include <jansson.h>
 
+#include "batch.h"
 #include "config.h"
+#include "http_async.h"
 #include "http_client.h"
 
 struct leader;
 
-/* Starts the health-check thread. cfg must outlive the leader. */
-int leader_start(struct leader **out, const struct bz_config *cfg);
+/* Starts the health-check thread. cfg and a (order calls go through it) must outlive it. */
+int leader_start(struct leader **out, const struct bz_config *cfg, struct http_async *a);
 void leader_stop(struct leader *l);
 
 /*
@@ -37,6 +39,40 @@ int leader_forward_order(struct leader *l, const char *body, size_t body_len,
                          struct http_reply *out);
 /* The same for a GET of `path` (an order query), one call each. */
 int leader_forward_query(struct leader *l, const char *path, struct http_reply *out);
+
+/*
+ * An order on the non-blocking path, for a server's event thread: one attempt
+ * without a thread waiting, and only when that attempt fails, the retry loop
+ * of leader_forward_order on a thread that may block.
+ */
+struct leader_order {
+    const char *body; /* a POST /orders body with its request id; kept until the end */
+    size_t body_len;
+    /*
+     * The first attempt ended, on the http_async loop (must not block): rv and
+     * *reply as for batch_done_fn. If leader_order_settled(rv, reply), that is
+     * the answer; otherwise pass both to leader_order_finish on a thread that
+     * may block.
+     */
+    void (*done)(struct leader_order *o, int rv, struct http_reply *reply);
+    /* Private. */
+    struct leader *l_;
+    struct batch_item item_;
+    int cur_;
+    uint64_t epoch_, start_ms_;
+};
+
+/* Sends o to the current leader and returns true; false (nothing sent) when none is known. */
+bool leader_order_start(struct leader *l, struct leader_order *o);
+/* True when an attempt's result is the order's answer (not a failure to retry). */
+bool leader_order_settled(int rv, const struct http_reply *reply);
+/*
+ * After a first attempt that did not settle: consumes its reply (rv == 0) and
+ * goes on as leader_forward_order would have after it (re-selection, retries
+ * with the same body, the same failover deadline counted from the start).
+ */
+int leader_order_finish(struct leader_order *o, int rv, struct http_reply *reply,
+                        struct http_reply *out);
 
 /* True once a leader has been selected (the front-end reports ready from then on). */
 bool leader_ever_selected(struct leader *l);

@@ -4,6 +4,7 @@
  * request id that survives retries and failover.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,20 +688,22 @@ static void frontend__relay(struct http_response *resp, struct http_reply *reply
     }
 }
 
-static void frontend__order(void *svc, const struct http_request *req, struct http_response *resp)
+/*
+ * Validates a POST /orders and gives it its request id: true with *t set and *payload (free
+ * it) the body to forward, or false with the 4xx already in resp.
+ */
+static bool frontend__order_prepare(const struct http_request *req, struct http_response *resp,
+                                    struct trade *t, char **payload)
 {
-    struct frontend *fe = svc;
-    struct trade t;
     char msg[200];
-
     json_t *body = http_request_json_object(req, resp);
     if (!body)
-        return;
-    int rv = trade_from_json(body, false, &t, msg, sizeof msg);
+        return false;
+    int rv = trade_from_json(body, false, t, msg, sizeof msg);
     json_decref(body);
     if (rv) {
         http_reply_error(resp, rv, msg);
-        return;
+        return false;
     }
     /* Every POST gets a request id; a client's Idempotency-Key makes it stable across
      * the client's own retries, ours are stable by construction. */
@@ -708,35 +711,129 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     if (key) {
         if (!idempotency_key_valid(key)) {
             http_reply_error(resp, BZ_EINVAL, "Idempotency-Key must be 1-64 printable characters");
-            return;
+            return false;
         }
-        snprintf(t.request_id, sizeof t.request_id, "k:%s", key);
+        snprintf(t->request_id, sizeof t->request_id, "k:%s", key);
     } else {
-        t.request_id[0] = 'r';
-        t.request_id[1] = ':';
-        util_random_hex(t.request_id + 2, 16);
+        t->request_id[0] = 'r';
+        t->request_id[1] = ':';
+        util_random_hex(t->request_id + 2, 16);
     }
-    json_t *out = trade_to_json(&t);
-    char *payload = xjson_dumps(out, JSON_COMPACT);
+    json_t *out = trade_to_json(t);
+    *payload = xjson_dumps(out, JSON_COMPACT);
     json_decref(out);
+    return true;
+}
 
-    struct http_reply reply;
-    rv = leader_forward_order(fe->leader, payload, strlen(payload), &reply);
-    free(payload);
+/* Answers an order from the leader's final word (rv, reply as leader_forward_order gives). */
+static void frontend__order_answer(struct frontend *fe, const struct trade *t, int rv,
+                                   struct http_reply *reply, struct http_response *resp)
+{
     /* Read-your-writes without waiting for the push: a success changed the stock, a 409
      * showed the client a quantity newer than our entry may hold, and an unknown outcome
      * may have applied. Either way this client's next lookup must not be older. */
-    if (fe->cache && (rv || reply.status == 200 || reply.status == 409 || reply.status >= 500))
-        cache_invalidate(fe->cache, t.name, 0);
+    if (fe->cache && (rv || reply->status == 200 || reply->status == 409 || reply->status >= 500))
+        cache_invalidate(fe->cache, t->name, 0);
     if (rv) {
         frontend__unavailable(resp, "no order replica can take the order now");
         return;
     }
     int64_t number;
-    frontend__relay(resp, &reply, &number);
-    http_reply_free(&reply);
+    frontend__relay(resp, reply, &number);
+    http_reply_free(reply);
     if (resp->status == 200 && number >= 0)
-        frontend__recent_add(fe, &t, number);
+        frontend__recent_add(fe, t, number);
+}
+
+/* Worker: an order when no leader is known yet (the async path declined). */
+static void frontend__order(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    struct trade t;
+    char *payload;
+    if (!frontend__order_prepare(req, resp, &t, &payload))
+        return;
+    struct http_reply reply;
+    int rv = leader_forward_order(fe->leader, payload, strlen(payload), &reply);
+    free(payload);
+    frontend__order_answer(fe, &t, rv, &reply, resp);
+}
+
+/* An order on the non-blocking path (frontend__order_async). */
+struct frontend__order_job {
+    struct frontend *fe;
+    const struct http_request *req;
+    struct http_response *resp;
+    struct trade t;
+    char *payload;
+    struct leader_order call;
+    int rv; /* the first attempt's result, for the retry on a worker */
+    struct http_reply reply;
+};
+
+static void frontend__order_job_free(struct frontend__order_job *job)
+{
+    free(job->payload);
+    free(job);
+}
+
+/* Worker: the first attempt failed; the retry loop may block (re-selection, pauses). */
+static void frontend__order_retry(void *arg)
+{
+    struct frontend__order_job *job = arg;
+    struct http_reply reply;
+    int rv = leader_order_finish(&job->call, job->rv, &job->reply, &reply);
+    frontend__order_answer(job->fe, &job->t, rv, &reply, job->resp);
+    frontend__order_job_free(job);
+}
+
+/* http_async loop: the first attempt ended; answer, or retry on a worker. */
+static void frontend__order_done(struct leader_order *o, int rv, struct http_reply *reply)
+{
+    struct frontend__order_job *job =
+        (struct frontend__order_job *)((char *)o - offsetof(struct frontend__order_job, call));
+    if (!leader_order_settled(rv, reply)) {
+        job->rv = rv;
+        if (rv == 0)
+            job->reply = *reply; /* moved */
+        if (http_request_defer(job->req, frontend__order_retry, job))
+            return;
+        /* No worker can take it (stopping): this attempt's answer is the answer. */
+        if (rv == 0)
+            *reply = job->reply;
+    }
+    frontend__order_answer(job->fe, &job->t, rv, reply, job->resp);
+    http_request_resume(job->req);
+    frontend__order_job_free(job);
+}
+
+/*
+ * Event thread: validates the order and sends it to the leader in the next batch without
+ * a worker; its reply is written from the http_async loop (frontend__order_done). Only a
+ * failed attempt takes a worker, for the retry loop. With no leader known, it declines and
+ * the order runs on a worker (frontend__order), which selects one.
+ */
+static bool frontend__order_async(void *svc, const struct http_request *req,
+                                  struct http_response *resp)
+{
+    struct frontend *fe = svc;
+    struct frontend__order_job *job = xcalloc(1, sizeof *job);
+    if (!frontend__order_prepare(req, resp, &job->t, &job->payload)) {
+        free(job);
+        http_request_resume(req); /* the 4xx is in resp */
+        return true;
+    }
+    job->fe = fe;
+    job->req = req;
+    job->resp = resp;
+    job->call.body = job->payload;
+    job->call.body_len = strlen(job->payload);
+    job->call.done = frontend__order_done;
+    if (!leader_order_start(fe->leader, &job->call)) {
+        frontend__order_job_free(job);
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -887,7 +984,10 @@ static struct http_route frontend__routes[] = {
      .fast = frontend__lookup_fast,
      .async = frontend__lookup_async,
      .handler = frontend__lookup},
-    {.method = "POST", .pattern = "/orders", .handler = frontend__order},
+    {.method = "POST",
+     .pattern = "/orders",
+     .async = frontend__order_async,
+     .handler = frontend__order},
     {.method = "GET",
      .pattern = "/orders/{}",
      .fast = frontend__query_fast,
@@ -928,8 +1028,8 @@ int main(int argc, char **argv)
         fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
     if (fe.cfg.order_cache_size > 0)
         fe.orders = cache_new((size_t)fe.cfg.order_cache_size, 0);
-    leader_start(&fe.leader, &fe.cfg);
     fe.async = http_async_start();
+    leader_start(&fe.leader, &fe.cfg, fe.async);
     pthread_mutex_init(&fe.watch_lock, NULL);
     clock_cond_init(&fe.watch_cond);
     pthread_create(&fe.watcher, NULL, frontend__watch_main, &fe);

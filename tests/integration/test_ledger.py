@@ -8,7 +8,10 @@
   - GET /orders/{n} never answers an entry that is not on a write quorum;
   - after a 409 the client's next lookup is not older than what the 409 showed;
   - concurrent orders share calls to the leader (POST /orders/batch) and each client gets the
-    number of its own order.
+    number of its own order;
+  - an order takes no front-end worker unless its first call fails: 32 orders at once share
+    calls with one worker, and an order whose leader died is retried (on the worker) to the
+    new leader under the same request id.
 
     BAZAAR_BIN_DIR=build/bin python3 tests/integration/test_ledger.py [-v]
 """
@@ -179,6 +182,67 @@ class OrderBatchesTest(LedgerTestCase):
         log(f"{clients * rounds} orders in {calls:.0f} calls")
         self.assertEqual(carried, clients * rounds)  # no call failed, so none carried twice
         self.assertLess(calls, carried)
+
+
+class OrdersWithoutWorkerTest(LedgerTestCase):
+    """The front-end sends an order from its event thread on its non-blocking client
+    (http_async), batched, and writes the reply from that client's loop; a worker runs only
+    the retry loop after a failed first call (docs/design.md, "Order batches")."""
+
+    overrides = {"frontend": {"workers": 1}}
+    ASYNC = "bazaar_frontend_http_async_started_total"
+
+    def test_orders_share_calls_with_one_worker(self):
+        c = self.cluster
+        self.assertEqual(self.order("Alpha", "sell", 1).status, 200)  # a leader is known
+        async0, calls0 = c.metric(self.ASYNC), c.metric("bazaar_frontend_order_batches_total")
+        clients = 32
+        start = threading.Barrier(clients)
+        replies = [None] * clients
+
+        def client(k):
+            try:
+                start.wait(timeout=bazaar.scaled(30))
+                reply = self.order("Alpha", "sell", 2)
+                replies[k] = (reply.status, reply.json["data"]["transaction_number"]
+                              if reply.status == 200 else reply.body[:200])
+            finally:
+                bazaar.close_connections()
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True)
+                   for k in range(clients)]
+        for t in threads:
+            t.start()
+        bazaar.join_threads(threads, bazaar.scaled(60), "orders")
+        self.assertEqual([s for s, _ in replies], [200] * clients, replies)
+        self.assertEqual(len({n for _, n in replies}), clients, "a number answered twice")
+        # Each order went the non-blocking way; with one worker, holding it per order would
+        # have sent them one call each.
+        self.assertEqual(c.metric(self.ASYNC) - async0, clients)
+        calls = c.metric("bazaar_frontend_order_batches_total") - calls0
+        log(f"{clients} orders in {calls:.0f} calls with one worker")
+        self.assertLess(calls, clients)
+        self.assertEqual(self.quantity("Alpha"), 10 + 1 + 2 * clients)
+        # A bad order is still answered 400 on the event thread, without any call.
+        r = c.post_json("/orders", {"name": "Alpha", "type": "hold", "quantity": 1})
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(c.metric("bazaar_frontend_order_batches_total") - calls0, calls)
+
+    def test_failed_first_call_is_retried_on_the_new_leader(self):
+        c = self.cluster
+        self.assertEqual(self.order("Alpha", "buy", 1).status, 200)
+        leader = wait_for(lambda: find_leader(c), what="a leader")
+        retries0 = c.metric("bazaar_frontend_order_retries_total")
+        c.kill_process(f"order{leader}")
+        # The front-end still names the dead replica: the first call fails, the worker
+        # re-selects and sends the same order (same request id) to the new leader.
+        r = self.order("Alpha", "buy", 2, key="after-kill")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertGreater(c.metric("bazaar_frontend_order_retries_total"), retries0)
+        again = self.order("Alpha", "buy", 2, key="after-kill")
+        self.assertEqual(again.json["data"]["transaction_number"],
+                         r.json["data"]["transaction_number"])
+        self.assertEqual(self.quantity("Alpha"), 10 - 1 - 2)
 
 
 @bazaar.skip_unless_mode("primary-backup", "in raft mode the table holds only applied entries, "
