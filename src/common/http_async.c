@@ -55,7 +55,7 @@ struct http_async__conn {
     struct http_async__call *call; /* NULL when idle */
     bool reused;                   /* has answered a call: a close before any byte is stale */
     size_t req_sent;               /* bytes of call->req written */
-    struct strbuf in; /* reply bytes, head and body; bounded */
+    struct strbuf in;              /* reply bytes, head and body; bounded */
     /* The reply head once parsed (head_len > 0). */
     size_t head_len;
     int status;
@@ -179,8 +179,8 @@ static void http_async__close(struct http_async *a, struct http_async__conn *c)
 static void http_async__fail(struct http_async *a, struct http_async__conn *c, int rv)
 {
     struct http_async__call *call = c->call;
-    bool stale = rv == BZ_EUNAVAIL && c->reused && c->in.len == 0 && call->idempotent &&
-                 !call->retried;
+    bool stale =
+        rv == BZ_EUNAVAIL && c->reused && c->in.len == 0 && call->idempotent && !call->retried;
     c->call = NULL;
     http_async__close(a, c);
     if (stale) {
@@ -588,13 +588,12 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
     memcpy(call->authority, auth, auth_len);
     /* Built here, on the caller's thread: the loop thread only sends bytes. */
     strbuf_init(&call->req, HTTP_ASYNC_URL_MAX + 1024 + HTTP_ASYNC_BODY_MAX);
-    strbuf_appendf(&call->req, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, path,
-                  call->authority);
+    strbuf_appendf(&call->req, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, path, call->authority);
     if (r->secret)
         strbuf_appendf(&call->req, HTTP_SECRET_HEADER ": %s\r\n", r->secret);
     if (post)
         strbuf_appendf(&call->req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-                      r->body_len);
+                       r->body_len);
     strbuf_append(&call->req, "\r\n", 2);
     if (r->body_len)
         strbuf_append(&call->req, r->body, r->body_len);

@@ -29,10 +29,10 @@
 
 #include "http_client.h"
 
-#define HTTP_ASYNC_CALLS_MAX 4096        /* queued + in flight; more are refused */
-#define HTTP_ASYNC_CONNS_MAX 256         /* open connections per peer; more calls wait */
-#define HTTP_ASYNC_PEERS_MAX 8           /* distinct host:port */
-#define HTTP_ASYNC_HEAD_MAX  (8 * 1024)  /* status line + headers of a reply */
+#define HTTP_ASYNC_CALLS_MAX 4096         /* queued + in flight; more are refused */
+#define HTTP_ASYNC_CONNS_MAX 256          /* open connections per peer; more calls wait */
+#define HTTP_ASYNC_PEERS_MAX 8            /* distinct host:port */
+#define HTTP_ASYNC_HEAD_MAX  (8 * 1024)   /* status line + headers of a reply */
 #define HTTP_ASYNC_REPLY_MAX (256 * 1024) /* reply body (an order batch's answers) */
 #define HTTP_ASYNC_BODY_MAX  (256 * 1024) /* request body */
 #define HTTP_ASYNC_URL_MAX   512
@@ -66,7 +66,7 @@ struct http_async_req {
     const char *secret; /* sent as X-Bazaar-Secret; NULL: none */
     const char *body;   /* POST: a JSON body of body_len bytes */
     size_t body_len;
-    int timeout_ms; /* total deadline, connect included */
+    int timeout_ms;  /* total deadline, connect included */
     bool idempotent; /* a POST that may be sent twice (GETs always may) */
 };
 

@@ -321,7 +321,8 @@ int leader_forward_query(struct leader *l, const char *path, struct http_reply *
 /* On the http_async loop: the first attempt of a leader_order ended. */
 static void leader__order_done(struct batch_item *it, int rv, struct http_reply *reply)
 {
-    struct leader_order *o = (struct leader_order *)((char *)it - offsetof(struct leader_order, item_));
+    struct leader_order *o =
+        (struct leader_order *)((char *)it - offsetof(struct leader_order, item_));
     o->done(o, rv, reply);
 }
 

@@ -1,14 +1,16 @@
 /*
  * test_http_async.c - src/common/http_async.c against a scripted peer on
  * 127.0.0.1 (an ephemeral port): replies, keep-alive reuse, a peer that
- * closes idle connections, deadlines, refused connections and replies that
- * break the limits or HTTP/1.1.
+ * closes idle connections, deadlines, refused connections, replies that
+ * break the limits or HTTP/1.1, and POSTs (head, body, and the retry after a
+ * stale keep-alive close only when the caller says the POST is idempotent).
  */
 #include "unit.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,10 +27,19 @@ struct peer {
     const char *reply;
     size_t split; /* > 0: send the first `split` bytes, pause, then the rest */
     bool close_after;
+    bool drop_second; /* the second request on a connection is met with a close, unanswered */
     pthread_t thread;
     pthread_mutex_t lock;
     int accepts, requests;
+    char last[8192]; /* the last request received, head and body (Content-Length) */
 };
+
+/* The Content-Length of a request head (0 without one). */
+static size_t peer_content_length(const char *head)
+{
+    const char *v = strstr(head, "Content-Length: ");
+    return v ? (size_t)strtoul(v + 16, NULL, 10) : 0;
+}
 
 static void *peer_main(void *arg)
 {
@@ -40,8 +51,9 @@ static void *peer_main(void *arg)
         pthread_mutex_lock(&p->lock);
         p->accepts++;
         pthread_mutex_unlock(&p->lock);
-        char buf[4096];
+        char buf[8192];
         size_t have = 0;
+        int on_conn = 0;
         for (;;) {
             ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
             if (n <= 0)
@@ -51,13 +63,23 @@ static void *peer_main(void *arg)
             char *end = strstr(buf, "\r\n\r\n");
             if (!end)
                 continue;
-            /* One request head: answer it, keep what follows. */
             size_t used = (size_t)(end + 4 - buf);
-            memmove(buf, buf + used, have - used);
-            have -= used;
+            *end = '\0';
+            size_t body = peer_content_length(buf);
+            *end = '\r';
+            if (have < used + body)
+                continue; /* the body is still on its way */
+            /* One request: record and answer it, keep what follows. */
+            used += body;
             pthread_mutex_lock(&p->lock);
             p->requests++;
+            memcpy(p->last, buf, used);
+            p->last[used] = '\0';
             pthread_mutex_unlock(&p->lock);
+            memmove(buf, buf + used, have - used);
+            have -= used;
+            if (p->drop_second && ++on_conn == 2)
+                break;
             if (!p->reply)
                 continue; /* a peer that never answers */
             size_t len = strlen(p->reply);
@@ -124,16 +146,16 @@ static void result_cb(void *arg, int rv, struct http_reply *reply)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* One GET through a; returns rv (status and body in *r). Fails the test after 5 s. */
-static int get(struct http_async *a, uint16_t port, const char *path, int timeout_ms,
-               struct result *r)
+/* One call through a; returns rv (status and body in *r). Fails the test after 5 s. */
+static int call(struct http_async *a, uint16_t port, struct http_async_req *req, struct result *r)
 {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->lock, NULL);
     clock_cond_init(&r->cond);
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
-    assert_int_equal(http_async_get(a, url, timeout_ms, result_cb, r), 0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, req->url);
+    req->url = url;
+    assert_int_equal(http_async_request(a, req, result_cb, r), 0);
     struct timespec ts;
     clock_deadline(&ts, 5000);
     pthread_mutex_lock(&r->lock);
@@ -143,6 +165,14 @@ static int get(struct http_async *a, uint16_t port, const char *path, int timeou
     pthread_mutex_unlock(&r->lock);
     assert_true(done);
     return r->rv;
+}
+
+/* A GET of path through a. */
+static int get(struct http_async *a, uint16_t port, const char *path, int timeout_ms,
+               struct result *r)
+{
+    struct http_async_req req = {.method = "GET", .url = path, .timeout_ms = timeout_ms};
+    return call(a, port, &req, r);
 }
 
 #define OK_REPLY                                                                                   \
@@ -290,6 +320,85 @@ static void test_bad_replies(void **state)
     peer_stop(&p);
 }
 
+/* A POST carries its secret, content type, length and body; the reply comes back. */
+static void test_post_sends_head_and_body(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, OK_REPLY, false);
+    struct http_async *a = http_async_start();
+    struct result r;
+    const char body[] = "{\"orders\":[{\"name\":\"A\"}]}";
+    struct http_async_req req = {.method = "POST",
+                                 .url = "/orders/batch",
+                                 .secret = "s3cret",
+                                 .body = body,
+                                 .body_len = strlen(body),
+                                 .timeout_ms = 2000};
+    assert_int_equal(call(a, p.port, &req, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello");
+    pthread_mutex_lock(&p.lock);
+    static const char line[] = "POST /orders/batch HTTP/1.1\r\n";
+    assert_true(strncmp(p.last, line, sizeof line - 1) == 0);
+    assert_non_null(strstr(p.last, "\r\nX-Bazaar-Secret: s3cret\r\n"));
+    assert_non_null(strstr(p.last, "\r\nContent-Type: application/json\r\n"));
+    char *sep = strstr(p.last, "\r\n\r\n");
+    assert_non_null(sep);
+    assert_string_equal(sep + 4, body);
+    pthread_mutex_unlock(&p.lock);
+    /* The next call reuses the connection: the body was framed exactly. */
+    assert_int_equal(get(a, p.port, "/s", 2000, &r), 0);
+    assert_int_equal(http_async_connects(a), 1);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
+/*
+ * A reused connection closed under a call before any reply byte: a GET or an idempotent POST
+ * is sent again on a new connection; any other POST fails (it may have been executed).
+ */
+static void test_stale_close_retries_only_idempotent_calls(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, OK_REPLY, false);
+    p.drop_second = true;
+    struct http_async *a = http_async_start();
+    struct result r;
+    struct http_async_req post = {
+        .method = "POST", .url = "/o", .body = "{}", .body_len = 2, .timeout_ms = 2000};
+    for (int idempotent = 1; idempotent >= 0; idempotent--) {
+        assert_int_equal(get(a, p.port, "/s", 2000, &r), 0); /* leaves an idle connection */
+        unsigned long long connects = http_async_connects(a);
+        post.url = "/o";
+        post.idempotent = idempotent;
+        int rv = call(a, p.port, &post, &r);
+        if (idempotent) {
+            assert_int_equal(rv, 0);
+            assert_int_equal(r.status, 200);
+            assert_int_equal(http_async_connects(a), connects + 1);
+        } else {
+            assert_int_equal(rv, BZ_EUNAVAIL);
+            assert_int_equal(http_async_connects(a), connects);
+        }
+    }
+    /* A body over the limit, a body on a GET, other methods: refused without a call. */
+    static char big[HTTP_ASYNC_BODY_MAX + 1];
+    struct http_async_req bad[] = {
+        {.method = "POST", .url = "http://127.0.0.1:1/o", .body = big, .body_len = sizeof big},
+        {.method = "GET", .url = "http://127.0.0.1:1/o", .body = "x", .body_len = 1},
+        {.method = "PUT", .url = "http://127.0.0.1:1/o"},
+        {.method = "GET", .url = "http://127.0.0.1:1/o", .secret = "a\r\nInjected: 1"},
+    };
+    unsigned long long calls = http_async_calls(a);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(http_async_request(a, &bad[i], result_cb, &r), BZ_EINVAL);
+    assert_int_equal(http_async_calls(a), calls);
+    http_async_stop(a);
+    peer_stop(&p);
+}
+
 static void test_bad_urls_are_refused_without_a_call(void **state)
 {
     (void)state;
@@ -317,6 +426,8 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_refused_connection),
         cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test(test_post_sends_head_and_body),
+        cmocka_unit_test(test_stale_close_retries_only_idempotent_calls),
         cmocka_unit_test(test_bad_urls_are_refused_without_a_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
