@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -227,6 +228,21 @@ class OrdersWithoutWorkerTest(LedgerTestCase):
         r = c.post_json("/orders", {"name": "Alpha", "type": "hold", "quantity": 1})
         self.assertEqual(r.status, 400, r.body)
         self.assertEqual(c.metric("bazaar_frontend_order_batches_total") - calls0, calls)
+
+    def test_request_ids_ascend_with_time(self):
+        """Ids the front-end makes start with wall-clock milliseconds (docs/design.md,
+        "Request ids"), so the request-id indexes grow at their right edge."""
+        c = self.cluster
+        for _ in range(5):
+            self.assertEqual(self.order("Beta", "buy", 1).status, 200)
+        wait_replicas_idle(c)
+        ids = [o["request_id"] for o in sorted(db_orders(c, 1), key=lambda o: o["number"])]
+        self.assertEqual(len(ids), 5)
+        for rid in ids:
+            self.assertRegex(rid, r"^r:[0-9a-f]{28}$")
+        prefixes = [int(rid[2:14], 16) for rid in ids]
+        self.assertEqual(prefixes, sorted(prefixes))
+        self.assertLess(abs(prefixes[-1] / 1000 - time.time()), 60)
 
     def test_failed_first_call_is_retried_on_the_new_leader(self):
         c = self.cluster
