@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -139,6 +140,17 @@ int http_client_request_headers(const char *method, const char *url, const char 
 void http_reply_free(struct http_reply *reply)
 {
     strbuf_free(&reply->body);
+}
+
+void http_reply_from_json(struct http_reply *out, int status, const json_t *body)
+{
+    out->status = status;
+    strbuf_init(&out->body, HTTP_CLIENT_REPLY_MAX);
+    if (body) {
+        char *text = xjson_dumps(body, JSON_COMPACT);
+        strbuf_append(&out->body, text, strlen(text));
+        free(text);
+    }
 }
 
 json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen)

@@ -47,6 +47,9 @@ int http_client_request_headers(const char *method, const char *url, const char 
 
 void http_reply_free(struct http_reply *reply);
 
+/* A reply of this status whose body is `body` serialised (empty when NULL); free it as above. */
+void http_reply_from_json(struct http_reply *out, int status, const json_t *body);
+
 /*
  * Parses a reply of the form {"data": ...} or {"error": {...}}. Returns the
  * "data" member (a new reference) on a 2xx, or NULL; in the NULL case *err is

@@ -59,59 +59,36 @@ void batch_counts(struct batch *b, uint64_t *calls, uint64_t *orders)
     *orders = atomic_load(&b->orders);
 }
 
-/* Gives each order its copy of one reply for the whole call (a status other than 200). */
-static void batch__share_reply(struct http_reply *outs, size_t n, const struct http_reply *r)
-{
-    for (size_t i = 0; i < n; i++) {
-        outs[i].status = r->status;
-        strbuf_init(&outs[i].body, HTTP_CLIENT_REPLY_MAX);
-        if (r->body.len)
-            strbuf_append(&outs[i].body, r->body.data, r->body.len);
-    }
-}
-
 /*
- * Decodes {"data":{"results":[{"status":s,"reply":{...}}, ...]}} with exactly n results into
- * each order's reply. 0, or BZ_EUPSTREAM (nothing handed out) when the reply does not decode.
+ * The results of a 200 reply, {"data":{"results":[{"status":s,"reply":{...}}, ...]}}, if it
+ * holds exactly n well-formed ones; NULL otherwise.
  */
-static int batch__split_reply(struct http_reply *outs, size_t n, const struct http_reply *r)
+static json_t *batch__results(json_t *body, size_t n)
 {
-    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
     json_t *results = json_object_get(json_object_get(body, "data"), "results");
-    bool ok = json_is_array(results) && json_array_size(results) == n;
-    for (size_t i = 0; ok && i < n; i++) {
+    if (!json_is_array(results) || json_array_size(results) != n)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
         json_t *res = json_array_get(results, i), *reply = NULL;
         json_int_t status = 0;
-        ok = json_unpack(res, "{s:I,s:o}", "status", &status, "reply", &reply) == 0 &&
-             status >= 100 && status <= 599 && json_is_object(reply);
+        if (json_unpack(res, "{s:I,s:o}", "status", &status, "reply", &reply) != 0 ||
+            status < 100 || status > 599 || !json_is_object(reply))
+            return NULL;
     }
-    if (!ok) {
-        json_decref(body);
-        return BZ_EUPSTREAM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *res = json_array_get(results, i);
-        char *text = xjson_dumps(json_object_get(res, "reply"), JSON_COMPACT);
-        outs[i].status = (int)json_integer_value(json_object_get(res, "status"));
-        strbuf_init(&outs[i].body, HTTP_CLIENT_REPLY_MAX);
-        strbuf_append(&outs[i].body, text, strlen(text));
-        free(text);
-    }
-    json_decref(body);
-    return 0;
+    return results;
 }
 
 /* A call ended (rv, reply as http_async gives them): frees its slot, answers its orders. */
 static void batch__finish(struct batch__call *c, int rv, struct http_reply *reply)
 {
     struct batch *b = c->b;
-    struct http_reply *outs = xcalloc(c->n, sizeof *outs);
+    json_t *body = NULL, *results = NULL;
+    bool own = rv == 0 && reply; /* http_async's reply, ours to free */
     if (rv == 0) {
-        if (reply->status != 200)
-            batch__share_reply(outs, c->n, reply);
-        else
-            rv = batch__split_reply(outs, c->n, reply);
-        http_reply_free(reply);
+        body = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+        /* A 200 answers each order on its own; any other status answers them all. */
+        if (reply->status == 200 && !(results = batch__results(body, c->n)))
+            rv = BZ_EUPSTREAM;
     }
     pthread_mutex_lock(&b->lock);
     b->inflight--;
@@ -119,9 +96,19 @@ static void batch__finish(struct batch__call *c, int rv, struct http_reply *repl
     size_t i = 0;
     for (struct batch_item *it = c->items, *next; it; it = next, i++) {
         next = it->next_; /* it belongs to its caller again once done runs */
-        it->done(it, rv, rv == 0 ? &outs[i] : NULL);
+        if (rv) {
+            it->done(it, rv, 0, NULL);
+        } else if (results) {
+            json_t *res = json_array_get(results, i);
+            it->done(it, 0, (int)json_integer_value(json_object_get(res, "status")),
+                     json_object_get(res, "reply"));
+        } else {
+            it->done(it, 0, reply->status, body);
+        }
     }
-    free(outs);
+    if (own)
+        http_reply_free(reply);
+    json_decref(body);
     free(c);
 }
 
@@ -191,7 +178,7 @@ static void batch__pump(struct batch *b)
         int rv = http_async_request(b->async, &r, batch__call_done, c);
         strbuf_free(&req);
         if (rv)
-            batch__finish(c, rv == BZ_EINVAL ? BZ_EUNAVAIL : rv, NULL);
+            batch__finish(c, BZ_EUNAVAIL, NULL);
     }
 }
 
@@ -215,13 +202,13 @@ struct batch__waiter {
     struct http_reply *out;
 };
 
-static void batch__wake(struct batch_item *it, int rv, struct http_reply *reply)
+static void batch__wake(struct batch_item *it, int rv, int status, json_t *body)
 {
     struct batch__waiter *w = (struct batch__waiter *)it;
+    if (rv == 0)
+        http_reply_from_json(w->out, status, body);
     pthread_mutex_lock(&w->m);
     w->rv = rv;
-    if (rv == 0)
-        *w->out = *reply; /* moved: the waiter frees it */
     w->done = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->m);

@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "http_async.h"
 #include "http_client.h"
 #include "metrics.h"
@@ -30,13 +32,14 @@ struct batch;
 struct batch_item;
 
 /*
- * How an order's call ended, exactly once per batch_submit: rv is 0 with
- * *reply this order's own reply (the callee frees it with http_reply_free), or
- * BZ_EUNAVAIL / BZ_ETIMEDOUT / BZ_EUPSTREAM (a reply that does not decode)
- * with nothing to free. Runs on the http_async loop thread (or on the
- * submitting thread when no call could be started); must not block.
+ * How an order's call ended, exactly once per batch_submit: rv is 0 with this
+ * order's own reply, its status and its body as parsed JSON (borrowed: valid
+ * during the call; NULL when a whole-call reply was not JSON), or BZ_EUNAVAIL
+ * / BZ_ETIMEDOUT / BZ_EUPSTREAM (a reply that does not decode). Runs on the
+ * http_async loop thread (or on the submitting thread when no call could be
+ * started); must not block.
  */
-typedef void (*batch_done_fn)(struct batch_item *it, int rv, struct http_reply *reply);
+typedef void (*batch_done_fn)(struct batch_item *it, int rv, int status, json_t *body);
 
 /* One order; the caller's memory, untouched by the batcher once done has run. */
 struct batch_item {

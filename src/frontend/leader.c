@@ -272,7 +272,7 @@ static int leader__forward(struct leader *l, const char *path, const char *body,
                 rv = http_client_request("GET", url, l->cfg->secret, NULL, 0, timeout_ms, out);
             }
         }
-        if (leader_order_settled(rv, out)) {
+        if (leader_order_settled(rv, rv == 0 ? out->status : 0)) {
             if (failed_at)
                 metrics_hist_observe(&l->failover_us, (clock_now_ms() - failed_at) * 1000);
             return 0;
@@ -302,9 +302,9 @@ static int leader__forward(struct leader *l, const char *path, const char *body,
     }
 }
 
-bool leader_order_settled(int rv, const struct http_reply *reply)
+bool leader_order_settled(int rv, int status)
 {
-    return rv == 0 && reply->status != 421 && reply->status != 503;
+    return rv == 0 && status != 421 && status != 503;
 }
 
 int leader_forward_order(struct leader *l, const char *body, size_t body_len,
@@ -319,11 +319,11 @@ int leader_forward_query(struct leader *l, const char *path, struct http_reply *
 }
 
 /* On the http_async loop: the first attempt of a leader_order ended. */
-static void leader__order_done(struct batch_item *it, int rv, struct http_reply *reply)
+static void leader__order_done(struct batch_item *it, int rv, int status, json_t *body)
 {
     struct leader_order *o =
         (struct leader_order *)((char *)it - offsetof(struct leader_order, item_));
-    o->done(o, rv, reply);
+    o->done(o, rv, status, body);
 }
 
 bool leader_order_start(struct leader *l, struct leader_order *o)
@@ -346,11 +346,14 @@ bool leader_order_start(struct leader *l, struct leader_order *o)
     return true;
 }
 
-int leader_order_finish(struct leader_order *o, int rv, struct http_reply *reply,
+int leader_order_finish(struct leader_order *o, int rv, int status, const json_t *body,
                         struct http_reply *out)
 {
+    struct http_reply reply = {0};
+    if (rv == 0)
+        http_reply_from_json(&reply, status, body);
     struct leader__first first = {
-        .cur = o->cur_, .epoch = o->epoch_, .start_ms = o->start_ms_, .rv = rv, .reply = reply};
+        .cur = o->cur_, .epoch = o->epoch_, .start_ms = o->start_ms_, .rv = rv, .reply = &reply};
     return leader__forward(o->l_, NULL, o->body, o->body_len, out, &first);
 }
 

@@ -49,12 +49,12 @@ struct leader_order {
     const char *body; /* a POST /orders body with its request id; kept until the end */
     size_t body_len;
     /*
-     * The first attempt ended, on the http_async loop (must not block): rv and
-     * *reply as for batch_done_fn. If leader_order_settled(rv, reply), that is
-     * the answer; otherwise pass both to leader_order_finish on a thread that
-     * may block.
+     * The first attempt ended, on the http_async loop (must not block): rv,
+     * status and body (borrowed) as for batch_done_fn. If
+     * leader_order_settled(rv, status), that is the answer; otherwise pass them
+     * to leader_order_finish on a thread that may block.
      */
-    void (*done)(struct leader_order *o, int rv, struct http_reply *reply);
+    void (*done)(struct leader_order *o, int rv, int status, json_t *body);
     /* Private. */
     struct leader *l_;
     struct batch_item item_;
@@ -64,14 +64,15 @@ struct leader_order {
 
 /* Sends o to the current leader and returns true; false (nothing sent) when none is known. */
 bool leader_order_start(struct leader *l, struct leader_order *o);
-/* True when an attempt's result is the order's answer (not a failure to retry). */
-bool leader_order_settled(int rv, const struct http_reply *reply);
+/* True when an attempt's result (status when rv is 0) is the order's answer, not a failure. */
+bool leader_order_settled(int rv, int status);
 /*
- * After a first attempt that did not settle: consumes its reply (rv == 0) and
- * goes on as leader_forward_order would have after it (re-selection, retries
- * with the same body, the same failover deadline counted from the start).
+ * After a first attempt that did not settle (rv, and status and body when rv
+ * is 0): goes on as leader_forward_order would have after it (re-selection,
+ * retries with the same body, the same failover deadline counted from the
+ * start), and returns as it does.
  */
-int leader_order_finish(struct leader_order *o, int rv, struct http_reply *reply,
+int leader_order_finish(struct leader_order *o, int rv, int status, const json_t *body,
                         struct http_reply *out);
 
 /* True once a leader has been selected (the front-end reports ready from then on). */

@@ -664,29 +664,40 @@ static bool frontend__page(void *svc, const struct http_request *req, struct htt
 /* ---------------------------------------------------------------- orders */
 
 /*
- * Turns a leader reply into ours: data passes through, errors keep status and message.
- * `number` (may be NULL) receives the data's transaction_number, -1 when it has none.
+ * Turns a leader reply (its status and parsed body, NULL when it was not JSON) into ours:
+ * data passes through, errors keep status and message. `number` (may be NULL) receives the
+ * data's transaction_number, -1 when it has none.
  */
-static void frontend__relay(struct http_response *resp, struct http_reply *reply, int64_t *number)
+static void frontend__relay_json(struct http_response *resp, int status, json_t *root,
+                                 int64_t *number)
 {
-    char msg[200];
-    int err;
-    json_t *data = http_reply_data_json(reply, &err, msg, sizeof msg);
+    json_t *data = status >= 200 && status < 300 ? json_object_get(root, "data") : NULL;
     if (number) {
         json_t *n = json_object_get(data, "transaction_number");
         *number = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
     }
     if (data) {
-        http_reply_data(resp, data);
-    } else if (reply->status == 502 || reply->status == 504) {
+        http_reply_data(resp, json_incref(data));
+    } else if (status >= 200 && status < 300) {
+        http_reply_error(resp, BZ_EINTERNAL, "reply without data");
+    } else if (status == 502 || status == 504) {
         frontend__unavailable(resp, "catalog unavailable");
-    } else if (reply->status == 503 || reply->status == 421) {
+    } else if (status == 503 || status == 421) {
         frontend__unavailable(resp, "no order replica can take the order now");
-    } else if (reply->status >= 400 && reply->status < 500) {
-        http_reply_error(resp, err, msg);
     } else {
-        http_reply_error(resp, BZ_EINTERNAL, msg);
+        const char *m = NULL;
+        json_unpack(root, "{s:{s:s}}", "error", "message", &m);
+        int err = status >= 400 && status < 500 ? bz_error_from_status(status) : BZ_EINTERNAL;
+        http_reply_error(resp, err, m ? m : bz_strerror(bz_error_from_status(status)));
     }
+}
+
+/* frontend__relay_json of a reply as http_client gives it. */
+static void frontend__relay(struct http_response *resp, struct http_reply *reply, int64_t *number)
+{
+    json_t *root = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+    frontend__relay_json(resp, reply->status, root, number);
+    json_decref(root);
 }
 
 /*
@@ -733,24 +744,41 @@ static bool frontend__order_prepare(const struct http_request *req, struct http_
     return true;
 }
 
-/* Answers an order from the leader's final word (rv, reply as leader_forward_order gives). */
-static void frontend__order_answer(struct frontend *fe, const struct trade *t, int rv,
-                                   struct http_reply *reply, struct http_response *resp)
+/*
+ * Answers an order from the leader's final word: rv, and when it is 0 the reply's status and
+ * parsed body (NULL when not JSON).
+ */
+static void frontend__order_answer(struct frontend *fe, const struct trade *t, int rv, int status,
+                                   json_t *body, struct http_response *resp)
 {
     /* Read-your-writes without waiting for the push: a success changed the stock, a 409
      * showed the client a quantity newer than our entry may hold, and an unknown outcome
      * may have applied. Either way this client's next lookup must not be older. */
-    if (fe->cache && (rv || reply->status == 200 || reply->status == 409 || reply->status >= 500))
+    if (fe->cache && (rv || status == 200 || status == 409 || status >= 500))
         cache_invalidate(fe->cache, t->name, 0);
     if (rv) {
         frontend__unavailable(resp, "no order replica can take the order now");
         return;
     }
     int64_t number;
-    frontend__relay(resp, reply, &number);
-    http_reply_free(reply);
+    frontend__relay_json(resp, status, body, &number);
     if (resp->status == 200 && number >= 0)
         frontend__recent_add(fe, t, number);
+}
+
+/* frontend__order_answer of what leader_forward_order returned (consumes the reply). */
+static void frontend__order_answer_reply(struct frontend *fe, const struct trade *t, int rv,
+                                         struct http_reply *reply, struct http_response *resp)
+{
+    json_t *body = NULL;
+    if (rv == 0) {
+        body = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+        frontend__order_answer(fe, t, 0, reply->status, body, resp);
+        http_reply_free(reply);
+    } else {
+        frontend__order_answer(fe, t, rv, 0, NULL, resp);
+    }
+    json_decref(body);
 }
 
 /* Worker: an order when no leader is known yet (the async path declined). */
@@ -764,7 +792,7 @@ static void frontend__order(void *svc, const struct http_request *req, struct ht
     struct http_reply reply;
     int rv = leader_forward_order(fe->leader, payload, strlen(payload), &reply);
     free(payload);
-    frontend__order_answer(fe, &t, rv, &reply, resp);
+    frontend__order_answer_reply(fe, &t, rv, &reply, resp);
 }
 
 /* An order on the non-blocking path (frontend__order_async). */
@@ -775,12 +803,14 @@ struct frontend__order_job {
     struct trade t;
     char *payload;
     struct leader_order call;
-    int rv; /* the first attempt's result, for the retry on a worker */
-    struct http_reply reply;
+    /* The first attempt's result, for the retry on a worker. */
+    int rv, status;
+    json_t *body;
 };
 
 static void frontend__order_job_free(struct frontend__order_job *job)
 {
+    json_decref(job->body);
     free(job->payload);
     free(job);
 }
@@ -790,27 +820,25 @@ static void frontend__order_retry(void *arg)
 {
     struct frontend__order_job *job = arg;
     struct http_reply reply;
-    int rv = leader_order_finish(&job->call, job->rv, &job->reply, &reply);
-    frontend__order_answer(job->fe, &job->t, rv, &reply, job->resp);
+    int rv = leader_order_finish(&job->call, job->rv, job->status, job->body, &reply);
+    frontend__order_answer_reply(job->fe, &job->t, rv, &reply, job->resp);
     frontend__order_job_free(job);
 }
 
 /* http_async loop: the first attempt ended; answer, or retry on a worker. */
-static void frontend__order_done(struct leader_order *o, int rv, struct http_reply *reply)
+static void frontend__order_done(struct leader_order *o, int rv, int status, json_t *body)
 {
     struct frontend__order_job *job =
         (struct frontend__order_job *)((char *)o - offsetof(struct frontend__order_job, call));
-    if (!leader_order_settled(rv, reply)) {
+    if (!leader_order_settled(rv, status)) {
         job->rv = rv;
-        if (rv == 0)
-            job->reply = *reply; /* moved */
+        job->status = status;
+        job->body = json_incref(body); /* body is only lent to this call */
         if (http_request_defer(job->req, frontend__order_retry, job))
             return;
         /* No worker can take it (stopping): this attempt's answer is the answer. */
-        if (rv == 0)
-            *reply = job->reply;
     }
-    frontend__order_answer(job->fe, &job->t, rv, reply, job->resp);
+    frontend__order_answer(job->fe, &job->t, rv, status, body, job->resp);
     http_request_resume(job->req);
     frontend__order_job_free(job);
 }
