@@ -16,9 +16,10 @@ run_packages=(
 # What `make test`, `make bench` and `make eval` need on top: sanitizers, formatting, plots,
 # load generators and references (nginx, and a 3-member etcd that `make bench` starts itself on
 # free loopback ports: the package's own service is not used), network namespaces, and a
-# headless browser for the status-page test.
+# headless browser for the status-page test; gdb, so that a test process that hangs on SIGTERM
+# leaves its thread stacks in its log.
 test_packages=(
-  clang-14 libclang-rt-14-dev clang-format
+  clang-14 libclang-rt-14-dev clang-format gdb
   gnuplot-nox wrk nginx-light iproute2
   etcd-server etcd-client
   chromium

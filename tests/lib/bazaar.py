@@ -609,6 +609,20 @@ class ClusterError(RuntimeError):
     """A cluster process failed to start, become ready or stop."""
 
 
+def thread_stacks(pid, timeout=30):
+    """Every thread's stack of a live process, from gdb in batch mode, for the log of a
+    process that hangs; a line saying why when gdb is missing or fails."""
+    gdb = shutil.which("gdb")
+    if not gdb:
+        return "=== (no gdb here: no thread stacks)\n"
+    try:
+        out = subprocess.run([gdb, "-batch", "-nx", "-p", str(pid), "-ex", "thread apply all bt"],
+                             capture_output=True, text=True, timeout=timeout)
+        return "=== thread stacks (gdb):\n" + out.stdout[-200000:] + "\n"
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"=== no thread stacks: {e}\n"
+
+
 class Process:
     """One service process of a cluster: its command line, log file and Popen."""
 
@@ -668,6 +682,7 @@ class Process:
             self.popen.wait(timeout=scaled(grace))
         except subprocess.TimeoutExpired:
             self._append_log(f"=== {self.name} ignored SIGTERM for {grace}s, sending SIGKILL\n")
+            self._append_log(thread_stacks(self.popen.pid))
             self.popen.kill()
             self.popen.wait()
         return self._reap()
