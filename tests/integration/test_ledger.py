@@ -261,6 +261,47 @@ class OrdersWithoutWorkerTest(LedgerTestCase):
         self.assertEqual(self.quantity("Alpha"), 10 - 1 - 2)
 
 
+class OrdersAtShutdownTest(LedgerTestCase):
+    """SIGTERM while orders hang on a paused leader: their calls end at their deadline, the
+    retry that would follow cannot take a worker any more (the pool has stopped), so each order
+    is answered 503 from the call's end and the front-end exits 0 within its grace period."""
+
+    overrides = {"cluster": {"call_timeout_ms": 800}}
+
+    def test_stop_answers_orders_in_flight(self):
+        c = self.cluster
+        self.assertEqual(self.order("Alpha", "buy", 1).status, 200)
+        leader = wait_for(lambda: find_leader(c), what="a leader")
+        c.pause_process(f"order{leader}")
+        results = [None] * 4
+
+        def one(i):
+            try:
+                results[i] = self.order("Alpha", "buy", 1).status
+            except OSError as exc:
+                results[i] = exc
+            finally:
+                bazaar.close_connections()
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            code = c.stop_process("frontend", grace=10.0)
+            took = time.monotonic() - t0
+        finally:
+            c.resume_process(f"order{leader}")
+        bazaar.join_threads(threads, 20, "orders")
+        self.assertEqual(code, 0)
+        self.assertLess(took, bazaar.scaled(6.0))
+        for r in results:
+            self.assertTrue(r == 503 or isinstance(r, OSError), r)
+        c.start_process("frontend")
+        self.assertEqual(self.order("Alpha", "buy", 1).status, 200)
+
+
 @bazaar.skip_unless_mode("primary-backup", "in raft mode the table holds only applied entries, "
                          "so an uncommitted one is never in it (raftfsm unit tests)")
 class CommittedReadsTest(LedgerTestCase):
