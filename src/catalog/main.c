@@ -148,6 +148,7 @@ static void catalog__executed(struct catalog *c, const struct trade *trades,
                   trades[i].request_id, trade_type_name(trades[i].type),
                   (long long)trades[i].quantity, trades[i].name, (long long)out[i].stock.quantity);
     }
+    notify_flush(c->notify); /* the batch's changes in one message per front-end */
 }
 
 /*
@@ -229,6 +230,7 @@ static void catalog__restocked(void *arg, const struct stock *s)
     LOG_INFO("restocked %s to %lld", s->name, (long long)s->quantity);
     atomic_fetch_add(&c->restocked, 1);
     notify_stock_changed(c->notify, s->name, s->version);
+    notify_flush(c->notify);
 }
 
 /* Refills sold-out stocks every restock_interval_s (SPEC §3, optional). */

@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "error.h"
-#include "http_client.h"
+#include "http_async.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
@@ -17,7 +17,7 @@
 #define NOTIFY__TIMEOUT_MS 500  /* deadline of one POST /invalidate */
 #define NOTIFY__RETRY_MS   50   /* pause after a failed try, times the attempt number */
 
-/* One front-end: its queue, its numbering and its sender thread. */
+/* One front-end: its queue, its numbering and the message being delivered to it. */
 struct notify__target {
     struct notify *owner;
     char addr[CONFIG_ADDR_MAX];
@@ -30,7 +30,15 @@ struct notify__target {
     uint64_t seq;        /* last number used (sent, or skipped) */
     uint64_t last_ok_ms; /* 0 until the first delivery */
     bool reachable;
-    pthread_t thread;
+    /* The message being delivered: from its first try until it is delivered or dropped. */
+    bool busy;
+    bool inflight;     /* a try is on the http_async loop */
+    char *msg;         /* its body */
+    size_t msg_stocks; /* changes it carries; 0 for a heartbeat */
+    uint64_t msg_seq;
+    int attempts;       /* tries made */
+    uint64_t retry_at;  /* busy: the next try; idle: no new message before (after a failure) */
+    uint64_t last_send; /* when the last message ended */
 
     atomic_uint_fast64_t delivered, dropped, heartbeats, failures;
 };
@@ -38,13 +46,144 @@ struct notify__target {
 struct notify {
     const struct bz_config *cfg;
     uint64_t stream; /* this run's id, random */
+    struct http_async *async;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* the timer thread's: a retry or a heartbeat may be due earlier */
     bool stopping;
+    pthread_t timer;
     int ntargets;
     struct notify__target targets[CONFIG_MAX_NOTIFY];
     atomic_uint_fast64_t overflows;
 };
+
+static void notify__try(struct notify__target *t, uint64_t now);
+
+/*
+ * With the lock: makes the next message (what is queued, or a heartbeat when nothing is)
+ * and tries it.
+ */
+static void notify__begin(struct notify__target *t, uint64_t now)
+{
+    struct notify *n = t->owner;
+    if (t->overflowed) {
+        t->overflowed = false;
+        t->seq++; /* the lost changes' number: the front-end sees the gap */
+        atomic_fetch_add(&t->dropped, 1);
+        LOG_WARN("invalidation queue for %s overflowed: it will empty its cache", t->addr);
+    }
+    struct msg_inval_batch batch;
+    batch.stream = n->stream;
+    batch.n = 0;
+    /* Up to MSG_INVAL_BATCH_MAX queued changes, keeping the newest version of each name. */
+    while (t->count > 0 && batch.n < MSG_INVAL_BATCH_MAX) {
+        struct msg_inval *it = &t->ring[t->head];
+        size_t j = 0;
+        while (j < batch.n && strcmp(batch.stocks[j].name, it->name) != 0)
+            j++;
+        if (j == batch.n)
+            batch.stocks[batch.n++] = *it;
+        else if (it->version > batch.stocks[j].version)
+            batch.stocks[j].version = it->version;
+        t->head = (t->head + 1) % NOTIFY__QUEUE;
+        t->count--;
+    }
+    if (batch.n > 0)
+        t->seq++;
+    batch.seq = t->seq;
+    json_t *obj = msg_inval_batch_to_json(&batch);
+    t->msg = xjson_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    t->msg_stocks = batch.n;
+    t->msg_seq = batch.seq;
+    t->attempts = 0;
+    t->busy = true;
+    notify__try(t, now);
+}
+
+/* With the lock: the message has been delivered or dropped (a failure: its number stays used). */
+static void notify__end(struct notify__target *t, bool ok, uint64_t now)
+{
+    struct notify *n = t->owner;
+    free(t->msg);
+    t->msg = NULL;
+    t->busy = false;
+    t->last_send = now;
+    if (ok) {
+        t->retry_at = 0;
+        t->last_ok_ms = now;
+        if (!t->reachable && t->last_ok_ms)
+            LOG_INFO("invalidations reach %s (seq %llu)", t->addr, (unsigned long long)t->msg_seq);
+        t->reachable = true;
+        if (t->msg_stocks)
+            atomic_fetch_add(&t->delivered, t->msg_stocks);
+        else
+            atomic_fetch_add(&t->heartbeats, 1);
+        /* What queued meanwhile leaves at once (also while stopping: flush it). */
+        if (t->count > 0 || t->overflowed)
+            notify__begin(t, now);
+    } else {
+        /* Until it answers again, try once per heartbeat (changes queue up and coalesce). */
+        t->retry_at = now + (uint64_t)n->cfg->heartbeat_ms;
+        atomic_fetch_add(&t->failures, 1);
+        if (t->msg_stocks)
+            atomic_fetch_add(&t->dropped, 1);
+        if (t->reachable)
+            LOG_WARN("cannot deliver invalidations to %s: it will empty its cache when it "
+                     "hears from us again",
+                     t->addr);
+        t->reachable = false;
+    }
+    /* The timer never waits past a heartbeat, so only a stop needs to wake it here. */
+    if (n->stopping)
+        pthread_cond_broadcast(&n->cond);
+}
+
+/* A try ended, on the http_async loop. */
+static void notify__done(void *arg, int rv, struct http_reply *reply)
+{
+    struct notify__target *t = arg;
+    struct notify *n = t->owner;
+    int status = rv ? 0 : reply->status;
+    if (rv == 0)
+        http_reply_free(reply);
+    pthread_mutex_lock(&n->lock);
+    t->inflight = false;
+    uint64_t now = clock_now_ms();
+    bool refused = status >= 400 && status < 500; /* wrong secret?: retrying will not help */
+    /* A lost heartbeat is just late: it gets one try. */
+    int attempts = t->msg_stocks ? NOTIFY__ATTEMPTS : 1;
+    if (status == 200 || refused || t->attempts >= attempts) {
+        notify__end(t, status == 200, now);
+    } else {
+        t->retry_at = now + (uint64_t)NOTIFY__RETRY_MS * (uint64_t)t->attempts;
+        pthread_cond_broadcast(&n->cond);
+    }
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* With the lock: one try of the current message, on the http_async loop. */
+static void notify__try(struct notify__target *t, uint64_t now)
+{
+    struct notify *n = t->owner;
+    struct http_async_req r = {.method = "POST",
+                               .url = t->url,
+                               .secret = n->cfg->secret,
+                               .body = t->msg,
+                               .body_len = strlen(t->msg),
+                               .timeout_ms = NOTIFY__TIMEOUT_MS,
+                               .idempotent = true}; /* a duplicate message is harmless */
+    t->attempts++;
+    t->inflight = true;
+    if (http_async_request(n->async, &r, notify__done, t) != 0) {
+        t->inflight = false; /* cannot even queue it (stopping): this try failed */
+        if (t->attempts >= NOTIFY__ATTEMPTS || t->msg_stocks == 0) {
+            notify__end(t, false, now);
+        } else {
+            t->retry_at = now + (uint64_t)NOTIFY__RETRY_MS * (uint64_t)t->attempts;
+            pthread_cond_broadcast(&n->cond);
+        }
+    }
+}
 
 void notify_stock_changed(struct notify *n, const char *name, uint64_t version)
 {
@@ -61,118 +200,65 @@ void notify_stock_changed(struct notify *n, const char *name, uint64_t version)
         it->version = version;
         t->count++;
     }
-    pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
 }
 
-/* Takes up to MSG_INVAL_BATCH_MAX queued changes, keeping the newest version of each name. */
-static void notify__take(struct notify__target *t, struct msg_inval_batch *batch)
+void notify_flush(struct notify *n)
 {
-    batch->n = 0;
-    while (t->count > 0 && batch->n < MSG_INVAL_BATCH_MAX) {
-        struct msg_inval *it = &t->ring[t->head];
-        size_t j = 0;
-        while (j < batch->n && strcmp(batch->stocks[j].name, it->name) != 0)
-            j++;
-        if (j == batch->n)
-            batch->stocks[batch->n++] = *it;
-        else if (it->version > batch->stocks[j].version)
-            batch->stocks[j].version = it->version;
-        t->head = (t->head + 1) % NOTIFY__QUEUE;
-        t->count--;
+    pthread_mutex_lock(&n->lock);
+    uint64_t now = clock_now_ms();
+    for (int i = 0; i < n->ntargets; i++) {
+        struct notify__target *t = &n->targets[i];
+        /* Nothing on its way to this front-end: what is queued leaves now, from this thread. */
+        if (!t->busy && !n->stopping && (t->count > 0 || t->overflowed) && now >= t->retry_at)
+            notify__begin(t, now);
     }
+    pthread_mutex_unlock(&n->lock);
 }
 
-/* One POST with brief retries. true when the front-end took it. */
-static bool notify__deliver(struct notify__target *t, const struct msg_inval_batch *batch)
+/*
+ * The timer thread: the tries that are due after a pause (a retry, the first message after a
+ * failure, a heartbeat). Changes themselves leave from notify_stock_changed and from the end
+ * of the previous message, without this thread.
+ */
+static void *notify__timer_main(void *arg)
 {
-    struct notify *n = t->owner;
-    json_t *obj = msg_inval_batch_to_json(batch);
-    char *body = xjson_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    int attempts = batch->n ? NOTIFY__ATTEMPTS : 1; /* a lost heartbeat is just late */
-    bool ok = false;
-    for (int attempt = 0; attempt < attempts && !ok; attempt++) {
-        if (attempt > 0) {
-            struct timespec ts = {0, NOTIFY__RETRY_MS * 1000000L * attempt};
-            nanosleep(&ts, NULL);
-        }
-        struct http_reply reply;
-        int rv = http_client_request("POST", t->url, n->cfg->secret, body, strlen(body),
-                                     NOTIFY__TIMEOUT_MS, &reply);
-        int status = rv ? 0 : reply.status;
-        if (rv == 0)
-            http_reply_free(&reply);
-        ok = status == 200;
-        if (status >= 400 && status < 500)
-            break; /* refused (wrong secret?): retrying will not help */
-    }
-    free(body);
-    return ok;
-}
-
-static void *notify__main(void *arg)
-{
-    struct notify__target *t = arg;
-    struct notify *n = t->owner;
-    struct msg_inval_batch batch;
-    batch.stream = n->stream;
+    struct notify *n = arg;
     uint64_t hb = (uint64_t)n->cfg->heartbeat_ms;
-    uint64_t last_send = 0, retry_at = 0;
-
     pthread_mutex_lock(&n->lock);
     for (;;) {
-        if (n->stopping && (t->count == 0 || !t->reachable))
-            break; /* flush what can be flushed; never hang on a dead front-end */
-        uint64_t now = clock_now_ms();
-        bool work = t->count > 0 || t->overflowed;
-        uint64_t due = work ? retry_at : (last_send + hb > retry_at ? last_send + hb : retry_at);
-        if (now < due) {
-            struct timespec ts;
-            clock_deadline(&ts, due - now);
-            pthread_cond_timedwait(&n->cond, &n->lock, &ts);
-            continue;
+        uint64_t now = clock_now_ms(), next = now + hb;
+        bool pending = false; /* stopping: something can still be flushed */
+        for (int i = 0; i < n->ntargets; i++) {
+            struct notify__target *t = &n->targets[i];
+            if (t->inflight)
+                continue;
+            bool work = t->count > 0 || t->overflowed;
+            if (n->stopping && !t->busy && (!work || !t->reachable))
+                continue; /* flushed, or never hang on a dead front-end */
+            pending = true;
+            uint64_t due =
+                t->busy ? t->retry_at
+                : work  ? t->retry_at
+                        : (t->last_send + hb > t->retry_at ? t->last_send + hb : t->retry_at);
+            if (now >= due) {
+                if (t->busy)
+                    notify__try(t, now);
+                else if (!n->stopping || work)
+                    notify__begin(t, now);
+                continue;
+            }
+            if (due < next)
+                next = due;
         }
-        if (t->overflowed) {
-            t->overflowed = false;
-            t->seq++; /* the lost changes' number: the front-end sees the gap */
-            atomic_fetch_add(&t->dropped, 1);
-            LOG_WARN("invalidation queue for %s overflowed: it will empty its cache", t->addr);
-        }
-        notify__take(t, &batch);
-        if (batch.n > 0)
-            t->seq++;
-        batch.seq = t->seq;
-        pthread_mutex_unlock(&n->lock);
-
-        bool ok = notify__deliver(t, &batch);
-
-        pthread_mutex_lock(&n->lock);
-        last_send = clock_now_ms();
-        if (ok) {
-            retry_at = 0;
-            t->last_ok_ms = last_send;
-            if (!t->reachable && t->last_ok_ms)
-                LOG_INFO("invalidations reach %s (seq %llu)", t->addr,
-                         (unsigned long long)batch.seq);
-            t->reachable = true;
-            if (batch.n)
-                atomic_fetch_add(&t->delivered, batch.n);
-            else
-                atomic_fetch_add(&t->heartbeats, 1);
-        } else {
-            /* Its number stays used, so the front-end sees a gap; until it answers again,
-             * try once per heartbeat (changes queue up and coalesce meanwhile). */
-            retry_at = last_send + hb;
-            atomic_fetch_add(&t->failures, 1);
-            if (batch.n)
-                atomic_fetch_add(&t->dropped, 1);
-            if (t->reachable)
-                LOG_WARN("cannot deliver invalidations to %s: it will empty its cache when it "
-                         "hears from us again",
-                         t->addr);
-            t->reachable = false;
-        }
+        bool inflight = false;
+        for (int i = 0; i < n->ntargets; i++)
+            inflight = inflight || n->targets[i].inflight;
+        if (n->stopping && !pending && !inflight)
+            break;
+        struct timespec ts;
+        clock_deadline(&ts, next - now);
+        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
     }
     pthread_mutex_unlock(&n->lock);
     return NULL;
@@ -191,13 +277,14 @@ int notify_start(struct notify **out, const struct bz_config *cfg)
         n->ntargets = 0;
     pthread_mutex_init(&n->lock, NULL);
     clock_cond_init(&n->cond);
+    n->async = http_async_start();
     for (int i = 0; i < n->ntargets; i++) {
         struct notify__target *t = &n->targets[i];
         t->owner = n;
         snprintf(t->addr, sizeof t->addr, "%.*s", CONFIG_ADDR_MAX - 1, targets[i]);
         snprintf(t->url, sizeof t->url, "http://%.*s/invalidate", CONFIG_ADDR_MAX - 1, targets[i]);
-        pthread_create(&t->thread, NULL, notify__main, t);
     }
+    pthread_create(&n->timer, NULL, notify__timer_main, n);
     *out = n;
     return 0;
 }
@@ -210,8 +297,10 @@ void notify_stop(struct notify *n)
     n->stopping = true;
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
+    pthread_join(n->timer, NULL); /* ends once every queue is flushed or its target is down */
+    http_async_stop(n->async);    /* tries still in flight end at their deadline */
     for (int i = 0; i < n->ntargets; i++)
-        pthread_join(n->targets[i].thread, NULL);
+        free(n->targets[i].msg);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
     free(n);
