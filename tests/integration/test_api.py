@@ -306,6 +306,9 @@ class TestInternalAuth(ApiTestCase):
         if reply.status != 200:  # an existing order, so a refusal cannot hide behind a 404
             raise AssertionError(f"setup order failed: {reply.status} {reply.body[:200]!r}")
         cls.first_number = reply.json["data"]["transaction_number"]
+        # Every replica's table holds it before any test takes its "before" snapshot (a Raft
+        # follower applies it a little after the leader answered).
+        bazaar.wait_replicas_idle(cls.cluster)
 
     def assertRefused(self, method, url, body=None):
         for label, secret in self.WRONG:
