@@ -138,6 +138,22 @@ static void notify__end(struct notify__target *t, bool ok, uint64_t now)
         pthread_cond_broadcast(&n->cond);
 }
 
+/*
+ * With the lock: a try failed (`refused`: a 4xx, which retrying will not mend). Schedules the
+ * next try, or drops the message once its tries are spent; a heartbeat gets one, since a lost
+ * heartbeat is just late.
+ */
+static void notify__try_failed(struct notify__target *t, bool refused, uint64_t now)
+{
+    int attempts = t->msg_stocks ? NOTIFY__ATTEMPTS : 1;
+    if (refused || t->attempts >= attempts) {
+        notify__end(t, false, now);
+        return;
+    }
+    t->retry_at = now + (uint64_t)NOTIFY__RETRY_MS * (uint64_t)t->attempts;
+    pthread_cond_broadcast(&t->owner->cond);
+}
+
 /* A try ended, on the http_async loop. */
 static void notify__done(void *arg, int rv, struct http_reply *reply)
 {
@@ -149,15 +165,10 @@ static void notify__done(void *arg, int rv, struct http_reply *reply)
     pthread_mutex_lock(&n->lock);
     t->inflight = false;
     uint64_t now = clock_now_ms();
-    bool refused = status >= 400 && status < 500; /* wrong secret?: retrying will not help */
-    /* A lost heartbeat is just late: it gets one try. */
-    int attempts = t->msg_stocks ? NOTIFY__ATTEMPTS : 1;
-    if (status == 200 || refused || t->attempts >= attempts) {
-        notify__end(t, status == 200, now);
-    } else {
-        t->retry_at = now + (uint64_t)NOTIFY__RETRY_MS * (uint64_t)t->attempts;
-        pthread_cond_broadcast(&n->cond);
-    }
+    if (status == 200)
+        notify__end(t, true, now);
+    else
+        notify__try_failed(t, status >= 400 && status < 500, now); /* 4xx: wrong secret? */
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -176,12 +187,7 @@ static void notify__try(struct notify__target *t, uint64_t now)
     t->inflight = true;
     if (http_async_request(n->async, &r, notify__done, t) != 0) {
         t->inflight = false; /* cannot even queue it (stopping): this try failed */
-        if (t->attempts >= NOTIFY__ATTEMPTS || t->msg_stocks == 0) {
-            notify__end(t, false, now);
-        } else {
-            t->retry_at = now + (uint64_t)NOTIFY__RETRY_MS * (uint64_t)t->attempts;
-            pthread_cond_broadcast(&n->cond);
-        }
+        notify__try_failed(t, false, now);
     }
 }
 
