@@ -67,9 +67,24 @@ void pb_call_free(struct pb_call *call)
 {
     if (!call)
         return;
-    msg_append_free(&call->append);
+    pb_append_release(call->append);
     msg_exec_free(&call->exec);
     free(call);
+}
+
+struct pb_append *pb_append_retain(struct pb_append *a)
+{
+    atomic_fetch_add(&a->refs, 1);
+    return a;
+}
+
+void pb_append_release(struct pb_append *a)
+{
+    if (!a || atomic_fetch_sub(&a->refs, 1) != 1)
+        return;
+    msg_append_free(&a->m);
+    free(a->wire);
+    free(a);
 }
 
 void pb_reply_free(struct pb_reply *reply)
@@ -325,6 +340,7 @@ void pb_free(struct pb *pb)
     if (!pb)
         return;
     pb__fail_all_waits(pb, BZ_EUNAVAIL, "replica shutting down");
+    pb_append_release(pb->last_append);
     free(pb);
 }
 

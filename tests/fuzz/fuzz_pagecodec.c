@@ -1,4 +1,4 @@
-/* libFuzzer target: the Raft journal-page and snapshot decoders (src/order/raftcodec.c).
+/* libFuzzer target: the Raft journal-page and snapshot decoders (src/common/pagecodec.c).
  * A page that decodes must encode back to the same bytes (the format is canonical), and every
  * decoded entry must be a valid, consecutively numbered order. */
 #include <stddef.h>
@@ -6,28 +6,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "raftcodec.h"
+#include "pagecodec.h"
 
-static struct order entries[RAFTCODEC_PAGE_MAX];
+static struct order entries[PAGECODEC_PAGE_MAX];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char msg[160];
     size_t n = 0;
-    if (raftcodec_page_decode(data, size, entries, RAFTCODEC_PAGE_MAX, &n, msg, sizeof msg) == 0) {
-        size_t len = raftcodec_page_size(entries, n);
+    if (pagecodec_page_decode(data, size, entries, PAGECODEC_PAGE_MAX, &n, msg, sizeof msg) == 0) {
+        size_t len = pagecodec_page_size(entries, n);
         uint8_t *again = malloc(len);
         if (len != size || !again ||
-            raftcodec_page_encode(entries, n, entries[0].epoch, again, len) != 0 ||
+            pagecodec_page_encode(entries, n, entries[0].epoch, again, len) != 0 ||
             memcmp(again, data, size) != 0)
             __builtin_trap();
         free(again);
     }
-    struct raftcodec_snap_reader r;
-    if (raftcodec_snap_open(&r, data, size, msg, sizeof msg) == 0) {
+    struct pagecodec_snap_reader r;
+    if (pagecodec_snap_open(&r, data, size, msg, sizeof msg) == 0) {
         int64_t expect = 0;
         for (;;) {
-            if (raftcodec_snap_read(&r, entries, 7, &n, msg, sizeof msg) != 0 || n == 0)
+            if (pagecodec_snap_read(&r, entries, 7, &n, msg, sizeof msg) != 0 || n == 0)
                 break;
             for (size_t i = 0; i < n; i++)
                 if (entries[i].number != expect++ || entries[i].trade.quantity < 1)
