@@ -130,6 +130,8 @@ void pb__set_role(struct pb *pb, enum pb_role role)
         pb__fail_all_waits(pb, BZ_EUNAVAIL, "leadership moved: outcome unknown, retry");
         pb->exec_call = 0; /* a late catalog reply is ignored; its journal comes back later */
         pb->exec_next = -1;
+        pb_append_release(pb->last_append); /* its log may change now */
+        pb->last_append = NULL;
     }
     pb->leader_since_ms = pb__now(pb);
     if (role == PB_LEADER) {
