@@ -530,6 +530,12 @@ void pb_metrics(struct pb *pb, const struct pb_view *v, struct strbuf *out)
     metrics_render_simple(out, "bazaar_order_journal_entries_total", "counter",
                           "Journal entries appended to the log as leader.",
                           atomic_load(&pb->journal_synced));
+    metrics_render_simple(out, "bazaar_order_appends_sent_total", "counter",
+                          "Append messages sent as leader.", atomic_load(&pb->appends_sent));
+    metrics_render_simple(out, "bazaar_order_appends_encoded_total", "counter",
+                          "Append messages encoded as leader (one is sent to every follower "
+                          "that needs the same entries).",
+                          atomic_load(&pb->appends_encoded));
     metrics_render_simple(out, "bazaar_order_appends_received_total", "counter",
                           "Append messages received as follower.",
                           atomic_load(&pb->appends_received));

@@ -91,7 +91,7 @@ struct pb {
     struct pb_append *last_append;
 
     atomic_uint_fast64_t promotions, orders_acked, commit_timeouts, appends_received,
-        entries_applied, batches, journal_synced, queue_timeouts;
+        entries_applied, batches, journal_synced, queue_timeouts, appends_sent, appends_encoded;
 };
 
 /* pb_core.c */

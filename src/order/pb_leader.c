@@ -22,6 +22,7 @@ struct pb_append *pb__append_new(struct pb *pb, struct msg_append *m)
     a->m = *m;
     m->entries = NULL;
     m->n = 0;
+    atomic_fetch_add(&pb->appends_encoded, 1);
     int rv = msg_append_encode(&a->m, &a->wire, &a->wire_len);
     if (rv) {
         pb_append_release(a);
@@ -37,6 +38,7 @@ static void pb__pipeline_start(struct pb *pb, struct pb_peer *p, int index, stru
 {
     struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, index, pb->cfg.call_timeout_ms);
     c->append = pb_append_retain(a);
+    atomic_fetch_add(&pb->appends_sent, 1);
     p->append_call = c->id;
     p->last_sent_ms = now;
     pb->io.send(pb->io.ctx, c);
