@@ -3,8 +3,10 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
 #include "http_server.h"
@@ -102,10 +104,14 @@ int http_client_request_headers(const char *method, const char *url, const char 
         snprintf(secret_header, sizeof secret_header, "%s: %s", HTTP_SECRET_HEADER, secret);
         headers = curl_slist_append(headers, secret_header);
     }
-    for (const char *const *line = extra; line && *line; line++)
+    bool typed = false; /* the caller names the body's type (a binary one) */
+    for (const char *const *line = extra; line && *line; line++) {
         headers = curl_slist_append(headers, *line);
+        typed = typed || strncasecmp(*line, "Content-Type:", 13) == 0;
+    }
     if (body) {
-        headers = curl_slist_append(headers, "Content-Type: application/json");
+        if (!typed)
+            headers = curl_slist_append(headers, "Content-Type: application/json");
         /* No "Expect: 100-continue" round trip. */
         headers = curl_slist_append(headers, "Expect:");
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);

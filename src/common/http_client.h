@@ -5,7 +5,8 @@
  * curl handle, so connections to the same peer are kept alive and reused
  * across calls without any locking; the handle is freed when the thread
  * exits. Reply bodies are bounded. Not a general-purpose client: no
- * redirects, no TLS options, JSON bodies only.
+ * redirects, no TLS options; bodies are JSON unless the caller names another
+ * type (replication's binary messages, msg.h).
  */
 #ifndef BZ_HTTP_CLIENT_H
 #define BZ_HTTP_CLIENT_H
@@ -39,7 +40,8 @@ int http_client_request(const char *method, const char *url, const char *secret,
 
 /*
  * The same with extra request headers: `headers` is a NULL-terminated array
- * of "Name: value" lines (e.g. an Idempotency-Key), or NULL.
+ * of "Name: value" lines (e.g. an Idempotency-Key), or NULL. A Content-Type
+ * line among them replaces application/json.
  */
 int http_client_request_headers(const char *method, const char *url, const char *secret,
                                 const char *const *headers, const char *body, size_t body_len,

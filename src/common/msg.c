@@ -5,17 +5,10 @@
 #include <string.h>
 
 #include "error.h"
+#include "pagecodec.h"
 
 #define MSG__EPOCH_MAX  ((json_int_t)1 << 62)
 #define MSG__NUMBER_MAX ((json_int_t)1 << 62)
-
-json_t *msg_entry_to_json(const struct order *o)
-{
-    json_t *obj = trade_to_json(&o->trade);
-    json_object_set_new(obj, "number", json_integer(o->number));
-    json_object_set_new(obj, "epoch", json_integer((json_int_t)o->epoch));
-    return obj;
-}
 
 /* An integer member in [lo, hi]; 0 or BZ_EINVAL. */
 static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_t hi,
@@ -47,11 +40,6 @@ static int msg__entry_from_json(const json_t *obj, bool with_epoch, struct order
     return 0;
 }
 
-int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen)
-{
-    return msg__entry_from_json(obj, true, out, errmsg, errlen);
-}
-
 json_t *msg_notice_to_json(const struct msg_notice *m)
 {
     return json_pack("{s:i,s:I}", "leader", m->leader, "epoch", (json_int_t)m->epoch);
@@ -70,72 +58,109 @@ int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg
     return 0;
 }
 
-json_t *msg_append_to_json(const struct msg_append *m)
-{
-    json_t *entries = json_array();
-    for (size_t i = 0; i < m->n; i++)
-        json_array_append_new(entries, msg_entry_to_json(&m->entries[i]));
-    return json_pack("{s:I,s:i,s:I,s:I,s:I,s:o}", "epoch", (json_int_t)m->epoch, "leader",
-                     m->leader, "prev", (json_int_t)m->prev, "prev_epoch",
-                     (json_int_t)m->prev_epoch, "start_last", (json_int_t)m->start_last, "entries",
-                     entries);
-}
+/* ---------------------------------------------------------------- binary: appends, log pages */
 
-int msg_entries_from_json(const json_t *arr, size_t max, struct order **entries, size_t *n,
-                          char *errmsg, size_t errlen)
+static const char msg__append_magic[4] = {'B', 'Z', 'A', '1'};
+static const char msg__reply_magic[4] = {'B', 'Z', 'R', '1'};
+
+#define MSG__APPEND_HEADER (4 + 4 + 8 + 8 + 8 + 8)
+
+/* Log entries as the replicas' protocol allows them: numbers and epochs in range. */
+static int msg__entries_check(const struct order *e, size_t n, uint64_t max_epoch, char *errmsg,
+                              size_t errlen)
 {
-    if (!json_is_array(arr) || json_array_size(arr) > max) {
-        snprintf(errmsg, errlen, "entries must be an array of at most %zu", max);
-        return BZ_EINVAL;
-    }
-    size_t count = json_array_size(arr);
-    struct order *e = xcalloc(count ? count : 1, sizeof *e);
-    for (size_t i = 0; i < count; i++) {
-        if (msg_entry_from_json(json_array_get(arr, i), &e[i], errmsg, errlen) != 0 ||
-            (i > 0 && e[i].number != e[i - 1].number + 1)) {
-            if (i > 0 && e[i].number != e[i - 1].number + 1)
-                snprintf(errmsg, errlen, "entries must have consecutive numbers");
-            free(e);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].number > MSG__NUMBER_MAX) {
+            snprintf(errmsg, errlen, "entry number past %lld", (long long)MSG__NUMBER_MAX);
+            return BZ_EINVAL;
+        }
+        if (e[i].epoch < 1 || e[i].epoch > max_epoch) {
+            snprintf(errmsg, errlen, "entry %lld: epoch %llu not in 1..%llu",
+                     (long long)e[i].number, (unsigned long long)e[i].epoch,
+                     (unsigned long long)max_epoch);
             return BZ_EINVAL;
         }
     }
-    *entries = e;
-    *n = count;
     return 0;
 }
 
-int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg, size_t errlen)
+int msg_append_encode(const struct msg_append *m, char **buf, size_t *len)
 {
-    static const char *const keys[] = {"epoch",      "leader",     "prev",
-                                       "prev_epoch", "start_last", "entries"};
-    json_int_t epoch, leader, prev, prev_epoch, start_last;
-    memset(out, 0, sizeof *out);
-    if (trade_check_fields(obj, keys, 6, errmsg, errlen) ||
-        msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen) ||
-        msg__int(obj, "leader", 1, 1000000, &leader, errmsg, errlen) ||
-        msg__int(obj, "prev", -1, MSG__NUMBER_MAX, &prev, errmsg, errlen) ||
-        msg__int(obj, "prev_epoch", 0, MSG__EPOCH_MAX, &prev_epoch, errmsg, errlen) ||
-        msg__int(obj, "start_last", -1, MSG__NUMBER_MAX, &start_last, errmsg, errlen))
+    char errmsg[96];
+    /* Nothing is encoded that msg_append_decode would refuse. */
+    if (m->leader < 1 || m->leader > 1000000 || m->epoch < 1 ||
+        m->epoch > (uint64_t)MSG__EPOCH_MAX || m->prev < -1 || m->prev > MSG__NUMBER_MAX ||
+        m->prev_epoch > (uint64_t)MSG__EPOCH_MAX || (m->prev == -1 && m->prev_epoch != 0) ||
+        m->start_last < -1 || m->start_last > MSG__NUMBER_MAX || m->n > MSG_MAX_ENTRIES ||
+        (m->n > 0 && m->entries[0].number != m->prev + 1) ||
+        msg__entries_check(m->entries, m->n, m->epoch, errmsg, sizeof errmsg))
         return BZ_EINVAL;
-    if (msg_entries_from_json(json_object_get(obj, "entries"), MSG_MAX_ENTRIES, &out->entries,
-                              &out->n, errmsg, errlen) != 0)
+    size_t slice = pagecodec_slice_size(m->entries, m->n);
+    uint8_t *b = xmalloc(MSG__APPEND_HEADER + slice);
+    memcpy(b, msg__append_magic, 4);
+    uint8_t *p = pagecodec_put_u32(b + 4, (uint32_t)m->leader);
+    p = pagecodec_put_u64(p, m->epoch);
+    p = pagecodec_put_u64(p, (uint64_t)m->prev);
+    p = pagecodec_put_u64(p, m->prev_epoch);
+    p = pagecodec_put_u64(p, (uint64_t)m->start_last);
+    int rv = pagecodec_slice_encode(m->entries, m->n, p, slice);
+    if (rv) {
+        free(b);
+        return rv;
+    }
+    *buf = (char *)b;
+    *len = MSG__APPEND_HEADER + slice;
+    return 0;
+}
+
+/* A signed field in [lo, hi] (read as u64, two's complement); 0 or BZ_EINVAL. */
+static int msg__field(const char *name, uint64_t raw, int64_t lo, int64_t hi, int64_t *out,
+                      char *errmsg, size_t errlen)
+{
+    int64_t v = (int64_t)raw;
+    if (v < lo || v > hi) {
+        snprintf(errmsg, errlen, "'%s' must be an integer in %lld..%lld", name, (long long)lo,
+                 (long long)hi);
+        return BZ_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int msg_append_decode(const void *buf, size_t len, struct msg_append *out, char *errmsg,
+                      size_t errlen)
+{
+    const uint8_t *p = buf;
+    int64_t leader, epoch, prev, prev_epoch, start_last;
+    memset(out, 0, sizeof *out);
+    if (len < MSG__APPEND_HEADER || memcmp(p, msg__append_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not an append (%zu bytes)", len);
+        return BZ_EINVAL;
+    }
+    if (msg__field("leader", pagecodec_get_u32(p + 4), 1, 1000000, &leader, errmsg, errlen) ||
+        msg__field("epoch", pagecodec_get_u64(p + 8), 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen) ||
+        msg__field("prev", pagecodec_get_u64(p + 16), -1, MSG__NUMBER_MAX, &prev, errmsg, errlen) ||
+        msg__field("prev_epoch", pagecodec_get_u64(p + 24), 0, MSG__EPOCH_MAX, &prev_epoch, errmsg,
+                   errlen) ||
+        msg__field("start_last", pagecodec_get_u64(p + 32), -1, MSG__NUMBER_MAX, &start_last,
+                   errmsg, errlen))
         return BZ_EINVAL;
     if (prev == -1 && prev_epoch != 0) {
         snprintf(errmsg, errlen, "prev_epoch must be 0 when prev is -1");
-        msg_append_free(out);
         return BZ_EINVAL;
     }
+    if (pagecodec_slice_decode(p + MSG__APPEND_HEADER, len - MSG__APPEND_HEADER, MSG_MAX_ENTRIES,
+                               &out->entries, &out->n, errmsg, errlen))
+        return BZ_EINVAL;
     if (out->n > 0 && out->entries[0].number != prev + 1) {
         snprintf(errmsg, errlen, "first entry must be number prev+1");
         msg_append_free(out);
         return BZ_EINVAL;
     }
-    for (size_t i = 0; i < out->n; i++) {
-        if (out->entries[i].epoch > (uint64_t)epoch) {
-            snprintf(errmsg, errlen, "entry from a future epoch");
-            msg_append_free(out);
-            return BZ_EINVAL;
-        }
+    /* An entry from a future epoch is refused (as is epoch 0). */
+    if (msg__entries_check(out->entries, out->n, (uint64_t)epoch, errmsg, errlen)) {
+        msg_append_free(out);
+        return BZ_EINVAL;
     }
     out->epoch = (uint64_t)epoch;
     out->leader = (int)leader;
@@ -322,30 +347,68 @@ void msg_exec_reply_free(struct msg_exec_reply *m)
 
 /* ---------------------------------------------------------------- append replies, peer state */
 
-json_t *msg_append_reply_to_json(const struct msg_append_reply *m)
+void msg_append_reply_encode(const struct msg_append_reply *m, uint8_t out[MSG_APPEND_REPLY_SIZE])
 {
-    return json_pack("{s:b,s:I,s:I}", "ok", m->ok, "match", (json_int_t)m->match, "last",
-                     (json_int_t)m->last);
+    memcpy(out, msg__reply_magic, 4);
+    uint8_t *p = pagecodec_put_u32(out + 4, m->ok ? 1 : 0);
+    p = pagecodec_put_u64(p, (uint64_t)m->match);
+    pagecodec_put_u64(p, (uint64_t)m->last);
 }
 
-int msg_append_reply_from_json(const json_t *obj, struct msg_append_reply *out, char *errmsg,
-                               size_t errlen)
+int msg_append_reply_decode(const void *buf, size_t len, struct msg_append_reply *out, char *errmsg,
+                            size_t errlen)
 {
-    static const char *const keys[] = {"ok", "match", "last"};
-    json_int_t match, last;
-    const json_t *ok = json_object_get(obj, "ok");
-    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
-        msg__int(obj, "match", -1, MSG__NUMBER_MAX, &match, errmsg, errlen) ||
-        msg__int(obj, "last", -1, MSG__NUMBER_MAX, &last, errmsg, errlen))
-        return BZ_EINVAL;
-    if (!json_is_boolean(ok) || (json_is_false(ok) && match != -1)) {
-        /* Accepted with match -1 is a heartbeat to an empty log; refused never matches. */
-        snprintf(errmsg, errlen, "'ok' must be a boolean; a refusal has match -1");
+    const uint8_t *p = buf;
+    int64_t match, last;
+    if (len != MSG_APPEND_REPLY_SIZE || memcmp(p, msg__reply_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not an append reply (%zu bytes)", len);
         return BZ_EINVAL;
     }
-    out->ok = json_is_true(ok);
+    uint32_t ok = pagecodec_get_u32(p + 4);
+    if (msg__field("match", pagecodec_get_u64(p + 8), -1, MSG__NUMBER_MAX, &match, errmsg,
+                   errlen) ||
+        msg__field("last", pagecodec_get_u64(p + 16), -1, MSG__NUMBER_MAX, &last, errmsg, errlen))
+        return BZ_EINVAL;
+    if (ok > 1 || (ok == 0 && match != -1)) {
+        /* Accepted with match -1 is a heartbeat to an empty log; refused never matches. */
+        snprintf(errmsg, errlen, "'ok' must be 0 or 1; a refusal has match -1");
+        return BZ_EINVAL;
+    }
+    out->ok = ok == 1;
     out->match = match;
     out->last = last;
+    return 0;
+}
+
+int msg_log_page_encode(const struct order *entries, size_t n, char **buf, size_t *len)
+{
+    char errmsg[96];
+    if (n > MSG_LOG_PAGE_MAX ||
+        msg__entries_check(entries, n, MSG__EPOCH_MAX, errmsg, sizeof errmsg))
+        return BZ_EINVAL;
+    size_t size = pagecodec_slice_size(entries, n);
+    char *b = xmalloc(size);
+    int rv = pagecodec_slice_encode(entries, n, b, size);
+    if (rv) {
+        free(b);
+        return rv;
+    }
+    *buf = b;
+    *len = size;
+    return 0;
+}
+
+int msg_log_page_decode(const void *buf, size_t len, struct order **entries, size_t *n,
+                        char *errmsg, size_t errlen)
+{
+    if (pagecodec_slice_decode(buf, len, MSG_LOG_PAGE_MAX, entries, n, errmsg, errlen))
+        return BZ_EINVAL;
+    if (msg__entries_check(*entries, *n, MSG__EPOCH_MAX, errmsg, errlen)) {
+        free(*entries);
+        *entries = NULL;
+        *n = 0;
+        return BZ_EINVAL;
+    }
     return 0;
 }
 

@@ -6,19 +6,24 @@
  *                                    "version":12}...]}                 catalog -> front-end
  *                  (a heartbeat has no stocks; see notify.h for the numbering)
  *   leader notice  POST /leader     {"leader":2,"epoch":7}              front-end -> replicas
- *   append         POST /replicate  {"epoch":7,"leader":2,"prev":41,"prev_epoch":6,
- *                                    "start_last":40,"entries":[<entry>...]}
- *   entry                           {"number":42,"epoch":7,"request_id":"r:..",
- *                                    "name":"GameStart","type":"buy","quantity":3}
+ *   append         POST /replicate  binary (application/octet-stream), below  leader -> follower
+ *     reply                         binary, below (an error is the JSON error shape)
+ *   log page       GET /log/{from}  reply: binary, a slice (pagecodec.h)     replica -> replica
  *   execute        POST /execute    {"from":40,"committed":38,"trades":[<trade>...]}
  *                                                                       order leader -> catalog
  *     reply                         {"results":[{"code":200,"number":41},
  *                                               {"code":409,"message":"not enough shares"}],
  *                                    "journal":[<entry without epoch>...],"end":42}
  *
+ * The replication hot path is binary (docs/design.md, "The replication wire"):
+ * the entries are a pagecodec.h slice, behind a fixed little-endian header:
+ *
+ *   append   "BZA1" leader:u32 epoch:u64 prev:i64 prev_epoch:u64 start_last:i64 slice
+ *   reply    "BZR1" ok:u32 match:i64 last:i64                      (MSG_APPEND_REPLY_SIZE)
+ *
  * Decoders accept exactly these shapes and reject anything else with a
- * message, so a malformed or hostile peer cannot corrupt a log. Pure
- * functions: no I/O, no locks.
+ * message, so a malformed or hostile peer cannot corrupt a log; encoders
+ * refuse what the decoders would. Pure functions: no I/O, no locks.
  */
 #ifndef BZ_MSG_H
 #define BZ_MSG_H
@@ -95,17 +100,33 @@ int msg_check_epoch_step(uint64_t current, uint64_t proposed, char *errmsg, size
 json_t *msg_inval_to_json(const struct msg_inval *m);
 int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, size_t errlen);
 
-json_t *msg_entry_to_json(const struct order *o);
-int msg_entry_from_json(const json_t *obj, struct order *out, char *errmsg, size_t errlen);
-
 json_t *msg_notice_to_json(const struct msg_notice *m);
 int msg_notice_from_json(const json_t *obj, struct msg_notice *out, char *errmsg, size_t errlen);
 
-/* Does not take ownership of m->entries. */
-json_t *msg_append_to_json(const struct msg_append *m);
-/* On 0, out->entries is allocated (even when n is 0); free with msg_append_free. */
-int msg_append_from_json(const json_t *obj, struct msg_append *out, char *errmsg, size_t errlen);
+/*
+ * The append's bytes: 0 with *buf (caller frees) and *len, or BZ_EINVAL for a
+ * message msg_append_decode would refuse. Does not take ownership of m->entries.
+ */
+int msg_append_encode(const struct msg_append *m, char **buf, size_t *len);
+/*
+ * Decodes an append that fills buf exactly: header fields in range, at most
+ * MSG_MAX_ENTRIES entries numbered from prev+1, epochs 1..epoch. On 0,
+ * out->entries is allocated (even when n is 0); free with msg_append_free.
+ * BZ_EINVAL with errmsg set otherwise (nothing allocated).
+ */
+int msg_append_decode(const void *buf, size_t len, struct msg_append *out, char *errmsg,
+                      size_t errlen);
 void msg_append_free(struct msg_append *m);
+
+/*
+ * A page of a replica's log (GET /log/{from}): at most MSG_LOG_PAGE_MAX
+ * consecutive entries, epochs >= 1. Encode: 0 with *buf (caller frees), or
+ * BZ_EINVAL. Decode: 0 with *entries allocated (caller frees), or BZ_EINVAL
+ * with errmsg set.
+ */
+int msg_log_page_encode(const struct order *entries, size_t n, char **buf, size_t *len);
+int msg_log_page_decode(const void *buf, size_t len, struct order **entries, size_t *n,
+                        char *errmsg, size_t errlen);
 
 /*
  * A batch of trades for the catalog to execute in order, with the leader's
@@ -167,9 +188,12 @@ struct msg_append_reply {
     int64_t last;  /* the follower's last number, or where to resume when refused */
 };
 
-json_t *msg_append_reply_to_json(const struct msg_append_reply *m);
-int msg_append_reply_from_json(const json_t *obj, struct msg_append_reply *out, char *errmsg,
-                               size_t errlen);
+#define MSG_APPEND_REPLY_SIZE 24
+
+void msg_append_reply_encode(const struct msg_append_reply *m, uint8_t out[MSG_APPEND_REPLY_SIZE]);
+/* Exactly MSG_APPEND_REPLY_SIZE bytes, match and last in -1..2^62, a refusal with match -1. */
+int msg_append_reply_decode(const void *buf, size_t len, struct msg_append_reply *out, char *errmsg,
+                            size_t errlen);
 
 /*
  * The replication state a replica reports (GET /state, and the reply to a
@@ -186,9 +210,5 @@ struct msg_peer_state {
 
 int msg_peer_state_from_json(const json_t *obj, struct msg_peer_state *out, char *errmsg,
                              size_t errlen);
-
-/* An array of at most `max` log entries; *entries is allocated on 0. */
-int msg_entries_from_json(const json_t *arr, size_t max, struct order **entries, size_t *n,
-                          char *errmsg, size_t errlen);
 
 #endif

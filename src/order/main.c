@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
 #include "http_server.h"
@@ -230,22 +231,27 @@ static void order__query(void *svc, const struct http_request *req, struct http_
     http_reply_data(resp, order__public_json(&o));
 }
 
+/* The content type of the binary replication messages (msg.h). */
+#define ORDER__BINARY "application/octet-stream"
+
+/* POST /replicate: a leader's append, binary (msg.h); the reply is binary too. */
 static void order__replicate(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     struct msg_append m;
     char msg[160];
-    json_t *body = http_request_json_object(req, resp);
-    if (!body)
+    const char *type = http_request_header(req, "Content-Type");
+    if (!type || strcasecmp(type, ORDER__BINARY) != 0) {
+        http_reply_error(resp, BZ_EINVAL, "an append is " ORDER__BINARY " (docs/design.md)");
         return;
-    int rv = msg_append_from_json(body, &m, msg, sizeof msg);
-    json_decref(body);
+    }
+    int rv = msg_append_decode(req->body, req->body_len, &m, msg, sizeof msg);
     if (rv) {
         http_reply_error(resp, rv, msg);
         return;
     }
-    json_t *reply = NULL;
-    rv = ordersvc_append(s->svc, &m, &reply);
+    struct msg_append_reply a;
+    rv = ordersvc_append(s->svc, &m, &a);
     msg_append_free(&m);
     if (rv) {
         http_reply_error(resp, rv,
@@ -255,9 +261,13 @@ static void order__replicate(void *svc, const struct http_request *req, struct h
                              : NULL);
         return;
     }
-    http_reply_data(resp, reply);
+    uint8_t out[MSG_APPEND_REPLY_SIZE];
+    msg_append_reply_encode(&a, out);
+    resp->content_type = ORDER__BINARY;
+    http_reply_bytes(resp, 200, out, sizeof out);
 }
 
+/* GET /log/{from}: a page of this replica's log (catch-up), binary (msg.h). */
 static void order__log_page(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
@@ -267,18 +277,20 @@ static void order__log_page(void *svc, const struct http_request *req, struct ht
         return;
     }
     struct order *page = xcalloc(MSG_LOG_PAGE_MAX, sizeof *page);
-    size_t n = 0;
+    size_t n = 0, len;
+    char *bytes;
     int rv = orderlog_read(s->log, from, MSG_LOG_PAGE_MAX, page, &n);
+    if (rv == 0)
+        rv = msg_log_page_encode(page, n, &bytes, &len);
+    free(page);
     if (rv) {
-        free(page);
-        http_reply_error(resp, rv, NULL);
+        http_reply_error(resp, rv == BZ_EINVAL ? BZ_EINTERNAL : rv,
+                         rv == BZ_EINVAL ? "log entry cannot be encoded" : NULL);
         return;
     }
-    json_t *entries = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(entries, msg_entry_to_json(&page[i]));
-    free(page);
-    http_reply_data(resp, json_pack("{s:o}", "entries", entries));
+    resp->content_type = ORDER__BINARY;
+    http_reply_bytes(resp, 200, bytes, len);
+    free(bytes);
 }
 
 static void order__metrics(void *svc, struct strbuf *out)

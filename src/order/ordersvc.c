@@ -84,7 +84,7 @@ int ordersvc_notice(struct ordersvc *s, const struct msg_notice *m)
     return s->raft ? BZ_EINVAL : replica_notice(s->pb, m);
 }
 
-int ordersvc_append(struct ordersvc *s, const struct msg_append *m, json_t **reply)
+int ordersvc_append(struct ordersvc *s, const struct msg_append *m, struct msg_append_reply *reply)
 {
     return s->raft ? BZ_EINVAL : replica_append(s->pb, m, reply);
 }

@@ -46,7 +46,7 @@ void ordersvc_metrics(struct ordersvc *s, struct strbuf *out);
 
 /* Primary-backup only (BZ_EINVAL in raft mode): a leader notice, a leader's append. */
 int ordersvc_notice(struct ordersvc *s, const struct msg_notice *m);
-int ordersvc_append(struct ordersvc *s, const struct msg_append *m, json_t **reply);
+int ordersvc_append(struct ordersvc *s, const struct msg_append *m, struct msg_append_reply *reply);
 
 /*
  * The one exchange with the catalog (POST /execute), for both modes: sends

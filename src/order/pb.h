@@ -18,6 +18,7 @@
 #ifndef BZ_PB_H
 #define BZ_PB_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,24 @@ enum pb_call_kind {
 };
 
 /*
+ * An append as it goes on the wire: the message and its bytes
+ * (msg_append_encode), built once by the core and shared by every call that
+ * sends it (the same page to several followers, docs/design.md, "The
+ * replication wire"). Immutable once built; the last pb_append_release frees it.
+ */
+struct pb_append {
+    atomic_int refs;
+    struct msg_append m; /* entries owned */
+    char *wire;          /* the encoded append */
+    size_t wire_len;
+};
+
+/* Takes one more reference (any thread). */
+struct pb_append *pb_append_retain(struct pb_append *a);
+/* Drops one (any thread; NULL is a no-op). */
+void pb_append_release(struct pb_append *a);
+
+/*
  * One outgoing call. `peer` is an index into the core's peers (-1: the
  * catalog). The driver owns the call from pb_io.send on: it frees it with
  * pb_call_free after delivering the reply (or the failure) to pb_on_reply.
@@ -86,7 +105,7 @@ struct pb_call {
     int peer;
     int timeout_ms;
     struct msg_notice notice; /* NOTICE */
-    struct msg_append append; /* APPEND (entries owned) */
+    struct pb_append *append; /* APPEND: a reference, released with the call */
     int64_t from;             /* PAGE */
     struct msg_exec exec;     /* EXECUTE (trades owned) */
 };

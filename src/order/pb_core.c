@@ -67,9 +67,24 @@ void pb_call_free(struct pb_call *call)
 {
     if (!call)
         return;
-    msg_append_free(&call->append);
+    pb_append_release(call->append);
     msg_exec_free(&call->exec);
     free(call);
+}
+
+struct pb_append *pb_append_retain(struct pb_append *a)
+{
+    atomic_fetch_add(&a->refs, 1);
+    return a;
+}
+
+void pb_append_release(struct pb_append *a)
+{
+    if (!a || atomic_fetch_sub(&a->refs, 1) != 1)
+        return;
+    msg_append_free(&a->m);
+    free(a->wire);
+    free(a);
 }
 
 void pb_reply_free(struct pb_reply *reply)
@@ -115,6 +130,8 @@ void pb__set_role(struct pb *pb, enum pb_role role)
         pb__fail_all_waits(pb, BZ_EUNAVAIL, "leadership moved: outcome unknown, retry");
         pb->exec_call = 0; /* a late catalog reply is ignored; its journal comes back later */
         pb->exec_next = -1;
+        pb_append_release(pb->last_append); /* its log may change now */
+        pb->last_append = NULL;
     }
     pb->leader_since_ms = pb__now(pb);
     if (role == PB_LEADER) {
@@ -325,6 +342,7 @@ void pb_free(struct pb *pb)
     if (!pb)
         return;
     pb__fail_all_waits(pb, BZ_EUNAVAIL, "replica shutting down");
+    pb_append_release(pb->last_append);
     free(pb);
 }
 
@@ -512,6 +530,12 @@ void pb_metrics(struct pb *pb, const struct pb_view *v, struct strbuf *out)
     metrics_render_simple(out, "bazaar_order_journal_entries_total", "counter",
                           "Journal entries appended to the log as leader.",
                           atomic_load(&pb->journal_synced));
+    metrics_render_simple(out, "bazaar_order_appends_sent_total", "counter",
+                          "Append messages sent as leader.", atomic_load(&pb->appends_sent));
+    metrics_render_simple(out, "bazaar_order_appends_encoded_total", "counter",
+                          "Append messages encoded as leader (one is sent to every follower "
+                          "that needs the same entries).",
+                          atomic_load(&pb->appends_encoded));
     metrics_render_simple(out, "bazaar_order_appends_received_total", "counter",
                           "Append messages received as follower.",
                           atomic_load(&pb->appends_received));

@@ -86,9 +86,12 @@ struct pb {
     bool catalog_ok;  /* the last exchange or probe reached the catalog */
     uint64_t catalog_probe_call, next_catalog_probe_ms;
     struct pb_wait *committing; /* waiting for the commit index */
+    /* The newest append built (a reference), sent again as is to a follower that needs the
+     * same entries: within an epoch the leader's log below its end never changes. */
+    struct pb_append *last_append;
 
     atomic_uint_fast64_t promotions, orders_acked, commit_timeouts, appends_received,
-        entries_applied, batches, journal_synced, queue_timeouts;
+        entries_applied, batches, journal_synced, queue_timeouts, appends_sent, appends_encoded;
 };
 
 /* pb_core.c */
@@ -115,6 +118,12 @@ void pb__sync_pump(struct pb *pb);
 void pb__sync_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply);
 
 /* pb_leader.c */
+/*
+ * The append of m (taking its entries) encoded for the wire, one reference held by the
+ * caller; NULL after taking the replica out of service if it cannot be encoded (an entry
+ * in the log that no decoder would accept).
+ */
+struct pb_append *pb__append_new(struct pb *pb, struct msg_append *m);
 void pb__leader_pump(struct pb *pb);
 void pb__leader_on_reply(struct pb *pb, const struct pb_call *call, struct pb_reply *reply);
 

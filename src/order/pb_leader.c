@@ -15,8 +15,55 @@
 
 /* ---------------------------------------------------------------- pipelines */
 
+struct pb_append *pb__append_new(struct pb *pb, struct msg_append *m)
+{
+    struct pb_append *a = xcalloc(1, sizeof *a);
+    atomic_init(&a->refs, 1);
+    a->m = *m;
+    m->entries = NULL;
+    m->n = 0;
+    atomic_fetch_add(&pb->appends_encoded, 1);
+    int rv = msg_append_encode(&a->m, &a->wire, &a->wire_len);
+    if (rv) {
+        pb_append_release(a);
+        pb__break(pb, "encoding an append", rv);
+        return NULL;
+    }
+    return a;
+}
+
+/* Sends `a` (a new reference) to peer `index`. */
+static void pb__pipeline_start(struct pb *pb, struct pb_peer *p, int index, struct pb_append *a,
+                               uint64_t now)
+{
+    struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, index, pb->cfg.call_timeout_ms);
+    c->append = pb_append_retain(a);
+    atomic_fetch_add(&pb->appends_sent, 1);
+    p->append_call = c->id;
+    p->last_sent_ms = now;
+    pb->io.send(pb->io.ctx, c);
+}
+
+/* Makes `a` (the caller's reference moves here) the append that the next follower may reuse. */
+static void pb__append_keep(struct pb *pb, struct pb_append *a)
+{
+    pb_append_release(pb->last_append);
+    pb->last_append = a;
+}
+
 static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint64_t now)
 {
+    /* As many as the log holds past next (none: a heartbeat), at most a batch. */
+    struct orderlog_state st;
+    pb->st.state(pb->st.ctx, &st);
+    size_t max = st.last >= p->next ? (size_t)(st.last - p->next + 1) : 0;
+    if (max > PB_APPEND_BATCH)
+        max = PB_APPEND_BATCH;
+    struct pb_append *kept = pb->last_append;
+    if (kept && kept->m.epoch == pb->epoch && kept->m.prev == p->next - 1 && kept->m.n == max) {
+        pb__pipeline_start(pb, p, index, kept, now); /* the same bytes another follower got */
+        return;
+    }
     struct msg_append m = {.epoch = pb->epoch,
                            .leader = pb->cfg.id,
                            .prev = p->next - 1,
@@ -31,23 +78,17 @@ static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint6
         }
         m.prev_epoch = prev.epoch;
     }
-    /* As many as the log holds past next (none: a heartbeat), at most a batch. */
-    struct orderlog_state st;
-    pb->st.state(pb->st.ctx, &st);
-    size_t max = st.last >= p->next ? (size_t)(st.last - p->next + 1) : 0;
-    if (max > PB_APPEND_BATCH)
-        max = PB_APPEND_BATCH;
     m.entries = xcalloc(max ? max : 1, sizeof *m.entries);
     if (max && pb->st.read(pb->st.ctx, p->next, max, m.entries, &m.n) != 0) {
         free(m.entries);
         pb__break(pb, "reading the log", BZ_EIO);
         return;
     }
-    struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, index, pb->cfg.call_timeout_ms);
-    c->append = m;
-    p->append_call = c->id;
-    p->last_sent_ms = now;
-    pb->io.send(pb->io.ctx, c);
+    struct pb_append *a = pb__append_new(pb, &m);
+    if (!a)
+        return;
+    pb__pipeline_start(pb, p, index, a, now);
+    pb__append_keep(pb, a);
 }
 
 /*
@@ -58,6 +99,7 @@ static void pb__pipeline_send(struct pb *pb, struct pb_peer *p, int index, uint6
  * its own write is done (pb__advance_commit reads its log), and every entry is
  * the catalog's journal entry at its number, so a follower holding entries
  * its leader failed to write holds nothing another leader could contradict.
+ * The append is encoded once, for all of them.
  */
 static void pb__pipeline_push(struct pb *pb, const struct order *entries, size_t n, int64_t from,
                               uint64_t now)
@@ -68,23 +110,27 @@ static void pb__pipeline_push(struct pb *pb, const struct order *entries, size_t
     pb->st.state(pb->st.ctx, &st);
     if (st.last != from - 1)
         return;
+    struct pb_append *a = NULL;
     for (int i = 0; i < pb->cfg.npeers; i++) {
         struct pb_peer *p = &pb->peers[i];
         if (p->epoch_seen != pb->epoch || p->append_call || now < p->retry_at_ms || p->next != from)
             continue;
-        struct pb_call *c = pb__call_new(pb, PB_CALL_APPEND, i, pb->cfg.call_timeout_ms);
-        c->append = (struct msg_append){.epoch = pb->epoch,
-                                        .leader = pb->cfg.id,
-                                        .prev = from - 1,
-                                        .prev_epoch = from > 0 ? st.last_epoch : 0,
-                                        .start_last = pb->start_last,
-                                        .n = n};
-        c->append.entries = xcalloc(n, sizeof *entries);
-        memcpy(c->append.entries, entries, n * sizeof *entries);
-        p->append_call = c->id;
-        p->last_sent_ms = now;
-        pb->io.send(pb->io.ctx, c);
+        if (!a) {
+            struct msg_append m = {.epoch = pb->epoch,
+                                   .leader = pb->cfg.id,
+                                   .prev = from - 1,
+                                   .prev_epoch = from > 0 ? st.last_epoch : 0,
+                                   .start_last = pb->start_last,
+                                   .n = n};
+            m.entries = xcalloc(n, sizeof *entries);
+            memcpy(m.entries, entries, n * sizeof *entries);
+            if (!(a = pb__append_new(pb, &m)))
+                return;
+        }
+        pb__pipeline_start(pb, p, i, a, now);
     }
+    if (a)
+        pb__append_keep(pb, a);
 }
 
 static void pb__pipelines(struct pb *pb, uint64_t now)
@@ -115,7 +161,7 @@ static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, str
     if (call->id != p->append_call)
         return; /* a duplicate, or from before an epoch change */
     p->append_call = 0;
-    if (pb->role != PB_LEADER || call->append.epoch != pb->epoch)
+    if (pb->role != PB_LEADER || call->append->m.epoch != pb->epoch)
         return;
     uint64_t now = pb__now(pb);
     if (reply->err == BZ_ESTALE) {
@@ -144,7 +190,7 @@ static void pb__pipeline_on_reply(struct pb *pb, const struct pb_call *call, str
         pb__advance_commit(pb);
     } else {
         /* Step back past the mismatch; re-sending entries it has is harmless. */
-        int64_t back = call->append.prev - PB_BACKOFF + 1;
+        int64_t back = call->append->m.prev - PB_BACKOFF + 1;
         p->next = reply->last + 1 < back ? reply->last + 1 : back;
         if (p->next < 0)
             p->next = 0;

@@ -7,7 +7,7 @@
 
 #include "error.h"
 #include "log.h"
-#include "raftcodec.h"
+#include "pagecodec.h"
 
 /* A snapshot of 10 million orders takes about 240 MB; refuse beyond 4 GiB rather than grow. */
 #define RAFTFSM__SNAPSHOT_MAX ((size_t)4 << 30)
@@ -24,8 +24,8 @@ void raftfsm_init(struct raftfsm *f, struct orderlog *log, bool abort_on_failure
     memset(f, 0, sizeof *f);
     f->log = log;
     f->abort_on_failure = abort_on_failure;
-    f->scratch = xcalloc(RAFTCODEC_PAGE_MAX, sizeof *f->scratch);
-    f->mine = xcalloc(RAFTCODEC_PAGE_MAX, sizeof *f->mine);
+    f->scratch = xcalloc(PAGECODEC_PAGE_MAX, sizeof *f->scratch);
+    f->mine = xcalloc(PAGECODEC_PAGE_MAX, sizeof *f->mine);
     pthread_mutex_init(&f->lock, NULL);
     /* Version 2: snapshot buffers stay ours and are released in snapshot_finalize. The snapshot
      * is taken synchronously on the Raft thread (no snapshot_async), so it is exactly the table
@@ -98,7 +98,7 @@ __attribute__((format(printf, 3, 4))) static int raftfsm__fail(struct raftfsm *f
 static int raftfsm__check_present(struct raftfsm *f, const struct order *entries, size_t n)
 {
     for (size_t done = 0; done < n;) {
-        size_t want = n - done < RAFTCODEC_PAGE_MAX ? n - done : RAFTCODEC_PAGE_MAX, got = 0;
+        size_t want = n - done < PAGECODEC_PAGE_MAX ? n - done : PAGECODEC_PAGE_MAX, got = 0;
         const struct order *e = entries + done;
         if (orderlog_read(f->log, e[0].number, want, f->mine, &got) != 0)
             return raftfsm__fail(f, BZ_EIO, "cannot read orders from %lld", (long long)e[0].number);
@@ -172,7 +172,7 @@ int raftfsm_apply_page(struct raftfsm *f, const void *buf, size_t len)
         return BZ_EUNAVAIL;
     char err[160];
     size_t n = 0, added;
-    if (raftcodec_page_decode(buf, len, f->scratch, RAFTCODEC_PAGE_MAX, &n, err, sizeof err))
+    if (pagecodec_page_decode(buf, len, f->scratch, PAGECODEC_PAGE_MAX, &n, err, sizeof err))
         return raftfsm__fail(
             f, BZ_EINVAL,
             "committed entry (%zu bytes, starting %02x%02x%02x%02x) is not a "
@@ -211,14 +211,14 @@ int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out)
     struct orderlog_state st;
     orderlog_state(f->log, &st);
     int64_t count = st.last + 1;
-    int rv = raftcodec_snap_begin(out, count);
+    int rv = pagecodec_snap_begin(out, count);
     for (int64_t from = 0; rv == 0 && from < count;) {
         size_t want =
-            count - from < RAFTCODEC_PAGE_MAX ? (size_t)(count - from) : (size_t)RAFTCODEC_PAGE_MAX;
+            count - from < PAGECODEC_PAGE_MAX ? (size_t)(count - from) : (size_t)PAGECODEC_PAGE_MAX;
         size_t got = 0;
         if (orderlog_read(f->log, from, want, f->mine, &got) != 0 || got == 0)
             return BZ_EIO;
-        rv = raftcodec_snap_append(out, f->mine, got, from);
+        rv = pagecodec_snap_append(out, f->mine, got, from);
         if (rv == BZ_EINVAL) /* the table holds something we could not read back */
             return BZ_EIO;
         from += (int64_t)got;
@@ -243,13 +243,13 @@ int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len)
     if (rv)
         return rv;
     char err[160];
-    struct raftcodec_snap_reader r;
-    if (raftcodec_snap_open(&r, buf, len, err, sizeof err))
+    struct pagecodec_snap_reader r;
+    if (pagecodec_snap_open(&r, buf, len, err, sizeof err))
         return raftfsm__fail(f, BZ_EINVAL, "bad snapshot: %s", err);
     struct order *chunk = xcalloc(RAFTFSM__INSTALL_CHUNK, sizeof *chunk);
     for (;;) {
         size_t n = 0, added;
-        if (raftcodec_snap_read(&r, chunk, RAFTFSM__INSTALL_CHUNK, &n, err, sizeof err)) {
+        if (pagecodec_snap_read(&r, chunk, RAFTFSM__INSTALL_CHUNK, &n, err, sizeof err)) {
             rv = raftfsm__fail(f, BZ_EINVAL, "bad snapshot: %s", err);
             break;
         }

@@ -2,7 +2,7 @@
  * raftfsm.h - the Raft state machine of the order log: committed journal
  * pages applied to a replica's order-<id>.db, and its snapshots.
  *
- * Every Raft command entry is one journal page (raftcodec.h): orders the
+ * Every Raft command entry is one journal page (pagecodec.h): orders the
  * catalog already numbered, copied by the leader from its journal cursor.
  * Apply is idempotent: entries numbered at or below the table's last are
  * duplicates of a page proposed again (after a leader change, a lost reply,
@@ -51,8 +51,8 @@ struct raftfsm {
     struct raft_fsm fsm;  /* give &this->fsm to raft_init; fsm.data points back here */
     struct orderlog *log; /* not owned: outlives the raftfsm */
     bool abort_on_failure;
-    struct order *scratch; /* RAFTCODEC_PAGE_MAX entries for decoding */
-    struct order *mine;    /* RAFTCODEC_PAGE_MAX entries read back from the table */
+    struct order *scratch; /* PAGECODEC_PAGE_MAX entries for decoding */
+    struct order *mine;    /* PAGECODEC_PAGE_MAX entries read back from the table */
     bool grouped;          /* applied pages are in an open orderlog group (raftfsm_flush) */
     size_t group_orders;   /* orders applied in that group */
     _Atomic uint64_t pages, appended, duplicates, snapshots, restores;

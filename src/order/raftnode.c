@@ -14,7 +14,7 @@
 
 #include "error.h"
 #include "log.h"
-#include "raftcodec.h"
+#include "pagecodec.h"
 #include "raftfsm.h"
 #include "util.h"
 
@@ -508,7 +508,7 @@ static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
                  (long long)q->from);
     unsigned appended = 0;
     for (unsigned i = 0; i < q->nbufs; i++) {
-        raftcodec_page_set_epoch(q->bufs[i].base, q->bufs[i].len, n->raft.current_term);
+        pagecodec_page_set_epoch(q->bufs[i].base, q->bufs[i].len, n->raft.current_term);
         struct raftnode__apply *a = xcalloc(1, sizeof *a);
         a->req.data = a;
         a->group = g;
@@ -525,7 +525,7 @@ static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
         appended++;
     }
     if (appended > 0) {
-        int64_t last = q->from + (int64_t)appended * RAFTCODEC_PAGE_MAX - 1;
+        int64_t last = q->from + (int64_t)appended * PAGECODEC_PAGE_MAX - 1;
         n->proposed_term = n->raft.current_term;
         n->proposed_last = last < q->last ? last : q->last;
     }
@@ -657,7 +657,7 @@ int raftnode_propose(struct raftnode *node, const struct order *entries, size_t 
 {
     if (n == 0)
         return BZ_EINVAL;
-    size_t npages = (n + RAFTCODEC_PAGE_MAX - 1) / RAFTCODEC_PAGE_MAX;
+    size_t npages = (n + PAGECODEC_PAGE_MAX - 1) / PAGECODEC_PAGE_MAX;
     struct raftnode__req *q = xcalloc(1, sizeof *q);
     q->op = RAFTNODE__PROPOSE;
     q->cb = cb;
@@ -667,16 +667,16 @@ int raftnode_propose(struct raftnode *node, const struct order *entries, size_t 
     q->last = entries[n - 1].number;
     int rv = 0;
     for (size_t i = 0; i < npages && rv == 0; i++) {
-        const struct order *page = entries + i * RAFTCODEC_PAGE_MAX;
-        size_t k = n - i * RAFTCODEC_PAGE_MAX;
-        if (k > RAFTCODEC_PAGE_MAX)
-            k = RAFTCODEC_PAGE_MAX;
-        size_t len = raftcodec_page_size(page, k);
+        const struct order *page = entries + i * PAGECODEC_PAGE_MAX;
+        size_t k = n - i * PAGECODEC_PAGE_MAX;
+        if (k > PAGECODEC_PAGE_MAX)
+            k = PAGECODEC_PAGE_MAX;
+        size_t len = pagecodec_page_size(page, k);
         void *buf = raft_malloc(len);
         if (!buf)
             util__oom(len, __FILE__, __LINE__);
         q->bufs[q->nbufs++] = (struct raft_buffer){buf, len};
-        rv = raftcodec_page_encode(page, k, 0, buf, len);
+        rv = pagecodec_page_encode(page, k, 0, buf, len);
     }
     if (rv == 0)
         rv = raftnode__enqueue(node, q);

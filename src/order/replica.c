@@ -135,12 +135,42 @@ static void replica__answer(void *ctx, void *token, const struct pb_answer *answ
 
 /* ---------------------------------------------------------------- calls over HTTP */
 
+/*
+ * A call whose 200 reply is binary (an append, a page of a peer's log): POSTs
+ * `body` as application/octet-stream, or GETs when it is NULL. 0 with *out
+ * holding the 200 reply (free it with http_reply_free), or the BZ_E* code of
+ * the transport or of the peer's error status, with msg the reason.
+ */
+static int replica__call_binary(struct replica *r, const char *url, const char *body, size_t len,
+                                int timeout_ms, struct http_reply *out, char *msg, size_t msglen)
+{
+    static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
+    int err = http_client_request_headers(body ? "POST" : "GET", url, r->cfg->secret,
+                                          body ? headers : NULL, body, len, timeout_ms, out);
+    if (err) {
+        snprintf(msg, msglen, "%s", bz_strerror(err));
+        return err;
+    }
+    if (out->status == 200)
+        return 0;
+    json_t *data = http_reply_data_json(out, &err, msg, msglen); /* the error's code and message */
+    json_decref(data);
+    if (err == 0) {
+        snprintf(msg, msglen, "unexpected status %d", out->status);
+        err = BZ_EUPSTREAM;
+    }
+    http_reply_free(out);
+    return err;
+}
+
 /* Encodes a call, performs it and decodes the reply strictly into *reply. */
 static void replica__perform(struct replica *r, const char *base, const struct pb_call *c,
                              struct pb_reply *reply)
 {
     char url[CONFIG_ADDR_MAX + 64], msg[160] = "";
     json_t *body = NULL;
+    struct http_reply h;
+    int err = 0;
     switch (c->kind) {
     case PB_CALL_NOTICE:
         snprintf(url, sizeof url, "%s/leader", base);
@@ -150,19 +180,45 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         snprintf(url, sizeof url, "%s/state", base);
         break;
     case PB_CALL_APPEND:
-        snprintf(url, sizeof url, "%s/replicate", base);
-        body = msg_append_to_json(&c->append);
-        break;
     case PB_CALL_PAGE:
-        snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
-        break;
+        if (c->kind == PB_CALL_APPEND)
+            snprintf(url, sizeof url, "%s/replicate", base);
+        else
+            snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
+        err = replica__call_binary(r, url, c->kind == PB_CALL_APPEND ? c->append->wire : NULL,
+                                   c->kind == PB_CALL_APPEND ? c->append->wire_len : 0,
+                                   c->timeout_ms, &h, msg, sizeof msg);
+        if (err) {
+            /* Replicas answer 409 only to refuse an epoch older than one they promised. */
+            reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;
+            if (reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
+                LOG_DEBUG("%s: %s", url, msg);
+            return;
+        }
+        if (c->kind == PB_CALL_APPEND) {
+            struct msg_append_reply a;
+            if ((err = msg_append_reply_decode(h.body.data, h.body.len, &a, msg, sizeof msg)) ==
+                0) {
+                reply->ok = a.ok;
+                reply->match = a.match;
+                reply->last = a.last;
+            }
+        } else {
+            err = msg_log_page_decode(h.body.data, h.body.len, &reply->entries, &reply->n, msg,
+                                      sizeof msg);
+        }
+        http_reply_free(&h);
+        if (err) {
+            LOG_WARN("malformed reply from %s: %s", url, msg);
+            reply->err = BZ_EUPSTREAM;
+        }
+        return;
     case PB_CALL_EXECUTE:
         reply->err = ordersvc_catalog_execute(r->cfg, &c->exec, &reply->exec, msg, sizeof msg);
         if (reply->err && reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
             LOG_WARN("catalog exchange: %s", msg);
         return;
-    case PB_CALL_CATALOG: {
-        struct http_reply h;
+    case PB_CALL_CATALOG:
         snprintf(url, sizeof url, "%s/health", base);
         reply->err = http_client_request("GET", url, NULL, NULL, 0, c->timeout_ms, &h);
         if (reply->err == 0) {
@@ -171,40 +227,17 @@ static void replica__perform(struct replica *r, const char *base, const struct p
         }
         return;
     }
-    }
-    int err = 0;
     json_t *data =
         http_client_call_json(url, r->cfg->secret, body, c->timeout_ms, &err, msg, sizeof msg);
     json_decref(body);
     if (!data) {
         /* Replicas answer 409 only to refuse an epoch older than one they promised. */
-        reply->err = err == BZ_ECONFLICT && c->kind != PB_CALL_EXECUTE ? BZ_ESTALE : err;
+        reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;
         if (reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
             LOG_DEBUG("%s: %s", url, msg);
         return;
     }
-    switch (c->kind) {
-    case PB_CALL_NOTICE:
-    case PB_CALL_STATE:
-        err = msg_peer_state_from_json(data, &reply->state, msg, sizeof msg);
-        break;
-    case PB_CALL_APPEND: {
-        struct msg_append_reply a = {.ok = false, .match = -1, .last = -1};
-        if ((err = msg_append_reply_from_json(data, &a, msg, sizeof msg)) == 0) {
-            reply->ok = a.ok;
-            reply->match = a.match;
-            reply->last = a.last;
-        }
-        break;
-    }
-    case PB_CALL_PAGE:
-        err = msg_entries_from_json(json_object_get(data, "entries"), MSG_LOG_PAGE_MAX,
-                                    &reply->entries, &reply->n, msg, sizeof msg);
-        break;
-    case PB_CALL_EXECUTE:
-    case PB_CALL_CATALOG:
-        break; /* performed above */
-    }
+    err = msg_peer_state_from_json(data, &reply->state, msg, sizeof msg); /* NOTICE, STATE */
     json_decref(data);
     if (err) {
         LOG_WARN("malformed reply from %s: %s", url, msg);
@@ -436,15 +469,12 @@ int replica_notice(struct replica *r, const struct msg_notice *m)
     return rv;
 }
 
-int replica_append(struct replica *r, const struct msg_append *m, json_t **reply)
+int replica_append(struct replica *r, const struct msg_append *m, struct msg_append_reply *reply)
 {
-    struct msg_append_reply a;
     pthread_mutex_lock(&r->lock);
-    int rv = pb_on_append(r->pb, m, &a.ok, &a.match, &a.last);
+    int rv = pb_on_append(r->pb, m, &reply->ok, &reply->match, &reply->last);
     replica__publish(r);
     pthread_mutex_unlock(&r->lock);
-    if (rv == 0)
-        *reply = msg_append_reply_to_json(&a);
     return rv;
 }
 

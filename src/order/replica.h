@@ -52,8 +52,8 @@ void replica_submit(struct replica *r, const struct trade *t, size_t n, struct t
 /* An order by number, answered by the leader only. 0, BZ_ENOTLEADER, BZ_ENOTFOUND. */
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader);
 
-/* A follower's handling of an append; *reply is the JSON to send (200). 0 or BZ_ESTALE. */
-int replica_append(struct replica *r, const struct msg_append *m, json_t **reply);
+/* A follower's handling of an append; *reply is what to send (200). 0 or BZ_ESTALE. */
+int replica_append(struct replica *r, const struct msg_append *m, struct msg_append_reply *reply);
 
 /* {"id","role","leader","epoch","promised","log_epoch","last","last_epoch",...}; new ref. */
 json_t *replica_state_json(struct replica *r);

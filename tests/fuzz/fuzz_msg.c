@@ -1,42 +1,62 @@
-/* libFuzzer target: every internal message decoder (invalidation, leader notice,
- * replication append, log pages). */
+/* libFuzzer target: every internal message decoder: the JSON ones (invalidation, leader
+ * notice) and the binary ones of replication (append, its reply, log pages). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "msg.h"
 
+static void fuzz_binary(const uint8_t *data, size_t size)
+{
+    char msg[160];
+    struct msg_append append;
+    struct msg_append_reply reply;
+    struct order *entries;
+    size_t n;
+
+    if (msg_append_decode(data, size, &append, msg, sizeof msg) == 0) {
+        /* Decoded appends obey the protocol's shape, and encode back to the same bytes. */
+        for (size_t i = 0; i < append.n; i++)
+            if (append.entries[i].number != append.prev + 1 + (int64_t)i ||
+                append.entries[i].epoch < 1 || append.entries[i].epoch > append.epoch)
+                __builtin_trap();
+        char *again;
+        size_t len;
+        if (msg_append_encode(&append, &again, &len) != 0)
+            __builtin_trap();
+        struct msg_append back;
+        if (msg_append_decode(again, len, &back, msg, sizeof msg) != 0 || back.n != append.n)
+            __builtin_trap();
+        msg_append_free(&back);
+        free(again);
+        msg_append_free(&append);
+    }
+    if (msg_append_reply_decode(data, size, &reply, msg, sizeof msg) == 0) {
+        uint8_t again[MSG_APPEND_REPLY_SIZE];
+        msg_append_reply_encode(&reply, again);
+        if (memcmp(again, data, sizeof again) != 0)
+            __builtin_trap();
+    }
+    if (msg_log_page_decode(data, size, &entries, &n, msg, sizeof msg) == 0) {
+        for (size_t i = 1; i < n; i++)
+            if (entries[i].number != entries[i - 1].number + 1)
+                __builtin_trap();
+        free(entries);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_binary(data, size);
     json_t *obj = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
     if (!obj)
         return 0;
     char msg[160];
     struct msg_inval inval;
     struct msg_notice notice;
-    struct msg_append append;
-    struct order *entries;
-    size_t n;
-
     msg_inval_from_json(obj, &inval, msg, sizeof msg);
     msg_notice_from_json(obj, &notice, msg, sizeof msg);
-    if (msg_append_from_json(obj, &append, msg, sizeof msg) == 0) {
-        /* Decoded appends obey the protocol's shape. */
-        for (size_t i = 0; i < append.n; i++)
-            if (append.entries[i].number != append.prev + 1 + (int64_t)i ||
-                append.entries[i].epoch > append.epoch)
-                __builtin_trap();
-        json_t *again = msg_append_to_json(&append);
-        struct msg_append back;
-        if (msg_append_from_json(again, &back, msg, sizeof msg) != 0 || back.n != append.n)
-            __builtin_trap();
-        msg_append_free(&back);
-        json_decref(again);
-        msg_append_free(&append);
-    }
-    if (msg_entries_from_json(json_object_get(obj, "entries"), MSG_LOG_PAGE_MAX, &entries, &n, msg,
-                              sizeof msg) == 0)
-        free(entries);
     json_decref(obj);
     return 0;
 }

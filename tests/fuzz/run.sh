@@ -22,8 +22,8 @@ declare -A extra=(
   [trade]="$root/src/common/trade.c"
   [parse]="$root/src/common/trade.c"
   [config]="$root/src/common/config.c"
-  [msg]="$root/src/common/trade.c $root/src/common/msg.c"
-  [raftcodec]="$root/src/common/trade.c $root/src/order/raftcodec.c"
+  [msg]="$root/src/common/trade.c $root/src/common/msg.c $root/src/common/pagecodec.c"
+  [pagecodec]="$root/src/common/trade.c $root/src/common/pagecodec.c"
   [head]="$root/src/common/http_head.c"
 )
 
@@ -35,7 +35,7 @@ declare -A opts=([config]="-max_len=512")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16:max_malloc_fill_size=0}
 
 status=0
-for t in ${FUZZ_TARGETS:-trade parse config msg raftcodec head}; do
+for t in ${FUZZ_TARGETS:-trade parse config msg pagecodec head}; do
   bin="$out/fuzz_$t"
   # shellcheck disable=SC2086
   $cc $flags $incs -o "$bin" "$here/fuzz_$t.c" $common ${extra[$t]} $libs

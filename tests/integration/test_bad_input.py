@@ -289,6 +289,56 @@ class TestBadInput(bazaar.ClusterTestCase):
     def test_order_replica_hostile_requests(self):
         self.run_cases("order1", ORDER_CASES)
 
+    def test_replicate_refuses_bad_binary_appends(self):
+        """POST /replicate takes a binary append (src/common/msg.h): a wrong content type, a
+        truncated header, an entry count past the end, trailing bytes, a bad page or an
+        oversize body is a JSON 4xx that changes nothing, not even the promised epoch (each
+        claims an epoch far ahead, which a decoded append would make the replica adopt)."""
+        host, port = self.cluster.address("order1")
+        state = bazaar.replica_state(self.cluster, 1)
+        epoch = state.get("promised", 0) + 5  # raft mode has no promise, and refuses appends
+        entry = {"number": 0, "epoch": epoch, "request_id": "forged-1", "name": "GameStart",
+                 "type": "buy", "quantity": 1}
+        good = bazaar.encode_append(epoch, 1, -1, 0, -1, [entry])
+        count_past_end = bytearray(good)
+        count_past_end[40 + 4:40 + 8] = (5).to_bytes(4, "little")  # the slice claims 5 entries
+        bad_page = bytearray(good)
+        bad_page[48:52] = b"XXXX"  # the page's magic
+        future_entry = bazaar.encode_append(epoch, 1, -1, 0, -1, [dict(entry, epoch=epoch + 1)])
+
+        def post(body, content_type=bazaar.BINARY.encode()):
+            headers = (SECRET,) + ((b"Content-Type: " + content_type,) if content_type else ())
+            return req(b"POST", b"/replicate", headers=headers, body=body)
+
+        cases = [
+            ("JSON content type", post(good, b"application/json"), 400),
+            ("no content type", post(good, None), 400),
+            ("a JSON append", post(json.dumps({"epoch": epoch, "leader": 1, "prev": -1,
+                                               "prev_epoch": 0, "start_last": -1,
+                                               "entries": []}).encode()), 400),
+            ("empty body", post(b""), 400),
+            ("truncated header", post(good[:20]), 400),
+            ("truncated entry", post(good[:-9]), 400),
+            ("entry count past the end", post(bytes(count_past_end)), 400),
+            ("trailing bytes", post(good + b"\0" * 8), 400),
+            ("bad page magic", post(bytes(bad_page)), 400),
+            ("entry from a future epoch", post(future_entry), 400),
+            ("over 1 MiB declared, not sent",
+             req(b"POST", b"/replicate", headers=(SECRET, b"Content-Type: " + bazaar.BINARY.encode(),
+                                                  b"Content-Length: %d" % (1024 * 1024 + 1))), 413),
+            ("over 1 MiB sent", post(good + b"\0" * (1024 * 1024)), 413),
+        ]
+        before = self.snapshot()
+        for label, data, status in cases:
+            with self.subTest(label):
+                reply = raw_exchange(host, port, data, timeout=SOCKET_TIMEOUT)
+                self.assertEqual(status_of(reply.data), status, reply.data[:300])
+                self.assertJsonErrorBytes(reply.data, status)
+        self.assertUnchanged(before, "after bad appends")
+        after = bazaar.replica_state(self.cluster, 1)
+        self.assertEqual((after.get("promised"), after.get("last")),
+                         (state.get("promised"), state.get("last")))
+
     def test_order_batch_answers_each_order_as_post_orders_would(self):
         """POST /orders/batch (front-end -> leader): each order validated, deduplicated and
         answered on its own, in the request's order; a bad order changes nothing."""

@@ -169,6 +169,13 @@ class PropagationTest(ReplicationTestCase):
         idle = self.check([t])
         if bazaar.replication_mode() == "primary-backup":
             self.assertEqual(idle["leader"], 3)
+            # The leader encodes an append once for all the followers that need the same
+            # entries (design.md, "The replication wire"): fewer encodings than messages.
+            sent = self.metric("bazaar_order_appends_sent_total", "order3")
+            encoded = self.metric("bazaar_order_appends_encoded_total", "order3")
+            log(f"  leader: {sent:.0f} appends sent, {encoded:.0f} encoded")
+            self.assertGreater(sent, 0)
+            self.assertLess(encoded, sent)
 
     def test_highest_id_down_at_start_then_catches_up(self):
         self.start(skip=("order3",))

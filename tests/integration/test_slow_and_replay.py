@@ -127,16 +127,21 @@ class TestReplicationReplay(bazaar.ClusterTestCase):
         leader, follower = self.follower()
         epoch = idle["epoch"]
         page = self.cluster.internal_get(self.cluster.order_url(leader, "/log/0"))
-        entries = page.json["data"]["entries"]
+        self.assertEqual(page.status, 200, page.body)
+        self.assertEqual(page.headers.get("Content-Type"), bazaar.BINARY)
+        entries = bazaar.decode_slice(page.body)
         self.assertEqual(len(entries), 5)
+        self.assertEqual([e["request_id"] for e in entries],
+                         [f"k:replay-{i}" for i in range(5)])
         before = self.order_rows()
         url = self.cluster.order_url(follower, "/replicate")
 
         # A replayed append of the current epoch (the whole log again) changes nothing.
-        replay = {"epoch": epoch, "leader": leader, "prev": -1, "prev_epoch": 0,
-                  "start_last": -1, "entries": entries}
-        reply = self.cluster.internal_post_json(url, replay)
+        replay = bazaar.encode_append(epoch, leader, -1, 0, -1, entries)
+        reply = self.cluster.internal_post_binary(url, replay)
         self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(bazaar.decode_append_reply(reply.body),
+                         {"ok": True, "match": 4, "last": 4})
         self.assertEqual(self.order_rows(), before)
 
         # Make sure there is an older epoch to replay: announce the same leader in a newer
@@ -153,13 +158,12 @@ class TestReplicationReplay(bazaar.ClusterTestCase):
         before = self.order_rows()
 
         # The earlier append, replayed after the epoch moved on, is refused.
-        self.assertError(self.cluster.internal_post_json(url, replay), 409)
+        self.assertError(self.cluster.internal_post_binary(url, replay), 409)
         # So is an append from the old epoch that would rewrite history.
-        forged = {"epoch": epoch, "leader": follower, "prev": -1, "prev_epoch": 0,
-                  "start_last": -1,
-                  "entries": [{"number": 0, "epoch": epoch, "request_id": "forged",
-                               "name": "GameStart", "type": "sell", "quantity": 999}]}
-        self.assertError(self.cluster.internal_post_json(url, forged), 409)
+        forged = bazaar.encode_append(epoch, follower, -1, 0, -1, [
+            {"number": 0, "epoch": epoch, "request_id": "forged", "name": "GameStart",
+             "type": "sell", "quantity": 999}])
+        self.assertError(self.cluster.internal_post_binary(url, forged), 409)
         # And a leader notice from the old epoch.
         reply = self.cluster.internal_post_json(self.cluster.order_url(follower, "/leader"),
                                                 {"leader": follower, "epoch": epoch})
@@ -168,14 +172,15 @@ class TestReplicationReplay(bazaar.ClusterTestCase):
         self.assertEqual(self.order_rows(), before)
 
         # Wrong secret: refused before anything is decoded.
-        reply = bazaar.post_json(url, replay, headers={bazaar.SECRET_HEADER: "wrong"})
+        reply = bazaar.post(url, replay, headers={bazaar.SECRET_HEADER: "wrong",
+                                                  "Content-Type": bazaar.BINARY})
         self.assertError(reply, 401)
 
         # A restarted follower still refuses the old epoch (promised is durable).
         self.cluster.restart_process(f"order{follower}")
         state = bazaar.replica_state(self.cluster, follower)
         self.assertGreaterEqual(state["promised"], newer)
-        self.assertError(self.cluster.internal_post_json(url, replay), 409)
+        self.assertError(self.cluster.internal_post_binary(url, replay), 409)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -301,6 +302,79 @@ def post(url, body, headers=None, timeout=None):
 def post_json(url, obj, headers=None, timeout=None):
     """POST obj serialised as JSON to an absolute URL; see request()."""
     return post(url, json.dumps(obj), headers=headers, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------
+# The replication wire (src/common/msg.h, pagecodec.h), written independently of the C
+# codec so tests can forge, replay and damage appends and read log pages
+# ---------------------------------------------------------------------------
+
+BINARY = "application/octet-stream"
+_TRADE_TYPES = ("buy", "sell")
+
+
+def _page_bytes(entries):
+    """One page: entries of one epoch, consecutive numbers, padded with zeros to 8 bytes."""
+    out = bytearray(b"BZP1" + struct.pack("<qQI", entries[0]["number"], entries[0]["epoch"],
+                                          len(entries)))
+    for e in entries:
+        name, rid = e["name"].encode(), e["request_id"].encode()
+        out += struct.pack("<BIB", _TRADE_TYPES.index(e["type"]), e["quantity"], len(name))
+        out += name + struct.pack("<B", len(rid)) + rid
+    out += b"\0" * (-len(out) % 8)
+    return bytes(out)
+
+
+def encode_slice(entries):
+    """A slice: "BZL1" n, then one page per run of equal epochs (at most 1000 entries)."""
+    out = b"BZL1" + struct.pack("<I", len(entries))
+    start = 0
+    while start < len(entries):
+        end = start + 1
+        while (end < len(entries) and end - start < 1000
+               and entries[end]["epoch"] == entries[start]["epoch"]):
+            end += 1
+        out += _page_bytes(entries[start:end])
+        start = end
+    return out
+
+
+def decode_slice(data):
+    """The entries of a slice (a GET /log/{from} reply) as dicts; ValueError if malformed."""
+    if data[:4] != b"BZL1":
+        raise ValueError("not a slice")
+    (count,), pos, entries = struct.unpack_from("<I", data, 4), 8, []
+    while pos < len(data):
+        if data[pos:pos + 4] != b"BZP1":
+            raise ValueError(f"no page at byte {pos}")
+        first, epoch, n = struct.unpack_from("<qQI", data, pos + 4)
+        start, pos = pos, pos + 24
+        for i in range(n):
+            kind, quantity, nlen = struct.unpack_from("<BIB", data, pos)
+            name = data[pos + 6:pos + 6 + nlen].decode()
+            rlen = data[pos + 6 + nlen]
+            rid = data[pos + 7 + nlen:pos + 7 + nlen + rlen].decode()
+            pos += 7 + nlen + rlen
+            entries.append({"number": first + i, "epoch": epoch, "request_id": rid, "name": name,
+                            "type": _TRADE_TYPES[kind], "quantity": quantity})
+        pos += -(pos - start) % 8
+    if len(entries) != count or pos != len(data):
+        raise ValueError("slice length does not match its count")
+    return entries
+
+
+def encode_append(epoch, leader, prev, prev_epoch, start_last, entries):
+    """The body of POST /replicate."""
+    return (b"BZA1" + struct.pack("<IQqQq", leader, epoch, prev, prev_epoch, start_last)
+            + encode_slice(entries))
+
+
+def decode_append_reply(data):
+    """A follower's 200 reply to an append: {"ok", "match", "last"}; ValueError if malformed."""
+    if len(data) != 24 or data[:4] != b"BZR1":
+        raise ValueError(f"not an append reply: {data[:64]!r}")
+    ok, match, last = struct.unpack_from("<Iqq", data, 4)
+    return {"ok": bool(ok), "match": match, "last": last}
 
 
 # ---------------------------------------------------------------------------
@@ -918,6 +992,11 @@ class Cluster:
     def internal_post(self, url, body, headers=None, timeout=None):
         """POST raw bytes with the cluster secret."""
         return post(url, body, headers=self.secret_headers(headers), timeout=timeout)
+
+    def internal_post_binary(self, url, body, headers=None, timeout=None):
+        """POST a binary replication message (e.g. encode_append's) with the cluster secret."""
+        return self.internal_post(url, body, headers={"Content-Type": BINARY, **(headers or {})},
+                                  timeout=timeout)
 
     def status(self):
         """The front-end's /status JSON."""

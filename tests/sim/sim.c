@@ -533,13 +533,48 @@ static struct pb_reply *sim_process_node(struct sim *s, struct sim_node *t,
     case PB_CALL_STATE:
         pb_peer_state(t->pb, &r->state);
         break;
-    case PB_CALL_APPEND:
-        r->err = pb_on_append(t->pb, &call->append, &r->ok, &r->match, &r->last);
+    case PB_CALL_APPEND: {
+        /* Through the wire format both ways, as production sends it (msg.h). */
+        struct msg_append m;
+        struct msg_append_reply a = {0};
+        uint8_t bytes[MSG_APPEND_REPLY_SIZE];
+        char msg[160];
+        if (msg_append_decode(call->append->wire, call->append->wire_len, &m, msg, sizeof msg)) {
+            sim_fail(s, "an append the leader encoded does not decode: %s", msg);
+            r->err = BZ_EUPSTREAM;
+            break;
+        }
+        r->err = pb_on_append(t->pb, &m, &a.ok, &a.match, &a.last);
+        msg_append_free(&m);
+        msg_append_reply_encode(&a, bytes);
+        if (r->err == 0 && msg_append_reply_decode(bytes, sizeof bytes, &a, msg, sizeof msg)) {
+            sim_fail(s, "an append reply does not decode: %s", msg);
+            r->err = BZ_EUPSTREAM;
+            break;
+        }
+        r->ok = a.ok;
+        r->match = a.match;
+        r->last = a.last;
         break;
-    case PB_CALL_PAGE:
-        r->entries = xcalloc(s->page_max, sizeof *r->entries);
-        r->err = orderlog_read(t->log, call->from, s->page_max, r->entries, &r->n);
+    }
+    case PB_CALL_PAGE: {
+        struct order *page = xcalloc(s->page_max, sizeof *page);
+        size_t n = 0, len;
+        char *bytes, msg[160];
+        r->err = orderlog_read(t->log, call->from, s->page_max, page, &n);
+        if (r->err == 0 && msg_log_page_encode(page, n, &bytes, &len) != 0) {
+            sim_fail(s, "a log page does not encode");
+            r->err = BZ_EUPSTREAM;
+        } else if (r->err == 0) {
+            if (msg_log_page_decode(bytes, len, &r->entries, &r->n, msg, sizeof msg) != 0) {
+                sim_fail(s, "a log page does not decode: %s", msg);
+                r->err = BZ_EUPSTREAM;
+            }
+            free(bytes);
+        }
+        free(page);
         break;
+    }
     case PB_CALL_EXECUTE:
     case PB_CALL_CATALOG:
         break;

@@ -9,7 +9,7 @@
 
 #include "error.h"
 #include "orderlog.h"
-#include "raftcodec.h"
+#include "pagecodec.h"
 #include "raftfsm.h"
 
 struct fx {
@@ -62,9 +62,9 @@ static uint8_t *page(int64_t first, size_t n, uint64_t epoch, size_t *len)
     struct order *e = calloc(n, sizeof *e);
     for (size_t i = 0; i < n; i++)
         e[i] = journal(first + (int64_t)i);
-    *len = raftcodec_page_size(e, n);
+    *len = pagecodec_page_size(e, n);
     uint8_t *buf = malloc(*len);
-    assert_int_equal(raftcodec_page_encode(e, n, epoch, buf, *len), 0);
+    assert_int_equal(pagecodec_page_encode(e, n, epoch, buf, *len), 0);
     free(e);
     return buf;
 }
@@ -144,9 +144,9 @@ static void test_contradicting_duplicate_is_refused(void **state)
     e.trade.quantity += 1; /* number 2 with other content */
     struct order run[2] = {e, journal(3)};
     run[1].number = 3;
-    size_t len = raftcodec_page_size(run, 2);
+    size_t len = pagecodec_page_size(run, 2);
     uint8_t *buf = malloc(len);
-    assert_int_equal(raftcodec_page_encode(run, 2, 5, buf, len), 0);
+    assert_int_equal(pagecodec_page_encode(run, 2, 5, buf, len), 0);
     assert_int_equal(raftfsm_apply_page(&f->fsm, buf, len), BZ_EINVAL);
     free(buf);
     struct raftfsm_stats s;
@@ -162,9 +162,9 @@ static void test_request_id_twice_is_refused(void **state)
     assert_int_equal(apply(&f->fsm, 0, 2, 1), 0);
     struct order e = journal(2);
     snprintf(e.trade.request_id, sizeof e.trade.request_id, "t:0");
-    size_t len = raftcodec_page_size(&e, 1);
+    size_t len = pagecodec_page_size(&e, 1);
     uint8_t *buf = malloc(len);
-    assert_int_equal(raftcodec_page_encode(&e, 1, 1, buf, len), 0);
+    assert_int_equal(pagecodec_page_encode(&e, 1, 1, buf, len), 0);
     assert_int_equal(raftfsm_apply_page(&f->fsm, buf, len), BZ_EINVAL);
     free(buf);
     assert_table(f->log, 2);
@@ -224,9 +224,9 @@ static void test_snapshot_that_contradicts_is_refused(void **state)
     for (int i = 0; i < 5; i++)
         run[i] = journal(i);
     run[4].trade.quantity += 1;
-    size_t len = raftcodec_page_size(run, 5);
+    size_t len = pagecodec_page_size(run, 5);
     uint8_t *buf = malloc(len);
-    assert_int_equal(raftcodec_page_encode(run, 5, 1, buf, len), 0);
+    assert_int_equal(pagecodec_page_encode(run, 5, 1, buf, len), 0);
     assert_int_equal(raftfsm_apply_page(&f->other_fsm, buf, len), 0);
     free(buf);
     assert_int_equal(raftfsm_snapshot_install(&f->other_fsm, sb.data, sb.len), BZ_EINVAL);
@@ -248,8 +248,8 @@ static void test_snapshot_cost(void **state)
 {
     struct fx *f = *state;
     enum { TOTAL = 100000 };
-    for (int64_t first = 0; first < TOTAL; first += RAFTCODEC_PAGE_MAX)
-        assert_int_equal(apply(&f->fsm, first, RAFTCODEC_PAGE_MAX, 1), 0);
+    for (int64_t first = 0; first < TOTAL; first += PAGECODEC_PAGE_MAX)
+        assert_int_equal(apply(&f->fsm, first, PAGECODEC_PAGE_MAX, 1), 0);
     struct strbuf sb;
     uint64_t t0 = clock_now_us();
     snapshot_of(&f->fsm, &sb);
@@ -292,13 +292,13 @@ static void test_pages_commit_together(void **state)
     assert_int_equal(committed_rows(f), 8);
 
     int64_t next = 8;
-    while (next - 8 + RAFTCODEC_PAGE_MAX <= RAFTFSM_GROUP_MAX - 1) {
-        assert_int_equal(apply(&f->fsm, next, RAFTCODEC_PAGE_MAX, 1), 0);
-        next += RAFTCODEC_PAGE_MAX;
+    while (next - 8 + PAGECODEC_PAGE_MAX <= RAFTFSM_GROUP_MAX - 1) {
+        assert_int_equal(apply(&f->fsm, next, PAGECODEC_PAGE_MAX, 1), 0);
+        next += PAGECODEC_PAGE_MAX;
     }
     assert_int_equal(committed_rows(f), 8);
-    assert_int_equal(apply(&f->fsm, next, RAFTCODEC_PAGE_MAX, 1), 0); /* reaches the bound */
-    next += RAFTCODEC_PAGE_MAX;
+    assert_int_equal(apply(&f->fsm, next, PAGECODEC_PAGE_MAX, 1), 0); /* reaches the bound */
+    next += PAGECODEC_PAGE_MAX;
     assert_int_equal(committed_rows(f), next);
     assert_table(f->log, next);
     /* A snapshot install commits what was applied before it, then its own chunks. */

@@ -38,7 +38,7 @@
 #include "config.h"
 #include "error.h"
 #include "orderlog.h"
-#include "raftcodec.h"
+#include "pagecodec.h"
 #include "raftfsm.h"
 #include "raftnode.h"
 
@@ -264,10 +264,10 @@ static size_t seq_propose(struct cluster *c, size_t max)
     if (k > max)
         k = max;
     const struct order *page = &c->journal[c->cursor];
-    struct raft_buffer buf = {.len = raftcodec_page_size(page, k)};
+    struct raft_buffer buf = {.len = pagecodec_page_size(page, k)};
     buf.base = raft_malloc(buf.len);
     assert_non_null(buf.base);
-    assert_int_equal(raftcodec_page_encode(page, k, r->current_term, buf.base, buf.len), 0);
+    assert_int_equal(pagecodec_page_encode(page, k, r->current_term, buf.base, buf.len), 0);
     struct proposal *p = calloc(1, sizeof *p);
     p->c = c;
     p->req.data = p;
