@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <microhttpd.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "http_async.h"
 #include "http_head.h"
 #include "log.h"
 #include "service.h"
@@ -57,6 +59,34 @@ struct http__pending {
     struct http__pending *prev, *next; /* accept order, which is deadline order */
 };
 
+/* A socket the door passed to an event thread, which hands it to its daemon. */
+struct http__add {
+    int fd;
+    struct sockaddr_in addr;
+    struct http__add *next;
+};
+
+/*
+ * One event thread: a libmicrohttpd daemon driven from our own epoll loop (libmicrohttpd's
+ * "external" epoll mode) instead of libmicrohttpd's thread pool, so that the thread can also
+ * drive an outbound client (opts.async_clients): a cache miss then sends its call, reads the
+ * reply and answers its client on the one thread that read the request, with no hand-off to
+ * another thread and back (docs/design.md, "Misses without a worker").
+ */
+struct http__loop {
+    struct http_server *srv;
+    struct MHD_Daemon *daemon;
+    pthread_t thread;
+    int epfd, wake;            /* our epoll set (daemon's epoll fd, wake, client) and its eventfd */
+    int mhd_fd;                /* the daemon's own epoll set */
+    struct http_async *client; /* NULL unless opts.async_clients */
+    uint64_t client_due_ms;    /* run the client by then even without its events (deadlines) */
+    pthread_mutex_t lock;      /* guards adds and stop */
+    struct http__add *adds;    /* sockets from the door, not given to the daemon yet */
+    bool stop;
+    bool resumed; /* loop thread only: a connection was resumed, run the daemon again */
+};
+
 /* Open connections of one client address (pending in the door or owned by libmicrohttpd). */
 struct http__ip {
     uint32_t ip;
@@ -65,7 +95,8 @@ struct http__ip {
 };
 
 struct http_server {
-    struct MHD_Daemon *daemon;
+    struct http__loop *loops; /* the event threads, opts.threads of them */
+    size_t nloops, next_loop; /* next_loop: the door's round robin */
     /* The door: our own listening socket and acceptor thread (see "the door" below). */
     int listen_fd, door_epoll, door_wake;
     pthread_t door;
@@ -108,6 +139,7 @@ struct http_server {
 /* Per-request state, created on the first access-handler call. */
 struct http__req {
     struct http_server *srv;
+    struct http__loop *loop; /* the event thread whose daemon owns the connection */
     uint64_t start_us;
     struct http_route *route; /* NULL when the path or method matched nothing */
     int route_err;            /* BZ_ENOTFOUND or BZ_EMETHOD when route is NULL */
@@ -127,6 +159,8 @@ struct http__req {
     void (*defer_fn)(void *arg);
     void *defer_arg;
 };
+
+static _Thread_local struct http__loop *http__current; /* the event thread's own loop */
 
 static bool http__ip_take(struct http_server *srv, uint32_t ip, bool force);
 static void http__ip_release(struct http_server *srv, uint32_t ip);
@@ -390,8 +424,19 @@ static void http__door_read(struct http_server *srv, struct http__pending *p, ui
     int fd = p->fd;
     struct sockaddr_in addr = p->addr;
     free(p);
-    if (MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&addr, sizeof addr) != MHD_YES)
-        LOG_DEBUG("http: connection refused by libmicrohttpd (limit reached?)");
+    /* To an event thread, round robin: a daemon is only ever called from its own thread. */
+    struct http__loop *l = &srv->loops[srv->next_loop++ % srv->nloops];
+    struct http__add *add = xmalloc(sizeof *add);
+    add->fd = fd;
+    add->addr = addr;
+    pthread_mutex_lock(&l->lock);
+    add->next = l->adds;
+    bool wake = l->adds == NULL;
+    l->adds = add;
+    pthread_mutex_unlock(&l->lock);
+    uint64_t count = 1;
+    if (wake && write(l->wake, &count, sizeof count) != sizeof count)
+        LOG_WARN("http: cannot wake an event thread: %s", strerror(errno));
 }
 
 static void *http__door_main(void *arg)
@@ -767,13 +812,31 @@ static bool http__async_start(struct http_server *srv, struct http__req *st)
     return true;
 }
 
+/*
+ * Resumes st's suspended connection, from any thread. libmicrohttpd only marks it (a daemon
+ * without its own thread is not woken): the event thread runs its daemon again after this
+ * round, or, from another thread, is woken through its eventfd. st may be freed from here on.
+ */
+static void http__resume(struct http__req *st, struct MHD_Connection *conn)
+{
+    struct http__loop *l = st->loop;
+    MHD_resume_connection(conn);
+    if (l == http__current) {
+        l->resumed = true;
+        return;
+    }
+    uint64_t one = 1;
+    if (write(l->wake, &one, sizeof one) != sizeof one)
+        LOG_WARN("http: cannot wake an event thread: %s", strerror(errno));
+}
+
 void http_request_resume(const struct http_request *req)
 {
     struct http__req *st = (struct http__req *)((char *)req - offsetof(struct http__req, req));
     struct http_server *srv = st->srv;
     struct MHD_Connection *conn = st->req.conn_;
     st->done = true;
-    MHD_resume_connection(conn); /* st may be freed from here on */
+    http__resume(st, conn); /* st may be freed from here on */
     atomic_fetch_sub(&srv->async_pending, 1);
 }
 
@@ -833,7 +896,7 @@ static void *http__worker_main(void *arg)
             st->route->handler(srv->opts.svc, &st->req, &st->resp);
             struct MHD_Connection *conn = st->req.conn_;
             st->done = true;
-            MHD_resume_connection(conn);
+            http__resume(st, conn);
         }
 
         pthread_mutex_lock(&srv->jobs_lock);
@@ -974,6 +1037,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
          * except for a declared oversize body, which we refuse before reading it. */
         st = xcalloc(1, sizeof *st);
         st->srv = srv;
+        st->loop = http__current;
         st->start_us = clock_now_us();
         *con_cls = st;
         strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -1045,7 +1109,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         if (http__async_start(srv, st) || http__job_push(srv, st))
             return MHD_YES;
         /* Overloaded: answer now rather than queue without bound. */
-        MHD_resume_connection(conn);
+        http__resume(st, conn);
         atomic_fetch_add_explicit(&srv->jobs_refused, 1, memory_order_relaxed);
         st->resp.retry_after_s = 1;
         http_reply_error(&st->resp, BZ_EUNAVAIL, "server busy");
@@ -1121,6 +1185,7 @@ static void *http__uri_cb(void *cls, const char *uri, struct MHD_Connection *con
     }
     struct http__req *st = xcalloc(1, sizeof *st);
     st->srv = cls;
+    st->loop = http__current;
     st->start_us = clock_now_us();
     st->replied = true;
     strbuf_init(&st->body, HTTP_BODY_MAX);
@@ -1201,6 +1266,144 @@ static void http__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, con
     }
 }
 
+/* ---------------------------------------------------------------- event threads */
+
+struct http_async *http_request_async(const struct http_request *req)
+{
+    (void)req; /* async handlers run on the event thread that read the request */
+    return http__current ? http__current->client : NULL;
+}
+
+/* Gives the daemon the sockets the door passed; true when the loop is to stop. */
+static bool http__loop_wake(struct http__loop *l)
+{
+    uint64_t count;
+    if (read(l->wake, &count, sizeof count) < 0 && errno != EAGAIN)
+        LOG_WARN("http: wake-up read: %s", strerror(errno));
+    pthread_mutex_lock(&l->lock);
+    struct http__add *adds = l->adds;
+    l->adds = NULL;
+    bool stop = l->stop;
+    pthread_mutex_unlock(&l->lock);
+    while (adds) {
+        struct http__add *next = adds->next;
+        /* On failure libmicrohttpd has closed the socket (and told no one: it never started). */
+        if (MHD_add_connection(l->daemon, adds->fd, (struct sockaddr *)&adds->addr,
+                               sizeof adds->addr) != MHD_YES)
+            LOG_DEBUG("http: connection refused by libmicrohttpd (limit reached?)");
+        free(adds);
+        adds = next;
+    }
+    return stop;
+}
+
+/* How long the loop may sleep: libmicrohttpd's timeouts and the client's deadlines. */
+static int http__loop_timeout(struct http__loop *l)
+{
+    int timeout = -1;
+    MHD_UNSIGNED_LONG_LONG mhd;
+    if (MHD_get_timeout(l->daemon, &mhd) == MHD_YES)
+        timeout = mhd > INT_MAX ? INT_MAX : (int)mhd;
+    int t = l->client ? http_async_timeout_ms(l->client) : -1;
+    if (t >= 0 && (timeout < 0 || t < timeout))
+        timeout = t;
+    return timeout;
+}
+
+static void *http__loop_main(void *arg)
+{
+    struct http__loop *l = arg;
+    http__current = l;
+    struct epoll_event evs[8];
+    bool stop = false;
+    while (!stop) {
+        int n = epoll_wait(l->epfd, evs, 8, http__loop_timeout(l));
+        bool client_ready = n == 0;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &l->wake)
+                stop = http__loop_wake(l);
+            else if (evs[i].data.ptr == l->client)
+                client_ready = true;
+        }
+        /* The client first: the replies it reads resume their connections, which the
+         * daemon then answers in the same round. */
+        if (l->client) {
+            uint64_t now = clock_now_ms();
+            if (client_ready || now >= l->client_due_ms) {
+                http_async_run(l->client);
+                l->client_due_ms = now + 10;
+            }
+        }
+        do { /* again while handlers resumed connections of this thread */
+            l->resumed = false;
+            MHD_run(l->daemon);
+        } while (l->resumed);
+    }
+    return NULL;
+}
+
+/* Creates loop l's daemon, epoll set and client (no thread yet). 0 or BZ_EUNAVAIL. */
+static int http__loop_open(struct http_server *srv, struct http__loop *l)
+{
+    const struct http_server_opts *opts = &srv->opts;
+    l->srv = srv;
+    l->epfd = l->wake = l->mhd_fd = -1;
+    pthread_mutex_init(&l->lock, NULL);
+    /* No listening socket (the door hands over every connection) and no thread: run from
+     * http__loop_main. Without a thread of its own the daemon is not woken by a resume
+     * from another thread: http__resume wakes the loop. */
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    unsigned limit = HTTP__CONN_LIMIT / (unsigned)srv->nloops;
+    l->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)opts->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_CONNECTION, http__notify_conn, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
+        http__unescape, srv, MHD_OPTION_URI_LOG_CALLBACK, http__uri_cb, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, srv, MHD_OPTION_END);
+    const union MHD_DaemonInfo *info =
+        l->daemon ? MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+    if (!info)
+        return BZ_EUNAVAIL;
+    l->mhd_fd = info->epoll_fd;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event mhd = {.events = EPOLLIN, .data.ptr = l->daemon};
+    struct epoll_event wake = {.events = EPOLLIN, .data.ptr = &l->wake};
+    if (l->epfd < 0 || l->wake < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->mhd_fd, &mhd) != 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake, &wake) != 0)
+        return BZ_EUNAVAIL;
+    if (opts->async_clients) {
+        l->client = http_async_embed();
+        struct epoll_event cl = {.events = EPOLLIN, .data.ptr = l->client};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, http_async_fd(l->client), &cl) != 0)
+            return BZ_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* Frees what http__loop_open made (its thread, if any, has ended). */
+static void http__loop_close(struct http__loop *l)
+{
+    while (l->adds) { /* passed by the door after the loop's last round */
+        struct http__add *next = l->adds->next;
+        close(l->adds->fd);
+        free(l->adds);
+        l->adds = next;
+    }
+    if (l->client)
+        http_async_stop(l->client);
+    if (l->daemon)
+        MHD_stop_daemon(l->daemon);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->wake >= 0)
+        close(l->wake);
+    pthread_mutex_destroy(&l->lock);
+}
+
 int http_server_start(struct http_server **out, const struct http_server_opts *opts,
                       struct http_route *routes, size_t nroutes, char *errmsg, size_t errlen)
 {
@@ -1244,20 +1447,17 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         return BZ_EUNAVAIL;
     }
 
-    /* No listening socket of its own: the door hands it every connection. */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, http__access, srv, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)opts->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opts->idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP__CONN_MEMORY, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)HTTP__CONN_LIMIT, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_CONNECTION, http__notify_conn, srv, MHD_OPTION_NOTIFY_COMPLETED,
-        http__completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, srv,
-        MHD_OPTION_URI_LOG_CALLBACK, http__uri_cb, srv, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log,
-        srv, MHD_OPTION_END);
-    if (!srv->daemon) {
+    srv->nloops = opts->threads > 0 ? (size_t)opts->threads : 1;
+    srv->loops = xcalloc(srv->nloops, sizeof *srv->loops);
+    bool opened = true;
+    for (size_t i = 0; i < srv->nloops && opened; i++)
+        opened = http__loop_open(srv, &srv->loops[i]) == 0;
+    if (!opened) {
         snprintf(errmsg, errlen, "cannot start the HTTP server on %s", opts->listen);
+        for (size_t i = 0; i < srv->nloops; i++)
+            if (srv->loops[i].srv)
+                http__loop_close(&srv->loops[i]);
+        free(srv->loops);
         http__door_close_fds(srv);
         pthread_mutex_destroy(&srv->ip_lock);
         pthread_mutex_destroy(&srv->conns_lock);
@@ -1266,6 +1466,8 @@ int http_server_start(struct http_server **out, const struct http_server_opts *o
         free(srv);
         return BZ_EUNAVAIL;
     }
+    for (size_t i = 0; i < srv->nloops; i++)
+        http__thread_start(&srv->loops[i].thread, http__loop_main, &srv->loops[i], "an event");
     http__thread_start(&srv->sweeper, http__sweeper_main, srv, "the idle sweeper");
     http__thread_start(&srv->door, http__door_main, srv, "the acceptor");
     srv->nworkers = opts->workers > 0 ? opts->workers : 1;
@@ -1300,13 +1502,25 @@ void http_server_stop(struct http_server *srv)
         pthread_join(srv->workers[i], NULL);
     free(srv->workers);
     /* libmicrohttpd must not be stopped with suspended connections: wait for the async
-     * requests to be resumed (each one's work has a deadline). */
+     * requests to be resumed (each one's work has a deadline; the event threads run it). */
     atomic_store(&srv->async_closed, true);
     while (atomic_load(&srv->async_pending) > 0) {
         struct timespec pause = {.tv_nsec = 5 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
-    MHD_stop_daemon(srv->daemon); /* its threads' exits free their memos */
+    /* Each event thread ends after one more round (the last resumes reach its daemon); its
+     * exit frees its memo. Then the daemons stop, closing their connections. */
+    for (size_t i = 0; i < srv->nloops; i++) {
+        struct http__loop *l = &srv->loops[i];
+        pthread_mutex_lock(&l->lock);
+        l->stop = true;
+        pthread_mutex_unlock(&l->lock);
+        if (write(l->wake, &one, sizeof one) != sizeof one)
+            LOG_WARN("http: cannot wake an event thread");
+        pthread_join(l->thread, NULL);
+        http__loop_close(l);
+    }
+    free(srv->loops);
     pthread_key_delete(srv->memo_key);
     pthread_mutex_destroy(&srv->jobs_lock);
     pthread_cond_destroy(&srv->jobs_cond);
