@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <microhttpd.h>
@@ -77,14 +76,13 @@ struct http__loop {
     struct http_server *srv;
     struct MHD_Daemon *daemon;
     pthread_t thread;
-    int epfd, wake;            /* our epoll set (daemon's epoll fd, wake, client) and its eventfd */
-    int mhd_fd;                /* the daemon's own epoll set */
+    int wake;                  /* eventfd: other threads wake the loop (in the daemon's set) */
     struct http_async *client; /* NULL unless opts.async_clients */
-    uint64_t client_due_ms;    /* run the client by then even without its events (deadlines) */
     pthread_mutex_t lock;      /* guards adds and stop */
     struct http__add *adds;    /* sockets from the door, not given to the daemon yet */
     bool stop;
-    bool resumed; /* loop thread only: a connection was resumed, run the daemon again */
+    atomic_bool woken; /* set by another thread before it writes `wake` */
+    bool resumed;      /* loop thread only: a connection was resumed, run the daemon again */
 };
 
 /* Open connections of one client address (pending in the door or owned by libmicrohttpd). */
@@ -161,6 +159,15 @@ struct http__req {
 };
 
 static _Thread_local struct http__loop *http__current; /* the event thread's own loop */
+
+/* Wakes loop l from another thread (it then looks at its adds, stop flag and resumes). */
+static void http__loop_poke(struct http__loop *l)
+{
+    atomic_store(&l->woken, true);
+    uint64_t one = 1;
+    if (write(l->wake, &one, sizeof one) != sizeof one)
+        LOG_WARN("http: cannot wake an event thread: %s", strerror(errno));
+}
 
 static bool http__ip_take(struct http_server *srv, uint32_t ip, bool force);
 static void http__ip_release(struct http_server *srv, uint32_t ip);
@@ -434,9 +441,8 @@ static void http__door_read(struct http_server *srv, struct http__pending *p, ui
     bool wake = l->adds == NULL;
     l->adds = add;
     pthread_mutex_unlock(&l->lock);
-    uint64_t count = 1;
-    if (wake && write(l->wake, &count, sizeof count) != sizeof count)
-        LOG_WARN("http: cannot wake an event thread: %s", strerror(errno));
+    if (wake)
+        http__loop_poke(l);
 }
 
 static void *http__door_main(void *arg)
@@ -825,9 +831,7 @@ static void http__resume(struct http__req *st, struct MHD_Connection *conn)
         l->resumed = true;
         return;
     }
-    uint64_t one = 1;
-    if (write(l->wake, &one, sizeof one) != sizeof one)
-        LOG_WARN("http: cannot wake an event thread: %s", strerror(errno));
+    http__loop_poke(l);
 }
 
 void http_request_resume(const struct http_request *req)
@@ -1297,48 +1301,34 @@ static bool http__loop_wake(struct http__loop *l)
     return stop;
 }
 
-/* How long the loop may sleep: libmicrohttpd's timeouts and the client's deadlines. */
-static int http__loop_timeout(struct http__loop *l)
-{
-    int timeout = -1;
-    MHD_UNSIGNED_LONG_LONG mhd;
-    if (MHD_get_timeout(l->daemon, &mhd) == MHD_YES)
-        timeout = mhd > INT_MAX ? INT_MAX : (int)mhd;
-    int t = l->client ? http_async_timeout_ms(l->client) : -1;
-    if (t >= 0 && (timeout < 0 || t < timeout))
-        timeout = t;
-    return timeout;
-}
-
+/*
+ * One thread, one wait: the loop sleeps in the daemon's own epoll_wait (MHD_run_wait), in
+ * whose set we put the loop's wake-up eventfd and its client's epoll set, edge-triggered,
+ * with a NULL pointer: libmicrohttpd skips events without a pointer (its own marker for a
+ * shutdown signal), so they only end its wait. A second, outer epoll set around the
+ * daemon's cost one more epoll_wait per round (measured on cache hits: 3.3x the
+ * epoll_wait calls per request and 3-7 % more CPU). What woke the loop is then known
+ * without a system call: another thread sets `woken` before it writes the eventfd, and
+ * the client is run whenever it has calls open.
+ */
 static void *http__loop_main(void *arg)
 {
     struct http__loop *l = arg;
     http__current = l;
-    struct epoll_event evs[8];
-    bool stop = false;
-    while (!stop) {
-        int n = epoll_wait(l->epfd, evs, 8, http__loop_timeout(l));
-        bool client_ready = n == 0;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == &l->wake)
-                stop = http__loop_wake(l);
-            else if (evs[i].data.ptr == l->client)
-                client_ready = true;
-        }
-        /* The client first: the replies it reads resume their connections, which the
-         * daemon then answers in the same round. */
-        if (l->client) {
-            uint64_t now = clock_now_ms();
-            if (client_ready || now >= l->client_due_ms) {
-                http_async_run(l->client);
-                l->client_due_ms = now + 10;
-            }
-        }
-        do { /* again while handlers resumed connections of this thread */
-            l->resumed = false;
-            MHD_run(l->daemon);
-        } while (l->resumed);
+    for (;;) {
+        /* Without calls open the client needs no turn; with some it waits at most its
+         * deadline resolution. A resume on this thread asks for a turn at once. */
+        int timeout = l->client ? http_async_timeout_ms(l->client) : -1;
+        if (l->resumed)
+            timeout = 0;
+        l->resumed = false;
+        MHD_run_wait(l->daemon, timeout);
+        if (atomic_exchange(&l->woken, false) && http__loop_wake(l))
+            break;
+        if (l->client && http_async_timeout_ms(l->client) >= 0)
+            http_async_run(l->client); /* replies resume connections: l->resumed */
     }
+    MHD_run(l->daemon); /* the last resumes reach the daemon */
     return NULL;
 }
 
@@ -1347,7 +1337,7 @@ static int http__loop_open(struct http_server *srv, struct http__loop *l)
 {
     const struct http_server_opts *opts = &srv->opts;
     l->srv = srv;
-    l->epfd = l->wake = l->mhd_fd = -1;
+    l->wake = -1;
     pthread_mutex_init(&l->lock, NULL);
     /* No listening socket (the door hands over every connection) and no thread: run from
      * http__loop_main. Without a thread of its own the daemon is not woken by a resume
@@ -1367,18 +1357,15 @@ static int http__loop_open(struct http_server *srv, struct http__loop *l)
         l->daemon ? MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     if (!info)
         return BZ_EUNAVAIL;
-    l->mhd_fd = info->epoll_fd;
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    /* Our descriptors in the daemon's set, without a pointer (see http__loop_main). */
+    int mhd_fd = info->epoll_fd;
+    struct epoll_event ours = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
     l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct epoll_event mhd = {.events = EPOLLIN, .data.ptr = l->daemon};
-    struct epoll_event wake = {.events = EPOLLIN, .data.ptr = &l->wake};
-    if (l->epfd < 0 || l->wake < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->mhd_fd, &mhd) != 0 ||
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake, &wake) != 0)
+    if (l->wake < 0 || epoll_ctl(mhd_fd, EPOLL_CTL_ADD, l->wake, &ours) != 0)
         return BZ_EUNAVAIL;
     if (opts->async_clients) {
         l->client = http_async_embed();
-        struct epoll_event cl = {.events = EPOLLIN, .data.ptr = l->client};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, http_async_fd(l->client), &cl) != 0)
+        if (epoll_ctl(mhd_fd, EPOLL_CTL_ADD, http_async_fd(l->client), &ours) != 0)
             return BZ_EUNAVAIL;
     }
     return 0;
@@ -1397,8 +1384,6 @@ static void http__loop_close(struct http__loop *l)
         http_async_stop(l->client);
     if (l->daemon)
         MHD_stop_daemon(l->daemon);
-    if (l->epfd >= 0)
-        close(l->epfd);
     if (l->wake >= 0)
         close(l->wake);
     pthread_mutex_destroy(&l->lock);
@@ -1515,8 +1500,7 @@ void http_server_stop(struct http_server *srv)
         pthread_mutex_lock(&l->lock);
         l->stop = true;
         pthread_mutex_unlock(&l->lock);
-        if (write(l->wake, &one, sizeof one) != sizeof one)
-            LOG_WARN("http: cannot wake an event thread");
+        http__loop_poke(l);
         pthread_join(l->thread, NULL);
         http__loop_close(l);
     }
