@@ -977,9 +977,11 @@ static time_t http__date(const char **text)
     if (now != d.sec || !d.text[0]) {
         struct tm tm;
         gmtime_r(&now, &tm);
-        snprintf(d.text, sizeof d.text, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
-                 tm.tm_mday % 100, months[tm.tm_mon % 12], (tm.tm_year + 1900) % 10000,
-                 tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+        snprintf(d.text, sizeof d.text, "%s, %02u %s %04u %02u:%02u:%02u GMT",
+                 days[(unsigned)tm.tm_wday % 7u], (unsigned)tm.tm_mday % 100u,
+                 months[(unsigned)tm.tm_mon % 12u], (unsigned)(tm.tm_year + 1900) % 10000u,
+                 (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+                 (unsigned)tm.tm_sec % 100u);
         d.sec = now;
     }
     *text = d.text;
