@@ -45,6 +45,8 @@ struct catalog {
     atomic_uint_fast64_t restocked, trades, trades_refused;
 };
 
+/* A lookup's data. "version" stays last: the front-end cuts it out of the bytes
+ * (frontend__lookup_strip) to get its client's reply. */
 static json_t *catalog__stock_json(const struct stock *s)
 {
     return json_pack("{s:s,s:f,s:I,s:I}", "name", s->name, "price", s->price, "quantity",

@@ -76,6 +76,8 @@ struct http_async__peer {
 struct http_async {
     pthread_t thread;
     int epfd, wake;
+    bool embedded;       /* no thread: driven by its owner's loop (http_async_embed) */
+    uint64_t next_sweep; /* loop thread (or owner) only */
     /* Loop thread only. */
     struct http_async__peer peers[HTTP_ASYNC_PEERS_MAX];
     size_t npeers;
@@ -480,22 +482,39 @@ static void http_async__sweep(struct http_async *a, uint64_t now)
     }
 }
 
+/* Handles the connections' events, waiting up to timeout_ms for them (0: none ready). */
+static void http_async__events(struct http_async *a, int timeout_ms)
+{
+    struct epoll_event evs[HTTP_ASYNC__EVENTS];
+    int n = epoll_wait(a->epfd, evs, HTTP_ASYNC__EVENTS, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr != &a->wake) {
+            http_async__event(a, evs[i].data.ptr, evs[i].events);
+            continue;
+        }
+        uint64_t count;
+        if (read(a->wake, &count, sizeof count) < 0 && errno != EAGAIN)
+            LOG_WARN("http_async: wake-up read: %s", strerror(errno));
+    }
+}
+
+/* Ends the calls past their deadline, at most every HTTP_ASYNC__SWEEP_MS. */
+static void http_async__deadlines(struct http_async *a)
+{
+    if (!a->live)
+        return;
+    uint64_t now = clock_now_ms();
+    if (now >= a->next_sweep) {
+        http_async__sweep(a, now);
+        a->next_sweep = now + HTTP_ASYNC__SWEEP_MS;
+    }
+}
+
 static void *http_async__main(void *arg)
 {
     struct http_async *a = arg;
-    struct epoll_event evs[HTTP_ASYNC__EVENTS];
-    uint64_t next_sweep = 0;
     for (;;) {
-        int n = epoll_wait(a->epfd, evs, HTTP_ASYNC__EVENTS, a->live ? HTTP_ASYNC__SWEEP_MS : -1);
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr != &a->wake) {
-                http_async__event(a, evs[i].data.ptr, evs[i].events);
-                continue;
-            }
-            uint64_t count;
-            if (read(a->wake, &count, sizeof count) < 0 && errno != EAGAIN)
-                LOG_WARN("http_async: wake-up read: %s", strerror(errno));
-        }
+        http_async__events(a, a->live ? HTTP_ASYNC__SWEEP_MS : -1);
         /* New calls: after the events, so that connections freed just now are reused. */
         pthread_mutex_lock(&a->lock);
         struct http_async__call *list = a->queue;
@@ -511,20 +530,18 @@ static void *http_async__main(void *arg)
             a->live++;
             http_async__dispatch(a, call);
         }
-        uint64_t now = clock_now_ms();
-        if (a->live && now >= next_sweep) {
-            http_async__sweep(a, now);
-            next_sweep = now + HTTP_ASYNC__SWEEP_MS;
-        }
+        http_async__deadlines(a);
     }
     return NULL;
 }
 
 /* ---------------------------------------------------------------- API */
 
-struct http_async *http_async_start(void)
+/* A client without its loop thread (its epoll set and wake-up eventfd made). */
+static struct http_async *http_async__new(bool embedded)
 {
     struct http_async *a = xcalloc(1, sizeof *a);
+    a->embedded = embedded;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);
     a->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &a->wake};
@@ -535,6 +552,33 @@ struct http_async *http_async_start(void)
     http_async__list_init(&a->busy);
     a->queue_tail = &a->queue;
     pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+struct http_async *http_async_embed(void)
+{
+    return http_async__new(true);
+}
+
+int http_async_fd(const struct http_async *a)
+{
+    return a->epfd;
+}
+
+int http_async_timeout_ms(const struct http_async *a)
+{
+    return a->live ? HTTP_ASYNC__SWEEP_MS : -1;
+}
+
+void http_async_run(struct http_async *a)
+{
+    http_async__events(a, 0);
+    http_async__deadlines(a);
+}
+
+struct http_async *http_async_start(void)
+{
+    struct http_async *a = http_async__new(false);
     int rv = pthread_create(&a->thread, NULL, http_async__main, a);
     if (rv) {
         LOG_ERROR("cannot start the outbound call thread: %s", strerror(rv));
@@ -557,8 +601,16 @@ void http_async_stop(struct http_async *a)
     pthread_mutex_lock(&a->lock);
     a->stopping = true;
     pthread_mutex_unlock(&a->lock);
-    http_async__wake(a);
-    pthread_join(a->thread, NULL);
+    if (a->embedded) {
+        /* The owner's loop has stopped: run the calls still open to their deadlines. */
+        while (a->live) {
+            http_async__events(a, HTTP_ASYNC__SWEEP_MS);
+            http_async__deadlines(a);
+        }
+    } else {
+        http_async__wake(a);
+        pthread_join(a->thread, NULL);
+    }
     for (size_t i = 0; i < a->npeers; i++)
         while (a->peers[i].idle.next != &a->peers[i].idle)
             http_async__close(a, a->peers[i].idle.next);
@@ -601,6 +653,22 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
     call->cb = cb;
     call->arg = arg;
     call->idempotent = !post || r->idempotent;
+    if (a->embedded) {
+        /* On the owner's thread: straight to a connection, no queue and no wake-up. */
+        pthread_mutex_lock(&a->lock);
+        bool ok = !a->stopping && a->pending < HTTP_ASYNC_CALLS_MAX;
+        a->pending += ok;
+        pthread_mutex_unlock(&a->lock);
+        if (!ok) {
+            strbuf_free(&call->req);
+            free(call);
+            return BZ_EUNAVAIL;
+        }
+        atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed);
+        a->live++;
+        http_async__dispatch(a, call);
+        return 0;
+    }
 
     pthread_mutex_lock(&a->lock);
     bool ok = !a->stopping && a->pending < HTTP_ASYNC_CALLS_MAX;

@@ -53,6 +53,24 @@ typedef void (*http_async_done_cb)(void *arg, int rv, struct http_reply *reply);
 struct http_async *http_async_start(void);
 
 /*
+ * A client without a thread of its own, for one event loop that drives it (an
+ * HTTP server's event thread, so that a call and its reply never cross threads):
+ * the loop watches http_async_fd() for input and calls http_async_run() when it
+ * is ready or after http_async_timeout_ms(). http_async_request() and
+ * http_async_run() must then be called on that loop's thread only, and
+ * callbacks run on it (a call that fails at once calls back from within
+ * http_async_request, which still returns 0). http_async_stop() runs the calls
+ * still open to their end before it frees the client.
+ */
+struct http_async *http_async_embed(void);
+/* The descriptor an embedding loop watches for input (an epoll set). */
+int http_async_fd(const struct http_async *a);
+/* How long the embedding loop may wait at most (ms; -1: no call open). */
+int http_async_timeout_ms(const struct http_async *a);
+/* Handles what is ready without waiting: replies, closes, deadlines; runs callbacks. */
+void http_async_run(struct http_async *a);
+
+/*
  * Waits for the calls queued or in flight to end (each has its deadline),
  * then stops the loop thread, closes the connections and frees a. NULL is a
  * no-op.

@@ -1,6 +1,6 @@
 /*
  * http_server.h - the one HTTP server of every Stock Bazaar service, on
- * libmicrohttpd (epoll, internal thread pool).
+ * libmicrohttpd (epoll; one daemon per event thread, run from our own loop).
  *
  * A service declares a table of routes and handlers; this module does
  * everything else once: routing (404/405), the body limit (413), header
@@ -11,11 +11,11 @@
  *
  * Three kinds of handlers: a `fast` one runs on the event thread that read the
  * request and must not block (a cache hit, /health); an `async` one starts work
- * that ends elsewhere (an outbound call on http_async's loop) while the
- * connection is suspended; a blocking `handler` (SQLite, a blocking outbound
- * call) runs on a worker pool while the connection is suspended, so a slow
- * request never holds up the other connections of its event thread, and idle
- * keep-alive connections never hold a worker or a call.
+ * that ends later (an outbound call on the event thread's own http_async client,
+ * http_request_async) while the connection is suspended; a blocking `handler` (SQLite, a blocking
+ * outbound call) runs on a worker pool while the connection is suspended, so a slow request never
+ * holds up the other connections of its event thread, and idle keep-alive connections never hold a
+ * worker or a call.
  */
 #ifndef BZ_HTTP_SERVER_H
 #define BZ_HTTP_SERVER_H
@@ -27,6 +27,8 @@
 
 #include "metrics.h"
 #include "util.h"
+
+struct http_async;
 
 #define HTTP_BODY_MAX      4096 /* SPEC §2: larger bodies get 413 */
 #define HTTP_SECRET_HEADER "X-Bazaar-Secret"
@@ -95,7 +97,9 @@ struct http_server_opts {
     const char *listen;         /* "host:port" */
     int listen_fd;              /* > 0: a socket from http_server_bind(), used instead of
                                    binding `listen` (so a process binds before anything else) */
-    int threads;                /* event threads (libmicrohttpd pool), >= 1 */
+    int threads;                /* event threads (one libmicrohttpd daemon each), >= 1 */
+    bool async_clients;         /* each event thread drives an http_async client of its own
+                                   (http_request_async) for its async handlers */
     int workers;                /* threads running blocking handlers, >= 1 */
     int idle_timeout_s;         /* idle connections are closed after this */
     int conns_per_client;       /* 0 means HTTP_CONN_PER_CLIENT_MAX */
@@ -146,6 +150,13 @@ void http_request_resume(const struct http_request *req);
  * and must resume it.
  */
 bool http_request_defer(const struct http_request *req, void (*fn)(void *arg), void *arg);
+
+/*
+ * For an async handler: the http_async client of the event thread running it
+ * (opts.async_clients), whose calls and callbacks run on that thread; NULL
+ * without clients. Used on the event thread only.
+ */
+struct http_async *http_request_async(const struct http_request *req);
 
 /* Replaces the body with exactly these bytes and sets the status. */
 void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len);

@@ -63,10 +63,11 @@ struct frontend {
     int id;
     const char *listen;
     struct leader *leader;
-    struct cache *cache;      /* NULL when cache = off */
-    struct cache *orders;     /* GET /orders/{n} replies (immutable once given); NULL when off */
-    struct http_async *async; /* catalog lookups of misses, without a worker */
+    struct cache *cache;  /* NULL when cache = off */
+    struct cache *orders; /* GET /orders/{n} replies (immutable once given); NULL when off */
     char catalog_url[CONFIG_ADDR_MAX + 16];
+    struct http_async *async; /* the order batches' calls (a loop thread; misses use the
+                                 event threads' own clients, http_request_async) */
     atomic_uint_fast64_t invalidations_received, catalog_failures;
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
     uint64_t started_ms;
@@ -469,6 +470,36 @@ static bool frontend__lookup_fast(void *svc, const struct http_request *req,
 }
 
 /*
+ * The client's reply in a catalog lookup reply: the catalog answers
+ * {"data":{"name":..,"price":..,"quantity":..,"version":N}} with "version" last
+ * (catalog__stock_json), and the client gets the same bytes without
+ * ',"version":N'. Cutting them out replaces a JSON parse and a dump per miss
+ * (18 % of the front-end's CPU on misses, perf); the catalog is the only
+ * writer of these bytes. Writes the reply into out and the version into
+ * *version: 0, or BZ_EUPSTREAM for a body of any other shape.
+ */
+static int frontend__lookup_strip(const char *body, size_t len, struct strbuf *out,
+                                  uint64_t *version)
+{
+    static const char head[] = "{\"data\":{", key[] = ",\"version\":";
+    const size_t head_len = sizeof head - 1, key_len = sizeof key - 1;
+    if (len < head_len + 1 + key_len + 1 + 2 || memcmp(body, head, head_len) != 0 ||
+        memcmp(body + len - 2, "}}", 2) != 0)
+        return BZ_EUPSTREAM;
+    size_t end = len - 2, digits = end;
+    while (digits > head_len + 1 + key_len && body[digits - 1] >= '0' && body[digits - 1] <= '9')
+        digits--;
+    size_t cut = digits - key_len; /* > head_len: at least one member before "version" */
+    if (digits == end || memcmp(body + cut, key, key_len) != 0 ||
+        parse_u64(body + digits, end - digits, INT64_MAX, version) != 0)
+        return BZ_EUPSTREAM;
+    strbuf_reset(out);
+    if (strbuf_append(out, body, cut) != 0 || strbuf_append(out, "}}", 2) != 0)
+        return BZ_EUPSTREAM;
+    return 0;
+}
+
+/*
  * Turns the catalog's answer to a lookup (rv and reply as http_client_request
  * gives them; frees the reply) into resp. Returns the catalog version of a 200
  * reply (to fill the cache with), or -1.
@@ -483,6 +514,17 @@ static int64_t frontend__lookup_answer(struct frontend *fe, int rv, struct http_
         return -1;
     }
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
+    if (reply->status == 200) {
+        uint64_t version;
+        rv = frontend__lookup_strip(reply->body.data, reply->body.len, &resp->body, &version);
+        http_reply_free(reply);
+        if (rv != 0) {
+            frontend__unavailable(resp, "catalog gave a bad reply");
+            return -1;
+        }
+        resp->status = 200;
+        return (int64_t)version;
+    }
     json_t *data = http_reply_data_json(reply, &rv, msg, sizeof msg);
     http_reply_free(reply);
     json_int_t version = 0;
@@ -567,7 +609,7 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
     cache_flight_release(fe->cache, f);
 }
 
-/* A miss whose catalog call runs on the front-end's http_async loop (no worker). */
+/* A miss whose catalog call runs on its event thread's http_async client (no worker). */
 struct frontend__miss {
     struct frontend *fe;
     const struct http_request *req;
@@ -577,7 +619,7 @@ struct frontend__miss {
     char name[STOCK_NAME_MAX + 1];
 };
 
-/* On the http_async loop: the catalog answered (or not); the same steps as frontend__lookup. */
+/* On the event thread: the catalog answered (or not); the same steps as frontend__lookup. */
 static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
 {
     struct frontend__miss *m = arg;
@@ -594,15 +636,19 @@ static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
 }
 
 /*
- * Event thread, after a miss: starts the catalog call on the http_async loop,
- * which answers the client when the reply comes (frontend__lookup_done). A miss
- * that would join a flight in the air must wait for it, so it declines and
- * runs on a worker (frontend__lookup) instead.
+ * Event thread, after a miss: sends the catalog call on the thread's own
+ * http_async client; the thread answers the client when the reply comes
+ * (frontend__lookup_done), with no other thread involved. A miss that would
+ * join a flight in the air must wait for it, so it declines and runs on a
+ * worker (frontend__lookup) instead.
  */
 static bool frontend__lookup_async(void *svc, const struct http_request *req,
                                    struct http_response *resp)
 {
     struct frontend *fe = svc;
+    struct http_async *client = http_request_async(req);
+    if (!client)
+        return false;
     struct frontend__miss *m = xcalloc(1, sizeof *m);
     m->fe = fe;
     m->req = req;
@@ -620,7 +666,7 @@ static bool frontend__lookup_async(void *svc, const struct http_request *req,
     }
     char url[CONFIG_ADDR_MAX + 96];
     frontend__lookup_url(fe, m->name, url, sizeof url);
-    int rv = http_async_get(fe->async, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
+    int rv = http_async_get(client, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
     if (rv)
         frontend__lookup_done(m, rv, NULL); /* too many calls in flight: 503 now */
     return true;
@@ -1075,6 +1121,7 @@ int main(int argc, char **argv)
         .listen = fe.listen,
         .listen_fd = listen_fd,
         .threads = fe.cfg.frontend_threads,
+        .async_clients = true, /* misses call the catalog from their event thread */
         .workers = fe.cfg.frontend_workers,
         .idle_timeout_s = fe.cfg.idle_timeout_s,
         .secret = fe.cfg.secret,
@@ -1098,7 +1145,7 @@ int main(int argc, char **argv)
 
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
-    http_server_stop(http); /* waits for the misses on the http_async loop */
+    http_server_stop(http); /* waits for the misses and orders in flight (each has a deadline) */
     http_async_stop(fe.async);
     frontend__watch_stop(&fe);
     leader_stop(fe.leader);

@@ -12,6 +12,7 @@ real binaries on free loopback ports (see tests/lib/bazaar.py).
 Set BAZAAR_SEED to replay the stress test's random choices.
 """
 
+import email.utils
 import json
 import os
 import random
@@ -550,6 +551,30 @@ class TestReplyReuse(CacheTestCase):
         reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"))
         self.assertEqual(reply.json["data"]["quantity"], 97)
         self.assertNotEqual(reply.body, want["Zed"])
+
+
+    def test_reused_reply_carries_the_current_date(self):
+        """Every reply has one Date header for the second it is sent: the server formats it
+        once a second (not libmicrohttpd per reply), so a reply reused a second later must
+        not keep the Date it was built with. Also on a miss, an error and a refused head."""
+        url = self.cluster.frontend_url("/stocks/GameStart")
+
+        def date_of(reply):
+            dates = reply.headers.get_all("Date") or []
+            self.assertEqual(len(dates), 1, reply.headers)
+            return email.utils.parsedate_to_datetime(dates[0]).timestamp()
+
+        first = date_of(bazaar.get(url))
+        self.assertLessEqual(abs(first - time.time()), 2)
+        time.sleep(1.2)
+        again = date_of(bazaar.get(url))  # the same bytes: a reused reply
+        self.assertGreaterEqual(again, first + 1)
+        self.assertLessEqual(abs(again - time.time()), 2)
+        date_of(bazaar.get(self.cluster.frontend_url("/stocks/Nope")))  # 404
+        host, port = self.cluster.address("frontend")
+        raw = bazaar.raw_request(host, port, b"\x16\x03\x01 not http\r\n\r\n")
+        self.assertRegex(raw, rb"\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} "
+                              rb"\d\d:\d\d:\d\d GMT\r\n")
 
 
 class TestRestock(CacheTestCase):

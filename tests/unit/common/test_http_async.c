@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +417,61 @@ static void test_bad_urls_are_refused_without_a_call(void **state)
     http_async_stop(a);
 }
 
+/* An embedded client: driven by the test's own loop (poll on its fd), callbacks on this thread. */
+static int embedded_get(struct http_async *a, uint16_t port, int timeout_ms, struct result *r)
+{
+    memset(r, 0, sizeof *r);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/stocks/A", port);
+    assert_int_equal(http_async_get(a, url, timeout_ms, result_cb, r), 0);
+    uint64_t give_up = clock_now_ms() + 5000;
+    while (!r->done && clock_now_ms() < give_up) {
+        struct pollfd pfd = {.fd = http_async_fd(a), .events = POLLIN};
+        int wait = http_async_timeout_ms(a);
+        assert_true(wait >= 0 && wait <= 1000); /* a call is open: bounded for its deadline */
+        poll(&pfd, 1, wait);
+        http_async_run(a);
+    }
+    assert_true(r->done);
+    assert_int_equal(http_async_timeout_ms(a), -1); /* nothing open: the loop may sleep */
+    return r->rv;
+}
+
+static void test_embedded_client_runs_on_its_loop(void **state)
+{
+    (void)state;
+    struct peer p;
+    peer_start(&p, OK_REPLY, false);
+    struct http_async *a = http_async_embed();
+    assert_int_equal(http_async_timeout_ms(a), -1);
+    struct result r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(embedded_get(a, p.port, 2000, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "hello");
+    }
+    assert_int_equal(http_async_connects(a), 1); /* keep-alive, as with the loop thread */
+    http_async_stop(a);
+    peer_stop(&p);
+    assert_int_equal(p.requests, 3);
+
+    /* A peer that never answers: the deadline ends the call from the owner's loop. */
+    peer_start(&p, NULL, false);
+    a = http_async_embed();
+    uint64_t t0 = clock_now_ms();
+    assert_int_equal(embedded_get(a, p.port, 100, &r), BZ_ETIMEDOUT);
+    assert_true(clock_now_ms() - t0 >= 100);
+    /* Stopping with a call open runs it to its deadline: its callback still comes. */
+    struct result open = {0};
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/stocks/B", p.port);
+    assert_int_equal(http_async_get(a, url, 100, result_cb, &open), 0);
+    http_async_stop(a);
+    assert_true(open.done);
+    assert_int_equal(open.rv, BZ_ETIMEDOUT);
+    peer_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_post_sends_head_and_body),
         cmocka_unit_test(test_stale_close_retries_only_idempotent_calls),
         cmocka_unit_test(test_bad_urls_are_refused_without_a_call),
+        cmocka_unit_test(test_embedded_client_runs_on_its_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
