@@ -61,13 +61,16 @@ soak: build
 	BAZAAR_MODE=$(MODE) python3 tests/fault/fault_runner.py --bin-dir $(BUILD)/bin \
 	  --rounds $(ROUNDS) --seed $(SEED)
 
-# The deterministic simulator: `make sim SEEDS=N` runs seeds 1..N on every core,
-# `make sim SEED=s` replays one schedule with its whole trace.
+# The deterministic simulator: `make sim SEEDS=N` runs seeds 1..N on every core, then N/10
+# Raft-mode schedules (libraft's fixture) from a seed picked from the clock;
+# `make sim SEED=s` replays one primary-backup schedule with its whole trace.
 sim: build
 ifeq ($(origin SEED),command line)
 	$(BUILD)/tests/sim/bazaar-sim --seed $(SEED) --verbose
 else
 	$(BUILD)/tests/sim/bazaar-sim --seeds $(SEEDS) --jobs $(JOBS)
+	BAZAAR_RAFT_SEED=random BAZAAR_RAFT_SCHEDULES=$$(( $(SEEDS) / 10 + 1 )) \
+	  $(BUILD)/tests/unit/unit_order_raftnode
 endif
 
 fuzz: deps

@@ -75,12 +75,14 @@ struct raftnode {
     uv_async_t wake;
     uv_timer_t poll;
     uv_prepare_t flush; /* commits the state machine's applied pages before the loop waits */
+    uv_timer_t reopen;  /* brings the raft instance back after libraft shut it down */
     struct raft_uv_transport transport;
     struct raft_io uv_io; /* libraft's libuv I/O */
     struct raft_io io;    /* the decorator raft uses: forwards to uv_io, watches receives */
     raft_io_recv_cb raft_recv;
     struct raft raft;
     struct raftfsm fsm;
+    struct raftnode_options opts; /* as given to raftnode_start, zeros for defaults */
     pthread_t thread;
 
     pthread_mutex_t lock; /* guards head/tail, stopping and info */
@@ -99,6 +101,11 @@ struct raftnode {
     int64_t proposed_last;   /* last number of the last page appended as leader in it */
     bool barrier_inflight;
     bool closing;
+    bool raft_up;             /* raft and its libuv I/O are open (not closed for a reopen) */
+    bool reopen_closing;      /* raft_close of a reopen is in flight */
+    unsigned reopen_delay_ms; /* before the next attempt to reopen */
+    uint64_t reopened_at;     /* uv_now of the last reopen */
+    atomic_bool fault_term;   /* raftnode_fault_term: the next term change fails to persist */
 };
 
 /* ---------------------------------------------------------------- status mapping */
@@ -266,6 +273,11 @@ static int raftnode__io_recover(struct raft_io *io, const struct raft_configurat
 static int raftnode__io_set_term(struct raft_io *io, raft_term term)
 {
     struct raftnode *n = raftnode__of(io);
+    if (atomic_exchange(&n->fault_term, false)) {
+        snprintf(n->io.errmsg, sizeof n->io.errmsg, "injected fault: term %llu not persisted",
+                 (unsigned long long)term);
+        return RAFT_IOERR;
+    }
     return raftnode__fwd(n, n->uv_io.set_term(&n->uv_io, term));
 }
 
@@ -359,6 +371,21 @@ static void raftnode__io_wrap(struct raftnode *n)
 /* ---------------------------------------------------------------- node thread: state */
 
 static void raftnode__refresh(struct raftnode *n);
+static void raftnode__reopen_begin(struct raftnode *n);
+
+/* While the raft instance is closed for a reopen: unavailable, not ready, nothing else known. */
+static void raftnode__publish_down(struct raftnode *n)
+{
+    struct raftfsm_stats fs;
+    raftfsm_stats(&n->fsm, &fs);
+    pthread_mutex_lock(&n->lock);
+    n->info.role = RAFTNODE_UNAVAILABLE;
+    n->info.leader_id = 0;
+    n->info.ready = false;
+    n->info.leader_ready = false;
+    n->info.fsm_failed = fs.failed;
+    pthread_mutex_unlock(&n->lock);
+}
 
 static void raftnode__barrier_cb(struct raft_barrier *req, int status)
 {
@@ -400,6 +427,12 @@ static int raftnode__barrier_submit(struct raftnode *n, raftnode_done_cb cb, voi
 static void raftnode__refresh(struct raftnode *n)
 {
     struct raft *r = &n->raft;
+    if (n->raft_up && raft_state(r) == RAFT_UNAVAILABLE && !n->closing)
+        raftnode__reopen_begin(n);
+    if (!n->raft_up) {
+        raftnode__publish_down(n);
+        return;
+    }
     int state = raft_state(r);
     if (state == RAFT_LEADER && n->ready_term != r->current_term && !n->barrier_inflight &&
         !n->closing) {
@@ -438,6 +471,7 @@ static void raftnode__refresh(struct raftnode *n)
         .fsm_failed = fs.failed,
     };
     pthread_mutex_lock(&n->lock);
+    info.reopens = n->info.reopens;
     n->info = info;
     pthread_mutex_unlock(&n->lock);
 }
@@ -499,7 +533,7 @@ static void raftnode__do_propose(struct raftnode *n, struct raftnode__req *q)
     g->cb = q->cb;
     g->arg = q->arg;
     g->pending = q->nbufs;
-    int refused = n->closing                            ? RAFT_SHUTDOWN
+    int refused = n->closing || !n->raft_up             ? RAFT_SHUTDOWN
                   : raft_state(&n->raft) != RAFT_LEADER ? RAFT_NOTLEADER
                   : !raftnode__follows(n, q->from)      ? RAFT_CANCELED
                                                         : 0;
@@ -553,13 +587,13 @@ static json_t *raftnode__status_build(struct raftnode *n)
         (json_int_t)info.term, "commit_index", (json_int_t)info.commit_index, "applied_index",
         (json_int_t)info.applied_index, "last_index", (json_int_t)info.last_index, "ready",
         info.ready, "leader_ready", info.leader_ready, "last_number", (json_int_t)st.last,
-        "snapshot", "index", (json_int_t)r->log.snapshot.last_index, "threshold",
+        "snapshot", "index", (json_int_t)(n->raft_up ? r->log.snapshot.last_index : 0), "threshold",
         (json_int_t)n->snapshot_threshold, "trailing", (json_int_t)n->snapshot_trailing, "fsm",
         "pages", (json_int_t)fs.pages, "appended", (json_int_t)fs.appended, "duplicates",
         (json_int_t)fs.duplicates, "snapshots", (json_int_t)fs.snapshots, "restores",
         (json_int_t)fs.restores, "failed", fs.failed, "error", fs.error);
     json_t *reps = json_array();
-    for (unsigned i = 0; i < r->configuration.n; i++) {
+    for (unsigned i = 0; n->raft_up && i < r->configuration.n; i++) {
         const struct raft_server *s = &r->configuration.servers[i];
         json_t *e = json_pack("{s:I,s:s}", "id", (json_int_t)s->id, "address", s->address);
         if (raft_state(r) == RAFT_LEADER)
@@ -568,10 +602,12 @@ static json_t *raftnode__status_build(struct raftnode *n)
         json_array_append_new(reps, e);
     }
     json_object_set_new(o, "replicas", reps);
+    json_object_set_new(o, "reopens", json_integer((json_int_t)info.reopens));
     return o;
 }
 
 static void raftnode__raft_close_cb(struct raft *r);
+static void raftnode__handles_close(struct raftnode *n);
 
 static void raftnode__wake_cb(uv_async_t *h)
 {
@@ -587,7 +623,8 @@ static void raftnode__wake_cb(uv_async_t *h)
             raftnode__do_propose(n, q);
             break;
         case RAFTNODE__BARRIER: {
-            int rv = n->closing ? BZ_EUNAVAIL : raftnode__barrier_submit(n, q->cb, q->arg);
+            int rv = n->closing || !n->raft_up ? BZ_EUNAVAIL
+                                               : raftnode__barrier_submit(n, q->cb, q->arg);
             if (rv)
                 q->cb(q->arg, rv);
             break;
@@ -601,8 +638,13 @@ static void raftnode__wake_cb(uv_async_t *h)
                 n->closing = true;
                 uv_timer_stop(&n->poll);
                 uv_prepare_stop(&n->flush);
+                uv_timer_stop(&n->reopen);
                 raftfsm_flush(&n->fsm);
-                raft_close(&n->raft, raftnode__raft_close_cb);
+                if (n->raft_up)
+                    raft_close(&n->raft, raftnode__raft_close_cb);
+                else if (!n->reopen_closing)
+                    raftnode__handles_close(n);
+                /* else the reopen's close callback sees closing and closes the handles */
             }
             break;
         }
@@ -613,14 +655,20 @@ static void raftnode__wake_cb(uv_async_t *h)
         raftnode__refresh(n);
 }
 
+static void raftnode__handles_close(struct raftnode *n)
+{
+    uv_close((uv_handle_t *)&n->poll, NULL);
+    uv_close((uv_handle_t *)&n->flush, NULL);
+    uv_close((uv_handle_t *)&n->reopen, NULL);
+    uv_close((uv_handle_t *)&n->wake, NULL);
+}
+
 static void raftnode__raft_close_cb(struct raft *r)
 {
     struct raftnode *n = r->data;
     raft_uv_close(&n->uv_io);
     raft_uv_tcp_close(&n->transport);
-    uv_close((uv_handle_t *)&n->poll, NULL);
-    uv_close((uv_handle_t *)&n->flush, NULL);
-    uv_close((uv_handle_t *)&n->wake, NULL);
+    raftnode__handles_close(n);
     raftfsm_flush(&n->fsm); /* anything raft_close applied */
 }
 
@@ -744,6 +792,11 @@ json_t *raftnode_status_json(struct raftnode *node, unsigned timeout_ms)
     return out;
 }
 
+void raftnode_fault_term(struct raftnode *node)
+{
+    atomic_store(&node->fault_term, true);
+}
+
 void raftnode_info(struct raftnode *node, struct raftnode_info *out)
 {
     pthread_mutex_lock(&node->lock);
@@ -766,6 +819,141 @@ static int raftnode__mkdir(const char *path, char *errmsg, size_t errlen)
         return 0;
     snprintf(errmsg, errlen, "%s: %s", path, strerror(errno));
     return BZ_EIO;
+}
+
+/*
+ * Creates the TCP transport, libraft's libuv I/O over the node's data directory, the decorator
+ * and the raft instance with the node's settings: what raftnode_start and a reopen share. On
+ * failure nothing of it is left open.
+ */
+static int raftnode__raft_init(struct raftnode *n, char *errmsg, size_t errlen)
+{
+    const struct raftnode_options *opts = &n->opts;
+    if (raft_uv_tcp_init(&n->transport, &n->loop) != 0) {
+        snprintf(errmsg, errlen, "raft: cannot create the TCP transport");
+        return BZ_EIO;
+    }
+    if (raft_uv_init(&n->uv_io, &n->loop, n->dir, &n->transport) != 0) {
+        snprintf(errmsg, errlen, "raft: %s: %s", n->dir, n->uv_io.errmsg);
+        raft_uv_tcp_close(&n->transport);
+        return BZ_EIO;
+    }
+    raftnode__io_wrap(n);
+    if (raft_init(&n->raft, &n->io, &n->fsm.fsm, (raft_id)n->id, n->address) != 0) {
+        snprintf(errmsg, errlen, "raft: init: %s", raft_errmsg(&n->raft));
+        raft_uv_close(&n->uv_io);
+        raft_uv_tcp_close(&n->transport);
+        return BZ_EIO;
+    }
+    n->raft.data = n;
+    n->uv_io.data = n->io.data;
+    if (opts->election_timeout_ms)
+        raft_set_election_timeout(&n->raft, opts->election_timeout_ms);
+    if (opts->heartbeat_timeout_ms)
+        raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
+    n->heartbeat_ms = n->raft.heartbeat_timeout;
+    /* A peer that was down is dialled again after this (libuv transport default 1 s): a
+     * restarted follower waited 0.3-1 s idle for its leader to reconnect before catching up.
+     * One heartbeat keeps the retries of a dead peer cheap (a refused connect on a LAN). */
+    raft_uv_set_connect_retry_delay(&n->uv_io, n->heartbeat_ms);
+    /* libraft resends a lost InstallSnapshot only after this (default 30 s): a snapshot sent
+     * while the lagging replica was still down or reconnecting kept it unready that long in the
+     * unit test. Five election timeouts still cover sending a large snapshot on a LAN. */
+    raft_set_install_snapshot_timeout(&n->raft, opts->install_snapshot_timeout_ms
+                                                    ? opts->install_snapshot_timeout_ms
+                                                    : 5 * n->raft.election_timeout);
+    raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
+    /* Pre-vote: a replica cut off from the others does not disrupt the leader on its return. */
+    raft_set_pre_vote(&n->raft, true);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- reopening */
+
+/*
+ * libraft shuts a node down for good (state "unavailable") when an I/O call it cannot do without
+ * fails, or when a leader's AppendEntries conflicts with an entry at or below its commit index.
+ * The second can happen here: libraft 0.15, the version Debian 12 ships, counts replicas to
+ * commit entries of earlier terms (the case of Figure 8 in the Raft paper), so a node may commit
+ * an entry that a later leader overwrites. docs/design.md ("A node libraft shut down") shows
+ * why the tables stay correct; what is lost is the node, which would otherwise stay out of
+ * service until someone restarted the process. The node instead closes the instance and opens
+ * it again from its data directory, as a process restart would, without the process exiting:
+ * Raft's log and snapshots are loaded again, the commit index starts from the snapshot, and
+ * the entries the leader sends replace the conflicting ones. Pending proposals and barriers
+ * fail with BZ_EUNAVAIL (the proposer starts again from the table); readiness starts over.
+ */
+static void raftnode__reopen_closed_cb(struct raft *r);
+static void raftnode__reopen_cb(uv_timer_t *t);
+
+static void raftnode__reopen_begin(struct raftnode *n)
+{
+    LOG_ERROR(
+        "raft: libraft shut node %d down in term %llu (commit index %llu, last index %llu)%s%s; "
+        "reopening it from %s",
+        n->id, (unsigned long long)n->raft.current_term, (unsigned long long)n->raft.commit_index,
+        (unsigned long long)raft_last_index(&n->raft), n->raft.errmsg[0] ? ": " : "",
+        n->raft.errmsg, n->dir);
+    n->raft_up = false;
+    n->reopen_closing = true;
+    uint64_t now = uv_now(&n->loop);
+    /* Shut down again soon after a reopen (a disk that keeps failing): one try a second. */
+    n->reopen_delay_ms = n->reopened_at && now - n->reopened_at < 10000 ? 1000 : 0;
+    raftfsm_flush(&n->fsm);
+    raft_close(&n->raft, raftnode__reopen_closed_cb);
+}
+
+static void raftnode__reopen_closed_cb(struct raft *r)
+{
+    struct raftnode *n = r->data;
+    n->reopen_closing = false;
+    raft_uv_close(&n->uv_io);
+    raft_uv_tcp_close(&n->transport);
+    raftfsm_flush(&n->fsm); /* anything raft_close applied */
+    if (n->closing) {
+        raftnode__handles_close(n);
+        return;
+    }
+    /* Readiness starts over, as after a process start. */
+    n->target_known = false;
+    n->target = 0;
+    n->caught_up = false;
+    n->ready_term = 0;
+    n->barrier_inflight = false;
+    n->proposed_term = 0;
+    uv_timer_start(&n->reopen, raftnode__reopen_cb, n->reopen_delay_ms, 0);
+}
+
+static void raftnode__reopen_cb(uv_timer_t *t)
+{
+    struct raftnode *n = t->data;
+    if (n->closing || n->raft_up || n->reopen_closing)
+        return;
+    char errmsg[256];
+    int rv = raftnode__raft_init(n, errmsg, sizeof errmsg);
+    if (rv) {
+        LOG_ERROR("raft: reopening node %d: %s; trying again in 1 s", n->id, errmsg);
+        uv_timer_start(&n->reopen, raftnode__reopen_cb, 1000, 0);
+        return;
+    }
+    if (raft_start(&n->raft) != 0) {
+        LOG_ERROR("raft: reopening node %d: start: %s; trying again in 1 s", n->id,
+                  raft_errmsg(&n->raft));
+        n->reopen_closing = true;
+        n->reopen_delay_ms = 1000;
+        raft_close(&n->raft, raftnode__reopen_closed_cb);
+        return;
+    }
+    n->raft_up = true;
+    n->reopened_at = uv_now(&n->loop);
+    pthread_mutex_lock(&n->lock);
+    n->info.reopens++;
+    pthread_mutex_unlock(&n->lock);
+    LOG_WARN("raft: node %d reopened from %s (term %llu, last index %llu)", n->id, n->dir,
+             (unsigned long long)n->raft.current_term,
+             (unsigned long long)raft_last_index(&n->raft));
+    raftnode__refresh(n);
 }
 
 /* Runs the loop until the handles closed by a failed start are gone, then closes it. */
@@ -791,6 +979,10 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
     n->snapshot_trailing = (unsigned)cfg->snapshot_trailing;
     snprintf(n->address, sizeof n->address, "%s", me->raft_listen);
     snprintf(n->dir, sizeof n->dir, "%s/raft-%d", cfg->data_dir, id);
+    if (opts)
+        n->opts = *opts;
+    atomic_init(&n->fault_term, false);
+    n->info.id = id;
     pthread_mutex_init(&n->lock, NULL);
     raftfsm_init(&n->fsm, log, true);
     int rv = BZ_EIO;
@@ -808,48 +1000,16 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
         snprintf(errmsg, errlen, "raft: cannot create a libuv loop");
         goto err_after_fsm;
     }
-    if (raft_uv_tcp_init(&n->transport, &n->loop) != 0) {
-        snprintf(errmsg, errlen, "raft: cannot create the TCP transport");
+    if (raftnode__raft_init(n, errmsg, errlen) != 0)
         goto err_after_loop;
-    }
-    if (raft_uv_init(&n->uv_io, &n->loop, n->dir, &n->transport) != 0) {
-        snprintf(errmsg, errlen, "raft: %s: %s", n->dir, n->uv_io.errmsg);
-        raft_uv_tcp_close(&n->transport);
-        goto err_after_loop;
-    }
-    raftnode__io_wrap(n);
-    if (raft_init(&n->raft, &n->io, &n->fsm.fsm, (raft_id)id, n->address) != 0) {
-        snprintf(errmsg, errlen, "raft: init: %s", raft_errmsg(&n->raft));
-        raft_uv_close(&n->uv_io);
-        raft_uv_tcp_close(&n->transport);
-        goto err_after_loop;
-    }
-    n->raft.data = n;
-    n->uv_io.data = n->io.data;
-    if (opts && opts->election_timeout_ms)
-        raft_set_election_timeout(&n->raft, opts->election_timeout_ms);
-    if (opts && opts->heartbeat_timeout_ms)
-        raft_set_heartbeat_timeout(&n->raft, opts->heartbeat_timeout_ms);
-    n->heartbeat_ms = n->raft.heartbeat_timeout;
-    /* A peer that was down is dialled again after this (libuv transport default 1 s): a
-     * restarted follower waited 0.3-1 s idle for its leader to reconnect before catching up.
-     * One heartbeat keeps the retries of a dead peer cheap (a refused connect on a LAN). */
-    raft_uv_set_connect_retry_delay(&n->uv_io, n->heartbeat_ms);
-    /* libraft resends a lost InstallSnapshot only after this (default 30 s): a snapshot sent
-     * while the lagging replica was still down or reconnecting kept it unready that long in the
-     * unit test. Five election timeouts still cover sending a large snapshot on a LAN. */
-    raft_set_install_snapshot_timeout(&n->raft, opts && opts->install_snapshot_timeout_ms
-                                                    ? opts->install_snapshot_timeout_ms
-                                                    : 5 * n->raft.election_timeout);
-    raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
-    raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
-    /* Pre-vote: a replica cut off from the others does not disrupt the leader on its return. */
-    raft_set_pre_vote(&n->raft, true);
+    n->raft_up = true;
 
     uv_async_init(&n->loop, &n->wake, raftnode__wake_cb);
     n->wake.data = n;
     uv_timer_init(&n->loop, &n->poll);
     n->poll.data = n;
+    uv_timer_init(&n->loop, &n->reopen);
+    n->reopen.data = n;
     uv_prepare_init(&n->loop, &n->flush);
     n->flush.data = n;
 
@@ -892,6 +1052,7 @@ err_after_raft:
     n->closing = true;
     uv_timer_stop(&n->poll);
     uv_prepare_stop(&n->flush);
+    n->raft_up = false;
     raft_close(&n->raft, raftnode__raft_close_cb);
     raftnode__loop_drain(n);
     goto err_after_fsm;

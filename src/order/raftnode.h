@@ -123,9 +123,19 @@ struct raftnode_info {
      * sequencer may start from its table's last number + 1. */
     bool leader_ready;
     bool fsm_failed;
+    /* Times libraft shut the node down and the node reopened it from its data directory
+     * (raftnode.c, "reopening"): each is logged as an error. */
+    unsigned reopens;
 };
 
 void raftnode_info(struct raftnode *node, struct raftnode_info *out);
+
+/*
+ * Fault injection for tests: the node's next term change fails to persist (RAFT_IOERR from its
+ * set_term), which libraft answers by shutting the node down, as it does on a log conflict with
+ * a committed entry. The node must reopen itself.
+ */
+void raftnode_fault_term(struct raftnode *node);
 /* True when info.role is leader and info.leader_ready. */
 bool raftnode_is_leader(struct raftnode *node);
 
