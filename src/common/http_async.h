@@ -100,8 +100,10 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
 int http_async_get(struct http_async *a, const char *url, int timeout_ms, http_async_done_cb cb,
                    void *arg);
 
-/* Calls accepted and connections opened so far (for metrics and tests). */
+/* Calls accepted, connections opened, and calls sent again after a stale keep-alive close, so
+ * far (for metrics and tests). */
 unsigned long long http_async_calls(struct http_async *a);
 unsigned long long http_async_connects(struct http_async *a);
+unsigned long long http_async_stale_retries(struct http_async *a);
 
 #endif

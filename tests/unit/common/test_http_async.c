@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -472,6 +473,132 @@ static void test_embedded_client_runs_on_its_loop(void **state)
     peer_stop(&p);
 }
 
+/*
+ * An upstream's idle timeout striking as requests arrive: a peer that answers one request on
+ * each of n connections, then closes each of those, unanswered, when its next request comes
+ * (they all expire together), and serves later connections normally.
+ */
+struct idle_peer {
+    int listen_fd;
+    uint16_t port;
+    int n;
+    atomic_int requests, dropped;
+    pthread_t thread;
+};
+
+/* Reads one request head from fd; false at EOF. */
+static bool idle_peer_read(int fd)
+{
+    char buf[4096];
+    size_t have = 0;
+    while (have < sizeof buf - 1) {
+        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (n <= 0)
+            return false;
+        have += (size_t)n;
+        buf[have] = '\0';
+        if (strstr(buf, "\r\n\r\n"))
+            return true;
+    }
+    return false;
+}
+
+static void *idle_peer_main(void *arg)
+{
+    struct idle_peer *p = arg;
+    int fds[8];
+    for (int i = 0; i < p->n; i++) {
+        fds[i] = accept(p->listen_fd, NULL, NULL);
+        if (fds[i] < 0 || !idle_peer_read(fds[i]))
+            return NULL;
+        atomic_fetch_add(&p->requests, 1);
+        send(fds[i], OK_REPLY, strlen(OK_REPLY), MSG_NOSIGNAL);
+    }
+    struct pollfd pfds[8];
+    for (int i = 0; i < p->n; i++)
+        pfds[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    for (int left = p->n; left > 0;) {
+        if (poll(pfds, (nfds_t)p->n, 5000) <= 0)
+            break;
+        for (int i = 0; i < p->n; i++)
+            if (pfds[i].fd >= 0 && pfds[i].revents) {
+                close(pfds[i].fd); /* the request, unread and unanswered */
+                pfds[i].fd = -1;
+                atomic_fetch_add(&p->dropped, 1);
+                left--;
+            }
+    }
+    for (int i = 0; i < p->n; i++)
+        if (pfds[i].fd >= 0)
+            close(pfds[i].fd);
+    for (;;) {
+        int fd = accept(p->listen_fd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        while (idle_peer_read(fd)) {
+            atomic_fetch_add(&p->requests, 1);
+            send(fd, OK_REPLY, strlen(OK_REPLY), MSG_NOSIGNAL);
+        }
+        close(fd);
+    }
+}
+
+/*
+ * Every pooled connection goes stale at once (the front-end's catalog connections, idle since a
+ * pause as long as the catalog's idle timeout): the next GET is sent again past every stale
+ * connection and answered on a new one. It was a 503 when a call was retried only once (the
+ * bench's cache misses after each pause).
+ */
+static void test_embedded_client_after_idle_closes(void **state)
+{
+    (void)state;
+    struct idle_peer p = {.n = 3};
+    atomic_init(&p.requests, 0);
+    atomic_init(&p.dropped, 0);
+    p.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(p.listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(p.listen_fd, 16), 0);
+    socklen_t len = sizeof sa;
+    getsockname(p.listen_fd, (struct sockaddr *)&sa, &len);
+    p.port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&p.thread, NULL, idle_peer_main, &p), 0);
+
+    /* Three calls at once: three connections, each answered and then idle in the pool. */
+    struct http_async *a = http_async_embed();
+    struct result r[3];
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/stocks/A", p.port);
+    for (int i = 0; i < 3; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        assert_int_equal(http_async_get(a, url, 2000, result_cb, &r[i]), 0);
+    }
+    uint64_t give_up = clock_now_ms() + 5000;
+    while (!(r[0].done && r[1].done && r[2].done) && clock_now_ms() < give_up) {
+        struct pollfd pfd = {.fd = http_async_fd(a), .events = POLLIN};
+        poll(&pfd, 1, 50);
+        http_async_run(a);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_true(r[i].done);
+        assert_int_equal(r[i].status, 200);
+    }
+    assert_int_equal(http_async_connects(a), 3);
+
+    /* One GET: it meets the three closes in turn, then a new connection answers. */
+    struct result one;
+    assert_int_equal(embedded_get(a, p.port, 2000, &one), 0);
+    assert_int_equal(one.status, 200);
+    assert_int_equal(http_async_stale_retries(a), 3);
+    assert_int_equal(atomic_load(&p.dropped), 3);
+    assert_int_equal(http_async_connects(a), 4);
+    http_async_stop(a);
+    shutdown(p.listen_fd, SHUT_RDWR);
+    close(p.listen_fd);
+    pthread_join(p.thread, NULL);
+    assert_int_equal(atomic_load(&p.requests), 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +613,7 @@ int main(void)
         cmocka_unit_test(test_stale_close_retries_only_idempotent_calls),
         cmocka_unit_test(test_bad_urls_are_refused_without_a_call),
         cmocka_unit_test(test_embedded_client_runs_on_its_loop),
+        cmocka_unit_test(test_embedded_client_after_idle_closes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
