@@ -59,6 +59,8 @@ struct raftfsm {
     pthread_mutex_t lock; /* guards failed and error */
     bool failed;
     char error[256];
+    int64_t snap_count; /* async snapshots: the table's length when the snapshot was asked for */
+    _Atomic unsigned slow_snapshot_ms; /* tests: how long the worker waits before reading */
 };
 
 /*
@@ -67,6 +69,13 @@ struct raftfsm {
  * process; without it (tests), the state machine only marks itself failed.
  */
 void raftfsm_init(struct raftfsm *f, struct orderlog *log, bool abort_on_failure);
+/*
+ * Snapshots read the table on a libraft worker (fsm version 3, snapshot_async) instead of on
+ * the Raft thread, which a large table stalled: about 130 ms per 100k orders, every
+ * snapshot_threshold entries. The Raft I/O must implement async_work (libraft's libuv I/O
+ * does; its test fixture does not). Before raft_init.
+ */
+void raftfsm_set_async_snapshots(struct raftfsm *f);
 /* Frees the contents, not the struct; the log stays open. */
 void raftfsm_close(struct raftfsm *f);
 
@@ -92,6 +101,14 @@ int raftfsm_flush(struct raftfsm *f);
  * 0, BZ_EIO or BZ_ETOOBIG.
  */
 int raftfsm_snapshot_encode(struct raftfsm *f, struct strbuf *out);
+/*
+ * Encodes the table's first `count` orders (at most its length) as a snapshot into out, reading
+ * them through `buf` (PAGECODEC_PAGE_MAX entries). Safe on another thread than the one
+ * applying pages: the rows below the table's end never change, and each read holds the log's
+ * lock only for one page of rows. 0, BZ_EIO or BZ_ETOOBIG.
+ */
+int raftfsm_snapshot_encode_prefix(struct raftfsm *f, int64_t count, struct order *buf,
+                                   struct strbuf *out);
 /* Installs an encoded snapshot (caller keeps buf). 0, BZ_EINVAL (failed) or BZ_EIO. */
 int raftfsm_snapshot_install(struct raftfsm *f, const void *buf, size_t len);
 

@@ -347,7 +347,10 @@ static void raftnode__io_wrap(struct raftnode *n)
 {
     struct raft_io *io = &n->io;
     memset(io, 0, sizeof *io);
-    io->version = n->uv_io.version < 2 ? n->uv_io.version : 2;
+    /* libraft 0.15's libuv I/O implements async_work (a libuv thread-pool job) but still says
+     * version 1, and raft_init refuses async snapshots (raftfsm_set_async_snapshots) without
+     * version 2: the decorator says 2 when the method is there. */
+    io->version = n->uv_io.version >= 2 || n->uv_io.async_work ? 2 : n->uv_io.version;
     io->impl = n;
     io->init = raftnode__io_init;
     io->close = raftnode__io_close;
@@ -797,6 +800,11 @@ void raftnode_fault_term(struct raftnode *node)
     atomic_store(&node->fault_term, true);
 }
 
+void raftnode_fault_slow_snapshot(struct raftnode *node, unsigned ms)
+{
+    atomic_store(&node->fsm.slow_snapshot_ms, ms);
+}
+
 void raftnode_info(struct raftnode *node, struct raftnode_info *out)
 {
     pthread_mutex_lock(&node->lock);
@@ -985,6 +993,7 @@ int raftnode_start(struct raftnode **out, const struct bz_config *cfg, int id, s
     n->info.id = id;
     pthread_mutex_init(&n->lock, NULL);
     raftfsm_init(&n->fsm, log, true);
+    raftfsm_set_async_snapshots(&n->fsm);
     int rv = BZ_EIO;
 
     /* The table is the state machine's copy: Raft's log and snapshots are the durable record

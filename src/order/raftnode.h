@@ -136,6 +136,9 @@ void raftnode_info(struct raftnode *node, struct raftnode_info *out);
  * a committed entry. The node must reopen itself.
  */
 void raftnode_fault_term(struct raftnode *node);
+/* Fault injection for tests: each snapshot's worker waits ms before reading the table, so that a
+ * stop or a reopen meets a snapshot in flight. */
+void raftnode_fault_slow_snapshot(struct raftnode *node, unsigned ms);
 /* True when info.role is leader and info.leader_ready. */
 bool raftnode_is_leader(struct raftnode *node);
 

@@ -1042,6 +1042,41 @@ static void test_node_reopen(void **state)
     json_decref(status);
 }
 
+/*
+ * Snapshots are read on a worker (raftfsm_set_async_snapshots): a node stopped while one is being
+ * read, and a node reopened meanwhile, must wait for it and close cleanly (ASan watches). 48
+ * pages of 1,000 orders cross the snapshot threshold (16 entries) three times on every node, and
+ * each snapshot's worker first waits 400 ms, so the stops below meet snapshots in flight.
+ */
+static void test_node_snapshot_in_flight(void **state)
+{
+    struct uvcluster *u = *state;
+    int l = uv_leader(u), f = (l + 1) % 3;
+    for (int i = 0; i < 3; i++)
+        raftnode_fault_slow_snapshot(u->nodes[i], 400);
+    struct order *e = uv_journal(0, 48000);
+    for (int k = 0; k < 48; k++)
+        assert_int_equal(raftnode_propose_wait(u->nodes[l], e + k * 1000, 1000, 10000), 0);
+    free(e);
+    raftnode_fault_term(u->nodes[f]); /* a reopen on the next election, maybe mid-snapshot */
+    uv_close_node(u, l);
+    uv_open(u, l);
+    int l2 = uv_leader(u);
+    e = uv_journal(48000, 10);
+    assert_int_equal(raftnode_propose_wait(u->nodes[l2], e, 10, 10000), 0);
+    free(e);
+    for (int i = 0; i < 3; i++)
+        uv_wait_last(u, i, 48009);
+    int g = (l + 2) % 3; /* never stopped: its counters cover the whole test */
+    json_t *status = raftnode_status_json(u->nodes[g], 2000);
+    assert_non_null(status);
+    assert_true(json_integer_value(json_object_get(json_object_get(status, "fsm"), "snapshots")) >=
+                1);
+    json_decref(status);
+    for (int i = 0; i < 3; i++)
+        uv_close_node(u, i); /* each maybe while its snapshot is read */
+}
+
 /* Start-up errors leave nothing running: a busy Raft port, a replica missing from the config. */
 static void test_node_start_errors(void **state)
 {
@@ -1078,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_random_schedules),
         cmocka_unit_test_setup_teardown(test_node_cluster, uv_setup, uv_teardown),
         cmocka_unit_test_setup_teardown(test_node_reopen, uv_setup, uv_teardown),
+        cmocka_unit_test_setup_teardown(test_node_snapshot_in_flight, uv_setup, uv_teardown),
         cmocka_unit_test_setup_teardown(test_node_start_errors, uv_setup, uv_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
