@@ -458,11 +458,15 @@ json_t *leader_status_json(struct leader *l)
         json_t *obj =
             json_pack("{s:i,s:s,s:b}", "id", r->id, "url", r->url, "reachable", r->reachable);
         if (r->health) {
+            /* Copies, not shared references: the status is serialised after the lock is
+             * released, while the prober may drop r->health on another thread (jansson's
+             * reference counts are atomic, but `make tsan` cannot see that inside the library
+             * and flagged the free in leader__probe against the read in json_dumps). */
             const char *keys[] = {"role", "status", "epoch", "last", "log_epoch", "leader"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
                 json_t *v = json_object_get(r->health, keys[k]);
                 if (v)
-                    json_object_set(obj, keys[k], v);
+                    json_object_set_new(obj, keys[k], json_deep_copy(v));
             }
         } else {
             json_object_set_new(obj, "role", json_string("down"));
