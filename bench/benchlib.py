@@ -639,12 +639,31 @@ def write_trade_script(path):
     return write_wrk_script(path, "POST", trade_bodies(), "/orders")
 
 
+def parse_variants(specs):
+    """--variant name=BIN_DIR:MODE arguments as (name, bin_dir, mode) tuples, in order."""
+    variants = []
+    for v in specs:
+        name, rest = v.split("=", 1)
+        bindir, mode = rest.rsplit(":", 1)
+        variants.append((name, bindir, mode))
+    return variants
+
+
 def start_trade_cluster(root, name, mode, bin_dir, overrides=None):
     """A 3-replica cluster (majority acks) of `mode` from bin_dir, with trade_stocks_csv()."""
     os.environ["BAZAAR_BIN_DIR"] = os.path.abspath(bin_dir)
     cluster = bazaar.Cluster(os.path.join(root, name), replicas=3, mode=mode, overrides=overrides,
                              stocks_csv=trade_stocks_csv(), log_level="warn")
     return cluster.start()
+
+
+def stop_clusters(clusters, root):
+    """The end of a run, however it ends: every cluster in the dict stopped, any child process
+    left stopped by PID, the temporary root removed."""
+    for c in clusters.values():
+        c.stop()
+    stop_children()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def cluster_pids(cluster):

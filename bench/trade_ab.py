@@ -16,7 +16,6 @@ compares the current build with etcd; this compares builds or modes with each ot
 
 import argparse
 import os
-import shutil
 import tempfile
 
 import benchlib
@@ -31,11 +30,7 @@ def main():
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    variants = []
-    for v in args.variant:
-        name, rest = v.split("=", 1)
-        bindir, mode = rest.rsplit(":", 1)
-        variants.append((name, bindir, mode))
+    variants = benchlib.parse_variants(args.variant)
     conns = [int(c) for c in args.connections.split(",")]
     benchlib.install_signal_handlers()
     root = tempfile.mkdtemp(prefix="bazaar-tradeab-")
@@ -58,10 +53,7 @@ def main():
             orders = benchlib.check_trade_log(clusters[name], acked[name], name)
             print(f"{name}: {orders} orders, replicas identical")
     finally:
-        for c in clusters.values():
-            c.stop()
-        benchlib.stop_children()
-        shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_clusters(clusters, root)
     ref = variants[0][0]
     print(f"load average: {benchlib.loadavg()} ({os.cpu_count()} CPUs)")
     print("| connections | " + " | ".join(f"{n} trades/s" for n, _, _ in variants) + " | " +

@@ -16,7 +16,6 @@ replication wire", was measured with it).
 import argparse
 import glob
 import os
-import shutil
 import tempfile
 
 import benchlib
@@ -73,11 +72,7 @@ def main():
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    variants = []
-    for v in args.variant:
-        name, rest = v.split("=", 1)
-        bindir, mode = rest.rsplit(":", 1)
-        variants.append((name, bindir, mode))
+    variants = benchlib.parse_variants(args.variant)
     benchlib.install_signal_handlers()
     root = tempfile.mkdtemp(prefix="bazaar-tradecpu-")
     clusters, runs = {}, {name: [] for name, _, _ in variants}
@@ -96,10 +91,7 @@ def main():
             orders = benchlib.check_trade_log(clusters[name], acked, name)
             print(f"{name}: {orders} orders, replicas identical")
     finally:
-        for c in clusters.values():
-            c.stop()
-        benchlib.stop_children()
-        shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_clusters(clusters, root)
 
     def median(xs):
         xs = sorted(xs)

@@ -658,31 +658,18 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
     call->cb = cb;
     call->arg = arg;
     call->idempotent = !post || r->idempotent;
-    if (a->embedded) {
-        /* On the owner's thread: straight to a connection, no queue and no wake-up. */
-        pthread_mutex_lock(&a->lock);
-        bool ok = !a->stopping && a->pending < HTTP_ASYNC_CALLS_MAX;
-        a->pending += ok;
-        pthread_mutex_unlock(&a->lock);
-        if (!ok) {
-            strbuf_free(&call->req);
-            free(call);
-            return BZ_EUNAVAIL;
-        }
-        atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed);
-        a->live++;
-        http_async__dispatch(a, call);
-        return 0;
-    }
-
+    /* Admitted under the lock; an embedded client's owner then sends it at once (no queue, no
+     * wake-up), a loop thread's call is queued for that thread. */
+    bool embedded = a->embedded, wake = false;
     pthread_mutex_lock(&a->lock);
     bool ok = !a->stopping && a->pending < HTTP_ASYNC_CALLS_MAX;
-    bool wake = false;
     if (ok) {
-        wake = a->queue == NULL; /* else a wake-up is already on its way */
-        *a->queue_tail = call;
-        a->queue_tail = &call->next;
         a->pending++;
+        if (!embedded) {
+            wake = a->queue == NULL; /* else a wake-up is already on its way */
+            *a->queue_tail = call;
+            a->queue_tail = &call->next;
+        }
     }
     pthread_mutex_unlock(&a->lock);
     if (!ok) {
@@ -691,8 +678,12 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
         return BZ_EUNAVAIL;
     }
     atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed);
-    if (wake)
+    if (embedded) {
+        a->live++;
+        http_async__dispatch(a, call);
+    } else if (wake) {
         http_async__wake(a);
+    }
     return 0;
 }
 

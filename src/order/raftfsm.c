@@ -289,6 +289,29 @@ static int raftfsm__raft_code(int rv)
     return rv == BZ_EIO ? RAFT_IOERR : rv == BZ_ETOOBIG ? RAFT_TOOBIG : RAFT_CORRUPT;
 }
 
+/* The snapshot of the table's first `count` orders (read through buf) as libraft's buffers. */
+static int raftfsm__snapshot_take(struct raftfsm *f, int64_t count, struct order *buf,
+                                  struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct strbuf sb;
+    strbuf_init(&sb, RAFTFSM__SNAPSHOT_MAX);
+    int rv = raftfsm_snapshot_encode_prefix(f, count, buf, &sb);
+    if (rv) {
+        LOG_ERROR("cannot take a snapshot: %s", bz_strerror(rv));
+        strbuf_free(&sb);
+        return raftfsm__raft_code(rv);
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (!*bufs)
+        util__oom(sizeof **bufs, __FILE__, __LINE__);
+    size_t len;
+    (*bufs)[0].base = strbuf_steal(&sb, &len);
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    atomic_fetch_add(&f->snapshots, 1);
+    return 0;
+}
+
 static int raftfsm__apply_cb(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
     struct raftfsm *f = fsm->data;
@@ -322,23 +345,9 @@ static int raftfsm__snapshot_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[]
         *n_bufs = 0;
         return 0;
     }
-    struct strbuf sb;
-    strbuf_init(&sb, RAFTFSM__SNAPSHOT_MAX);
-    int rv = raftfsm_snapshot_encode(f, &sb);
-    if (rv) {
-        LOG_ERROR("cannot take a snapshot: %s", bz_strerror(rv));
-        strbuf_free(&sb);
-        return raftfsm__raft_code(rv);
-    }
-    *bufs = raft_malloc(sizeof **bufs);
-    if (!*bufs)
-        util__oom(sizeof **bufs, __FILE__, __LINE__);
-    size_t len;
-    (*bufs)[0].base = strbuf_steal(&sb, &len);
-    (*bufs)[0].len = len;
-    *n_bufs = 1;
-    atomic_fetch_add(&f->snapshots, 1);
-    return 0;
+    struct orderlog_state st;
+    orderlog_state(f->log, &st);
+    return raftfsm__snapshot_take(f, st.last + 1, f->mine, bufs, n_bufs);
 }
 
 /*
@@ -351,30 +360,15 @@ static int raftfsm__snapshot_async_cb(struct raft_fsm *fsm, struct raft_buffer *
                                       unsigned *n_bufs)
 {
     struct raftfsm *f = fsm->data;
-    struct strbuf sb;
-    strbuf_init(&sb, RAFTFSM__SNAPSHOT_MAX);
     unsigned slow = atomic_load(&f->slow_snapshot_ms);
     if (slow) { /* raftnode_fault_slow_snapshot */
         struct timespec ts = {.tv_sec = slow / 1000, .tv_nsec = (long)(slow % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     struct order *buf = xcalloc(PAGECODEC_PAGE_MAX, sizeof *buf);
-    int rv = raftfsm_snapshot_encode_prefix(f, f->snap_count, buf, &sb);
+    int rv = raftfsm__snapshot_take(f, f->snap_count, buf, bufs, n_bufs);
     free(buf);
-    if (rv) {
-        LOG_ERROR("cannot take a snapshot: %s", bz_strerror(rv));
-        strbuf_free(&sb);
-        return raftfsm__raft_code(rv);
-    }
-    *bufs = raft_malloc(sizeof **bufs);
-    if (!*bufs)
-        util__oom(sizeof **bufs, __FILE__, __LINE__);
-    size_t len;
-    (*bufs)[0].base = strbuf_steal(&sb, &len);
-    (*bufs)[0].len = len;
-    *n_bufs = 1;
-    atomic_fetch_add(&f->snapshots, 1);
-    return 0;
+    return rv;
 }
 
 static int raftfsm__finalize_cb(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
