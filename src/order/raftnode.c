@@ -726,15 +726,6 @@ static void raftnode__handles_close(struct raftnode *n)
     uv_close((uv_handle_t *)&n->wake, NULL);
 }
 
-static void raftnode__raft_close_cb(struct raft *r)
-{
-    struct raftnode *n = r->data;
-    raft_uv_close(&n->uv_io);
-    raft_uv_tcp_close(&n->transport);
-    raftnode__handles_close(n);
-    raftfsm_flush(&n->fsm); /* anything raft_close applied */
-}
-
 static void *raftnode__main(void *arg)
 {
     struct raftnode *n = arg;
@@ -953,7 +944,6 @@ static int raftnode__raft_init(struct raftnode *n, char *errmsg, size_t errlen)
  * the entries the leader sends replace the conflicting ones. Pending proposals and barriers
  * fail with BZ_EUNAVAIL (the proposer starts again from the table); readiness starts over.
  */
-static void raftnode__reopen_closed_cb(struct raft *r);
 static void raftnode__reopen_cb(uv_timer_t *t);
 
 static void raftnode__reopen_begin(struct raftnode *n)
@@ -970,10 +960,14 @@ static void raftnode__reopen_begin(struct raftnode *n)
     /* Shut down again soon after a reopen (a disk that keeps failing): one try a second. */
     n->reopen_delay_ms = n->reopened_at && now - n->reopened_at < 10000 ? 1000 : 0;
     raftfsm_flush(&n->fsm);
-    raft_close(&n->raft, raftnode__reopen_closed_cb);
+    raft_close(&n->raft, raftnode__raft_close_cb);
 }
 
-static void raftnode__reopen_closed_cb(struct raft *r)
+/*
+ * Every raft_close ends here: after a stop (closing) the loop's handles close too and the thread
+ * ends; after libraft shut the node down, a fresh instance is opened on the reopen timer.
+ */
+static void raftnode__raft_close_cb(struct raft *r)
 {
     struct raftnode *n = r->data;
     n->reopen_closing = false;
@@ -1011,7 +1005,7 @@ static void raftnode__reopen_cb(uv_timer_t *t)
                   raft_errmsg(&n->raft));
         n->reopen_closing = true;
         n->reopen_delay_ms = 1000;
-        raft_close(&n->raft, raftnode__reopen_closed_cb);
+        raft_close(&n->raft, raftnode__raft_close_cb);
         return;
     }
     n->raft_up = true;
