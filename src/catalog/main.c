@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "error.h"
@@ -153,8 +154,11 @@ static void catalog__executed(struct catalog *c, const struct trade *trades,
     notify_flush(c->notify); /* the batch's changes in one message per front-end */
 }
 
+/* The content type of the binary batch and its reply (msg.h). */
+#define CATALOG__BINARY "application/octet-stream"
+
 /*
- * POST /execute: the order leader's batch. The trades run in order in one
+ * POST /execute: the order leader's batch, binary (msg.h). The trades run in order in one
  * transaction; the reply carries each outcome and the journal from the
  * leader's cursor, so whatever this catalog executed for a leader that died
  * (or for a call whose reply was lost) reaches the order log with the next
@@ -165,17 +169,20 @@ static void catalog__execute(void *svc, const struct http_request *req, struct h
     struct catalog *c = svc;
     char msg[240];
     struct msg_exec m;
-    json_t *body = http_request_json_object(req, resp);
-    if (!body)
+    const char *type = http_request_header(req, "Content-Type");
+    if (!type || strcasecmp(type, CATALOG__BINARY) != 0) {
+        http_reply_error(resp, BZ_EINVAL, "a batch is " CATALOG__BINARY " (src/common/msg.h)");
         return;
-    int rv = msg_exec_from_json(body, &m, msg, sizeof msg);
-    json_decref(body);
+    }
+    int rv = msg_exec_decode(req->body, req->body_len, &m, msg, sizeof msg);
     if (rv) {
         http_reply_error(resp, rv, msg);
         return;
     }
     struct stockdb_outcome *out = xcalloc(m.n ? m.n : 1, sizeof *out);
     struct msg_exec_reply reply;
+    char *bytes;
+    size_t len;
     if ((rv = stockdb_execute(c->db, m.trades, m.n, out, m.committed)) != 0) {
         http_reply_error(resp, rv, NULL);
     } else {
@@ -184,7 +191,14 @@ static void catalog__execute(void *svc, const struct http_request *req, struct h
             LOG_ERROR("journal from %lld: %s", (long long)m.from, msg);
             http_reply_error(resp, rv, msg);
         } else {
-            http_reply_data(resp, msg_exec_reply_to_json(&reply));
+            if (msg_exec_reply_encode(&reply, &bytes, &len) != 0) {
+                LOG_ERROR("the reply to a batch from %lld cannot be encoded", (long long)m.from);
+                http_reply_error(resp, BZ_EINTERNAL, "reply cannot be encoded");
+            } else {
+                resp->content_type = CATALOG__BINARY;
+                http_reply_bytes(resp, 200, bytes, len);
+                free(bytes);
+            }
             msg_exec_reply_free(&reply);
         }
     }

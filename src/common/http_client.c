@@ -198,3 +198,25 @@ json_t *http_client_call_json(const char *url, const char *secret, const json_t 
     http_reply_free(&reply);
     return data;
 }
+
+int http_client_call_binary(const char *url, const char *secret, const char *body, size_t len,
+                            int timeout_ms, struct http_reply *out, char *msg, size_t msglen)
+{
+    static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
+    int err = http_client_request_headers(body ? "POST" : "GET", url, secret, body ? headers : NULL,
+                                          body, len, timeout_ms, out);
+    if (err) {
+        snprintf(msg, msglen, "%s", bz_strerror(err));
+        return err;
+    }
+    if (out->status == 200)
+        return 0;
+    json_t *data = http_reply_data_json(out, &err, msg, msglen); /* the error's code and message */
+    json_decref(data);
+    if (err == 0) {
+        snprintf(msg, msglen, "unexpected status %d", out->status);
+        err = BZ_EUPSTREAM;
+    }
+    http_reply_free(out);
+    return err;
+}

@@ -60,6 +60,16 @@ void http_reply_from_json(struct http_reply *out, int status, const json_t *body
 json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen);
 
 /*
+ * The one way services call each other with binary bodies (the trade path's
+ * messages, msg.h): POSTs `body` as application/octet-stream, or GETs when it
+ * is NULL. 0 with *out holding the 200 reply (free it with http_reply_free),
+ * or the BZ_E* code of the transport or of the peer's error status (its JSON
+ * error shape), with msg the reason.
+ */
+int http_client_call_binary(const char *url, const char *secret, const char *body, size_t len,
+                            int timeout_ms, struct http_reply *out, char *msg, size_t msglen);
+
+/*
  * The one way services call each other with JSON: encodes `body` (NULL makes
  * it a GET, otherwise a POST), calls url with the secret and a deadline, and
  * decodes the reply. Returns the "data" member (a new reference) of a 2xx

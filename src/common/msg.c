@@ -24,22 +24,6 @@ static int msg__int(const json_t *obj, const char *key, json_int_t lo, json_int_
     return 0;
 }
 
-/* An entry with an epoch (a replica's log) or without (the catalog's journal: epoch 0). */
-static int msg__entry_from_json(const json_t *obj, bool with_epoch, struct order *out, char *errmsg,
-                                size_t errlen)
-{
-    static const char *const keys[] = {"number", "request_id", "name", "type", "quantity", "epoch"};
-    json_int_t number, epoch = 0;
-    if (trade_check_fields(obj, keys, with_epoch ? 6 : 5, errmsg, errlen) ||
-        trade_from_members(obj, true, &out->trade, errmsg, errlen) ||
-        msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen) ||
-        (with_epoch && msg__int(obj, "epoch", 1, MSG__EPOCH_MAX, &epoch, errmsg, errlen)))
-        return BZ_EINVAL;
-    out->number = number;
-    out->epoch = (uint64_t)epoch;
-    return 0;
-}
-
 json_t *msg_notice_to_json(const struct msg_notice *m)
 {
     return json_pack("{s:i,s:I}", "leader", m->leader, "epoch", (json_int_t)m->epoch);
@@ -202,36 +186,67 @@ int msg_inval_from_json(const json_t *obj, struct msg_inval *out, char *errmsg, 
 
 /* ---------------------------------------------------------------- execute */
 
-json_t *msg_exec_to_json(const struct msg_exec *m)
+static const char msg__exec_magic[4] = {'B', 'Z', 'X', '1'};
+static const char msg__exec_reply_magic[4] = {'B', 'Z', 'Y', '1'};
+
+#define MSG__EXEC_HEADER       (4 + 8 + 8 + 4) /* magic from committed n */
+#define MSG__EXEC_REPLY_HEADER (4 + 8 + 4)     /* magic end n */
+#define MSG__RESULT_MIN        (2 + 1)         /* a refusal with an empty message */
+
+int msg_exec_encode(const struct msg_exec *m, char **buf, size_t *len)
 {
-    json_t *trades = json_array();
+    /* Nothing is encoded that msg_exec_decode would refuse. */
+    if (m->from < 0 || m->from > MSG__NUMBER_MAX || m->committed < 0 ||
+        m->committed > MSG__NUMBER_MAX || m->n > MSG_MAX_ENTRIES)
+        return BZ_EINVAL;
+    size_t size = MSG__EXEC_HEADER;
+    for (size_t i = 0; i < m->n; i++) {
+        if (pagecodec_entry_check(&m->trades[i]))
+            return BZ_EINVAL;
+        size += pagecodec_entry_size(&m->trades[i]);
+    }
+    uint8_t *b = xmalloc(size);
+    memcpy(b, msg__exec_magic, 4);
+    uint8_t *p = pagecodec_put_u64(b + 4, (uint64_t)m->from);
+    p = pagecodec_put_u64(p, (uint64_t)m->committed);
+    p = pagecodec_put_u32(p, (uint32_t)m->n);
     for (size_t i = 0; i < m->n; i++)
-        json_array_append_new(trades, trade_to_json(&m->trades[i]));
-    return json_pack("{s:I,s:I,s:o}", "from", (json_int_t)m->from, "committed",
-                     (json_int_t)m->committed, "trades", trades);
+        p = pagecodec_entry_put(p, &m->trades[i]);
+    *buf = (char *)b;
+    *len = size;
+    return 0;
 }
 
-int msg_exec_from_json(const json_t *obj, struct msg_exec *out, char *errmsg, size_t errlen)
+int msg_exec_decode(const void *buf, size_t len, struct msg_exec *out, char *errmsg, size_t errlen)
 {
-    static const char *const keys[] = {"from", "committed", "trades"};
-    json_int_t from, committed;
+    const uint8_t *p = buf, *end = p + len;
+    int64_t from, committed;
     memset(out, 0, sizeof *out);
-    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
-        msg__int(obj, "from", 0, MSG__NUMBER_MAX, &from, errmsg, errlen) ||
-        msg__int(obj, "committed", 0, MSG__NUMBER_MAX, &committed, errmsg, errlen))
-        return BZ_EINVAL;
-    const json_t *arr = json_object_get(obj, "trades");
-    if (!json_is_array(arr) || json_array_size(arr) > MSG_MAX_ENTRIES) {
-        snprintf(errmsg, errlen, "trades must be an array of at most %d", MSG_MAX_ENTRIES);
+    if (len < MSG__EXEC_HEADER || memcmp(p, msg__exec_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not a batch to execute (%zu bytes)", len);
         return BZ_EINVAL;
     }
-    size_t n = json_array_size(arr);
+    if (msg__field("from", pagecodec_get_u64(p + 4), 0, MSG__NUMBER_MAX, &from, errmsg, errlen) ||
+        msg__field("committed", pagecodec_get_u64(p + 12), 0, MSG__NUMBER_MAX, &committed, errmsg,
+                   errlen))
+        return BZ_EINVAL;
+    uint32_t n = pagecodec_get_u32(p + 20);
+    if (n > MSG_MAX_ENTRIES) {
+        snprintf(errmsg, errlen, "trades: %u, at most %d", n, MSG_MAX_ENTRIES);
+        return BZ_EINVAL;
+    }
+    p += MSG__EXEC_HEADER;
     out->trades = xcalloc(n ? n : 1, sizeof *out->trades);
-    for (size_t i = 0; i < n; i++) {
-        if (trade_from_json(json_array_get(arr, i), true, &out->trades[i], errmsg, errlen) != 0) {
+    for (uint32_t i = 0; i < n; i++) {
+        if (pagecodec_entry_get(&p, end, &out->trades[i], errmsg, errlen)) {
             msg_exec_free(out);
             return BZ_EINVAL;
         }
+    }
+    if (p != end) {
+        snprintf(errmsg, errlen, "%zu bytes past the batch's %u trades", (size_t)(end - p), n);
+        msg_exec_free(out);
+        return BZ_EINVAL;
     }
     out->n = n;
     out->from = from;
@@ -246,92 +261,132 @@ void msg_exec_free(struct msg_exec *m)
     m->n = 0;
 }
 
-json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m)
+/* A result's message as sent: at most sizeof message - 1 bytes, no NUL. */
+static size_t msg__result_message_len(const struct msg_exec_result *r)
 {
-    json_t *results = json_array(), *journal = json_array();
-    for (size_t i = 0; i < m->nresults; i++) {
-        const struct msg_exec_result *r = &m->results[i];
-        json_array_append_new(
-            results, r->code == 200
-                         ? json_pack("{s:i,s:I}", "code", 200, "number", (json_int_t)r->number)
-                         : json_pack("{s:i,s:s}", "code", r->code, "message", r->message));
-    }
-    for (size_t i = 0; i < m->njournal; i++) {
-        json_t *e = trade_to_json(&m->journal[i].trade);
-        json_object_set_new(e, "number", json_integer(m->journal[i].number));
-        json_array_append_new(journal, e);
-    }
-    return json_pack("{s:o,s:o,s:I}", "results", results, "journal", journal, "end",
-                     (json_int_t)m->end);
+    return strnlen(r->message, sizeof r->message - 1);
 }
 
-static int msg__exec_result(const json_t *obj, struct msg_exec_result *out, char *errmsg,
-                            size_t errlen)
+int msg_exec_reply_encode(const struct msg_exec_reply *m, char **buf, size_t *len)
 {
-    static const char *const ok_keys[] = {"code", "number"}, *const err_keys[] = {"code",
-                                                                                  "message"};
-    json_int_t code, number;
-    if (msg__int(obj, "code", 200, 599, &code, errmsg, errlen))
+    if (m->nresults > MSG_MAX_ENTRIES || m->njournal > MSG_MAX_ENTRIES || m->end < 0 ||
+        m->end > MSG__NUMBER_MAX ||
+        (m->njournal && m->end < m->journal[0].number + (int64_t)m->njournal))
         return BZ_EINVAL;
-    out->code = (int)code;
-    out->number = -1;
-    out->message[0] = '\0';
-    if (code == 200) {
-        if (trade_check_fields(obj, ok_keys, 2, errmsg, errlen) ||
-            msg__int(obj, "number", 0, MSG__NUMBER_MAX, &number, errmsg, errlen))
+    for (size_t i = 0; i < m->njournal; i++)
+        if (m->journal[i].epoch != 0 || m->journal[i].number < 0 ||
+            m->journal[i].number > MSG__NUMBER_MAX)
             return BZ_EINVAL;
-        out->number = number;
-        return 0;
+    size_t size = MSG__EXEC_REPLY_HEADER;
+    for (size_t i = 0; i < m->nresults; i++) {
+        const struct msg_exec_result *r = &m->results[i];
+        if (r->code < 200 || r->code > 599 ||
+            (r->code == 200 && (r->number < 0 || r->number > MSG__NUMBER_MAX)))
+            return BZ_EINVAL;
+        size += 2 + (r->code == 200 ? 8 : 1 + msg__result_message_len(r));
     }
-    const json_t *message = json_object_get(obj, "message");
-    if (trade_check_fields(obj, err_keys, 2, errmsg, errlen) || !json_is_string(message)) {
-        snprintf(errmsg, errlen, "a refused trade needs a message");
-        return BZ_EINVAL;
+    size_t slice = pagecodec_slice_size(m->journal, m->njournal);
+    uint8_t *b = xmalloc(size + slice);
+    memcpy(b, msg__exec_reply_magic, 4);
+    uint8_t *p = pagecodec_put_u64(b + 4, (uint64_t)m->end);
+    p = pagecodec_put_u32(p, (uint32_t)m->nresults);
+    for (size_t i = 0; i < m->nresults; i++) {
+        const struct msg_exec_result *r = &m->results[i];
+        *p++ = (uint8_t)(r->code & 0xff);
+        *p++ = (uint8_t)(r->code >> 8);
+        if (r->code == 200) {
+            p = pagecodec_put_u64(p, (uint64_t)r->number);
+        } else {
+            size_t mlen = msg__result_message_len(r);
+            *p++ = (uint8_t)mlen;
+            memcpy(p, r->message, mlen);
+            p += mlen;
+        }
     }
-    snprintf(out->message, sizeof out->message, "%s", json_string_value(message));
+    int rv = pagecodec_slice_encode(m->journal, m->njournal, p, slice);
+    if (rv) {
+        free(b);
+        return rv;
+    }
+    *buf = (char *)b;
+    *len = size + slice;
     return 0;
 }
 
-int msg_exec_reply_from_json(const json_t *obj, size_t ntrades, int64_t from,
-                             struct msg_exec_reply *out, char *errmsg, size_t errlen)
+/* Reads one result at *pp (advancing it); 0 or BZ_EINVAL with errmsg. */
+static int msg__exec_result_get(const uint8_t **pp, const uint8_t *end, struct msg_exec_result *out,
+                                char *errmsg, size_t errlen)
 {
-    static const char *const keys[] = {"results", "journal", "end"};
-    json_int_t end;
+    const uint8_t *p = *pp;
     memset(out, 0, sizeof *out);
-    const json_t *results = json_object_get(obj, "results"),
-                 *journal = json_object_get(obj, "journal");
-    if (trade_check_fields(obj, keys, 3, errmsg, errlen) ||
-        msg__int(obj, "end", 0, MSG__NUMBER_MAX, &end, errmsg, errlen))
-        return BZ_EINVAL;
-    if (!json_is_array(results) || json_array_size(results) != ntrades || !json_is_array(journal) ||
-        json_array_size(journal) > MSG_MAX_ENTRIES) {
-        snprintf(errmsg, errlen, "results must match the trades; journal at most %d entries",
-                 MSG_MAX_ENTRIES);
+    out->number = -1;
+    if (end - p < MSG__RESULT_MIN) {
+        snprintf(errmsg, errlen, "truncated result");
         return BZ_EINVAL;
     }
-    size_t nj = json_array_size(journal);
+    out->code = p[0] | p[1] << 8;
+    p += 2;
+    if (out->code < 200 || out->code > 599) {
+        snprintf(errmsg, errlen, "result code %d not in 200..599", out->code);
+        return BZ_EINVAL;
+    }
+    if (out->code == 200) {
+        if (end - p < 8 || msg__field("number", pagecodec_get_u64(p), 0, MSG__NUMBER_MAX,
+                                      &out->number, errmsg, errlen)) {
+            if (end - p < 8)
+                snprintf(errmsg, errlen, "truncated result");
+            return BZ_EINVAL;
+        }
+        *pp = p + 8;
+        return 0;
+    }
+    size_t mlen = *p++;
+    if (mlen >= sizeof out->message || (size_t)(end - p) < mlen || memchr(p, 0, mlen)) {
+        snprintf(errmsg, errlen, "bad or truncated refusal message");
+        return BZ_EINVAL;
+    }
+    memcpy(out->message, p, mlen);
+    *pp = p + mlen;
+    return 0;
+}
+
+int msg_exec_reply_decode(const void *buf, size_t len, size_t ntrades, int64_t from,
+                          struct msg_exec_reply *out, char *errmsg, size_t errlen)
+{
+    const uint8_t *p = buf, *end = p + len;
+    int64_t last_end;
+    memset(out, 0, sizeof *out);
+    if (len < MSG__EXEC_REPLY_HEADER || memcmp(p, msg__exec_reply_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not an execute reply (%zu bytes)", len);
+        return BZ_EINVAL;
+    }
+    if (msg__field("end", pagecodec_get_u64(p + 4), 0, MSG__NUMBER_MAX, &last_end, errmsg, errlen))
+        return BZ_EINVAL;
+    if (pagecodec_get_u32(p + 12) != ntrades) {
+        snprintf(errmsg, errlen, "%u results for %zu trades", pagecodec_get_u32(p + 12), ntrades);
+        return BZ_EINVAL;
+    }
+    p += MSG__EXEC_REPLY_HEADER;
     out->results = xcalloc(ntrades ? ntrades : 1, sizeof *out->results);
-    out->journal = xcalloc(nj ? nj : 1, sizeof *out->journal);
     for (size_t i = 0; i < ntrades; i++)
-        if (msg__exec_result(json_array_get(results, i), &out->results[i], errmsg, errlen))
+        if (msg__exec_result_get(&p, end, &out->results[i], errmsg, errlen))
             goto err;
-    for (size_t i = 0; i < nj; i++) {
-        if (msg__entry_from_json(json_array_get(journal, i), false, &out->journal[i], errmsg,
-                                 errlen))
-            goto err;
-        if (out->journal[i].number != from + (json_int_t)i) {
-            snprintf(errmsg, errlen, "journal entries must be numbered from %lld on",
+    if (pagecodec_slice_decode(p, (size_t)(end - p), MSG_MAX_ENTRIES, &out->journal, &out->njournal,
+                               errmsg, errlen))
+        goto err;
+    for (size_t i = 0; i < out->njournal; i++) {
+        if (out->journal[i].number != from + (int64_t)i || out->journal[i].epoch != 0) {
+            snprintf(errmsg, errlen, "journal entries must be numbered from %lld on, epoch 0",
                      (long long)from);
             goto err;
         }
     }
-    if (end < from + (json_int_t)nj) {
+    if (last_end < from + (int64_t)out->njournal) {
         snprintf(errmsg, errlen, "journal end before its last entry");
         goto err;
     }
     out->nresults = ntrades;
-    out->njournal = nj;
-    out->end = end;
+    out->end = last_end;
     return 0;
 err:
     msg_exec_reply_free(out);

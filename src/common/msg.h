@@ -9,17 +9,18 @@
  *   append         POST /replicate  binary (application/octet-stream), below  leader -> follower
  *     reply                         binary, below (an error is the JSON error shape)
  *   log page       GET /log/{from}  reply: binary, a slice (pagecodec.h)     replica -> replica
- *   execute        POST /execute    {"from":40,"committed":38,"trades":[<trade>...]}
- *                                                                       order leader -> catalog
- *     reply                         {"results":[{"code":200,"number":41},
- *                                               {"code":409,"message":"not enough shares"}],
- *                                    "journal":[<entry without epoch>...],"end":42}
+ *   execute        POST /execute    binary, below                       order leader -> catalog
+ *     reply                         binary, below (an error is the JSON error shape)
  *
- * The replication hot path is binary (docs/design.md, "The replication wire"):
- * the entries are a pagecodec.h slice, behind a fixed little-endian header:
+ * The trade hot path is binary (docs/design.md, "The replication wire"): the
+ * entries are a pagecodec.h slice, or pagecodec.h entries without numbers,
+ * behind a fixed little-endian header:
  *
- *   append   "BZA1" leader:u32 epoch:u64 prev:i64 prev_epoch:u64 start_last:i64 slice
- *   reply    "BZR1" ok:u32 match:i64 last:i64                      (MSG_APPEND_REPLY_SIZE)
+ *   append        "BZA1" leader:u32 epoch:u64 prev:i64 prev_epoch:u64 start_last:i64 slice
+ *   reply         "BZR1" ok:u32 match:i64 last:i64                 (MSG_APPEND_REPLY_SIZE)
+ *   execute       "BZX1" from:i64 committed:i64 n:u32 entry*n
+ *   reply         "BZY1" end:i64 n:u32 result*n slice       (the journal from `from`, epoch 0)
+ *   result        code:u16, then number:i64 if code is 200, else len:u8 message (no NUL)
  *
  * Decoders accept exactly these shapes and reject anything else with a
  * message, so a malformed or hostile peer cannot corrupt a log; encoders
@@ -160,25 +161,34 @@ struct msg_exec_reply {
     int64_t end;
 };
 
-json_t *msg_exec_to_json(const struct msg_exec *m);
-/* On 0, out->trades is allocated (even when n is 0); free with msg_exec_free. */
-int msg_exec_from_json(const json_t *obj, struct msg_exec *out, char *errmsg, size_t errlen);
+/*
+ * The batch's bytes: 0 with *buf (caller frees) and *len, or BZ_EINVAL for a
+ * batch msg_exec_decode would refuse (a cursor out of range, more than
+ * MSG_MAX_ENTRIES trades, a trade without a valid request id).
+ */
+int msg_exec_encode(const struct msg_exec *m, char **buf, size_t *len);
+/* Decodes a batch that fills buf exactly. On 0, out->trades is allocated (even when n is 0);
+ * free with msg_exec_free. BZ_EINVAL with errmsg set otherwise (nothing allocated). */
+int msg_exec_decode(const void *buf, size_t len, struct msg_exec *out, char *errmsg, size_t errlen);
 void msg_exec_free(struct msg_exec *m);
 
-json_t *msg_exec_reply_to_json(const struct msg_exec_reply *m);
+/* The reply's bytes: 0 with *buf (caller frees) and *len, or BZ_EINVAL for a reply
+ * msg_exec_reply_decode would refuse. */
+int msg_exec_reply_encode(const struct msg_exec_reply *m, char **buf, size_t *len);
 /*
  * The BZ_E* code of a refused trade from the HTTP status in its result:
  * BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH, else BZ_EUPSTREAM.
  */
 int msg_exec_refusal(int code);
 /*
- * Decodes a reply to a batch of `ntrades` trades sent with cursor `from`:
- * exactly ntrades results, journal entries numbered consecutively from `from`,
- * and end >= from + njournal. On 0 the arrays are allocated; free with
- * msg_exec_reply_free.
+ * Decodes a reply, filling buf exactly, to a batch of `ntrades` trades sent
+ * with cursor `from`: exactly ntrades results (codes 200..599, a number for
+ * 200, a message otherwise), journal entries numbered consecutively from
+ * `from` with epoch 0, and end >= from + njournal. On 0 the arrays are
+ * allocated; free with msg_exec_reply_free. BZ_EINVAL with errmsg otherwise.
  */
-int msg_exec_reply_from_json(const json_t *obj, size_t ntrades, int64_t from,
-                             struct msg_exec_reply *out, char *errmsg, size_t errlen);
+int msg_exec_reply_decode(const void *buf, size_t len, size_t ntrades, int64_t from,
+                          struct msg_exec_reply *out, char *errmsg, size_t errlen);
 void msg_exec_reply_free(struct msg_exec_reply *m);
 
 /* A follower's answer to an append. */

@@ -47,15 +47,14 @@ uint32_t pagecodec_get_u32(const uint8_t *p)
 
 /* ---------------------------------------------------------------- one entry */
 
-static size_t pagecodec__entry_size(const struct order *o)
+size_t pagecodec_entry_size(const struct trade *t)
 {
-    return 1 + 4 + 1 + strlen(o->trade.name) + 1 + strlen(o->trade.request_id);
+    return 1 + 4 + 1 + strlen(t->name) + 1 + strlen(t->request_id);
 }
 
 /* The checks the decoder makes, so the encoder never writes what cannot be read back. */
-static int pagecodec__entry_check(const struct order *o)
+int pagecodec_entry_check(const struct trade *t)
 {
-    const struct trade *t = &o->trade;
     if (!stock_name_valid(t->name, strlen(t->name)) || !request_id_valid(t->request_id) ||
         (t->type != TRADE_BUY && t->type != TRADE_SELL) || t->quantity < 1 ||
         t->quantity > TRADE_QUANTITY_MAX)
@@ -63,25 +62,24 @@ static int pagecodec__entry_check(const struct order *o)
     return 0;
 }
 
-static uint8_t *pagecodec__entry_put(uint8_t *p, const struct order *o)
+uint8_t *pagecodec_entry_put(uint8_t *p, const struct trade *t)
 {
-    size_t nlen = strlen(o->trade.name), rlen = strlen(o->trade.request_id);
-    *p++ = (uint8_t)o->trade.type;
-    p = pagecodec_put_u32(p, (uint32_t)o->trade.quantity);
+    size_t nlen = strlen(t->name), rlen = strlen(t->request_id);
+    *p++ = (uint8_t)t->type;
+    p = pagecodec_put_u32(p, (uint32_t)t->quantity);
     *p++ = (uint8_t)nlen;
-    memcpy(p, o->trade.name, nlen);
+    memcpy(p, t->name, nlen);
     p += nlen;
     *p++ = (uint8_t)rlen;
-    memcpy(p, o->trade.request_id, rlen);
+    memcpy(p, t->request_id, rlen);
     return p + rlen;
 }
 
-/* Reads one entry at *pp (advancing it); the caller sets number and epoch. */
-static int pagecodec__entry_get(const uint8_t **pp, const uint8_t *end, struct order *o,
-                                char *errmsg, size_t errlen)
+int pagecodec_entry_get(const uint8_t **pp, const uint8_t *end, struct trade *t, char *errmsg,
+                        size_t errlen)
 {
     const uint8_t *p = *pp;
-    memset(o, 0, sizeof *o);
+    memset(t, 0, sizeof *t);
     if (end - p < 6) {
         snprintf(errmsg, errlen, "truncated entry");
         return BZ_EINVAL;
@@ -98,20 +96,20 @@ static int pagecodec__entry_get(const uint8_t **pp, const uint8_t *end, struct o
         snprintf(errmsg, errlen, "bad or truncated stock name");
         return BZ_EINVAL;
     }
-    memcpy(o->trade.name, p, nlen);
+    memcpy(t->name, p, nlen);
     p += nlen;
     size_t rlen = *p++;
     if (rlen > TRADE_REQUEST_ID_MAX || (size_t)(end - p) < rlen) {
         snprintf(errmsg, errlen, "bad or truncated request id");
         return BZ_EINVAL;
     }
-    memcpy(o->trade.request_id, p, rlen);
+    memcpy(t->request_id, p, rlen);
     p += rlen;
-    o->trade.type = type == TRADE_SELL ? TRADE_SELL : TRADE_BUY;
-    o->trade.quantity = quantity;
+    t->type = type == TRADE_SELL ? TRADE_SELL : TRADE_BUY;
+    t->quantity = quantity;
     /* memcpy'd bytes may hold a NUL: the length checks below compare against the copied length. */
-    if (strlen(o->trade.name) != nlen || !stock_name_valid(o->trade.name, nlen) ||
-        strlen(o->trade.request_id) != rlen || !request_id_valid(o->trade.request_id)) {
+    if (strlen(t->name) != nlen || !stock_name_valid(t->name, nlen) ||
+        strlen(t->request_id) != rlen || !request_id_valid(t->request_id)) {
         snprintf(errmsg, errlen, "invalid stock name or request id");
         return BZ_EINVAL;
     }
@@ -132,7 +130,7 @@ static size_t pagecodec__page_unpadded(const struct order *entries, size_t n)
 {
     size_t len = PAGECODEC__PAGE_HEADER;
     for (size_t i = 0; i < n; i++)
-        len += pagecodec__entry_size(&entries[i]);
+        len += pagecodec_entry_size(&entries[i].trade);
     return len;
 }
 
@@ -149,7 +147,7 @@ int pagecodec_page_encode(const struct order *entries, size_t n, uint64_t epoch,
         entries[0].number > INT64_MAX - (int64_t)n || len != pagecodec_page_size(entries, n))
         return BZ_EINVAL;
     for (size_t i = 0; i < n; i++)
-        if (pagecodec__entry_check(&entries[i]) ||
+        if (pagecodec_entry_check(&entries[i].trade) ||
             entries[i].number != entries[0].number + (int64_t)i)
             return BZ_EINVAL;
     uint8_t *p = buf;
@@ -158,7 +156,7 @@ int pagecodec_page_encode(const struct order *entries, size_t n, uint64_t epoch,
     p = pagecodec_put_u64(p, epoch);
     p = pagecodec_put_u32(p, (uint32_t)n);
     for (size_t i = 0; i < n; i++)
-        p = pagecodec__entry_put(p, &entries[i]);
+        p = pagecodec_entry_put(p, &entries[i].trade);
     memset(p, 0, len - (size_t)(p - (uint8_t *)buf));
     return 0;
 }
@@ -194,7 +192,7 @@ static int pagecodec__page_read(const uint8_t *p, const uint8_t *end, struct ord
         return BZ_EINVAL;
     }
     for (uint32_t i = 0; i < count; i++) {
-        if (pagecodec__entry_get(&p, end, &out[i], errmsg, errlen))
+        if (pagecodec_entry_get(&p, end, &out[i].trade, errmsg, errlen))
             return BZ_EINVAL;
         out[i].number = (int64_t)first + (int64_t)i;
         out[i].epoch = epoch;
@@ -337,10 +335,10 @@ int pagecodec_snap_append(struct strbuf *out, const struct order *entries, size_
     uint8_t tmp[8 + 1 + 4 + 1 + STOCK_NAME_MAX + 1 + TRADE_REQUEST_ID_MAX];
     for (size_t i = 0; i < n; i++) {
         const struct order *o = &entries[i];
-        if (o->number != expect_first + (int64_t)i || pagecodec__entry_check(o))
+        if (o->number != expect_first + (int64_t)i || pagecodec_entry_check(&o->trade))
             return BZ_EINVAL;
         uint8_t *p = pagecodec_put_u64(tmp, o->epoch);
-        p = pagecodec__entry_put(p, o);
+        p = pagecodec_entry_put(p, &o->trade);
         int rv = strbuf_append(out, tmp, (size_t)(p - tmp));
         if (rv)
             return rv;
@@ -381,7 +379,7 @@ int pagecodec_snap_read(struct pagecodec_snap_reader *r, struct order *out, size
         }
         uint64_t epoch = pagecodec_get_u64(r->p);
         r->p += 8;
-        if (pagecodec__entry_get(&r->p, r->end, &out[k], errmsg, errlen))
+        if (pagecodec_entry_get(&r->p, r->end, &out[k].trade, errmsg, errlen))
             return BZ_EINVAL;
         out[k].number = r->next++;
         out[k].epoch = epoch;

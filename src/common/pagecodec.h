@@ -78,6 +78,19 @@ int pagecodec_slice_encode(const struct order *entries, size_t n, void *buf, siz
 int pagecodec_slice_decode(const void *buf, size_t len, size_t max, struct order **entries,
                            size_t *n, char *errmsg, size_t errlen);
 
+/*
+ * One entry (a trade with its request id), for envelopes that carry trades
+ * without numbers (the catalog's batch, msg.h). size: the bytes put writes.
+ * check: 0, or BZ_EINVAL for a trade the decoder would refuse (put writes
+ * only checked trades). get: reads the entry at *pp (never past end) and
+ * advances *pp; 0, or BZ_EINVAL with errmsg set.
+ */
+size_t pagecodec_entry_size(const struct trade *t);
+int pagecodec_entry_check(const struct trade *t);
+uint8_t *pagecodec_entry_put(uint8_t *p, const struct trade *t);
+int pagecodec_entry_get(const uint8_t **pp, const uint8_t *end, struct trade *t, char *errmsg,
+                        size_t errlen);
+
 /* Little-endian fields, for the envelopes around slices (msg.c). Each put returns p past it. */
 uint8_t *pagecodec_put_u64(uint8_t *p, uint64_t v);
 uint8_t *pagecodec_put_u32(uint8_t *p, uint32_t v);

@@ -94,14 +94,20 @@ int ordersvc_catalog_execute(const struct bz_config *cfg, const struct msg_exec 
 {
     char url[CONFIG_ADDR_MAX + 32];
     snprintf(url, sizeof url, "http://%s/execute", cfg->catalog_listen);
-    json_t *body = msg_exec_to_json(m);
-    int rv;
-    json_t *data =
-        http_client_call_json(url, cfg->secret, body, cfg->call_timeout_ms, &rv, errmsg, errlen);
-    json_decref(body);
-    if (!data)
+    char *body;
+    size_t len;
+    struct http_reply reply;
+    int rv = msg_exec_encode(m, &body, &len);
+    if (rv) {
+        snprintf(errmsg, errlen, "batch cannot be encoded");
+        return BZ_EINTERNAL;
+    }
+    rv = http_client_call_binary(url, cfg->secret, body, len, cfg->call_timeout_ms, &reply, errmsg,
+                                 errlen);
+    free(body);
+    if (rv)
         return rv;
-    rv = msg_exec_reply_from_json(data, m->n, m->from, out, errmsg, errlen);
-    json_decref(data);
+    rv = msg_exec_reply_decode(reply.body.data, reply.body.len, m->n, m->from, out, errmsg, errlen);
+    http_reply_free(&reply);
     return rv ? BZ_EUPSTREAM : 0;
 }

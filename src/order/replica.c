@@ -135,34 +135,6 @@ static void replica__answer(void *ctx, void *token, const struct pb_answer *answ
 
 /* ---------------------------------------------------------------- calls over HTTP */
 
-/*
- * A call whose 200 reply is binary (an append, a page of a peer's log): POSTs
- * `body` as application/octet-stream, or GETs when it is NULL. 0 with *out
- * holding the 200 reply (free it with http_reply_free), or the BZ_E* code of
- * the transport or of the peer's error status, with msg the reason.
- */
-static int replica__call_binary(struct replica *r, const char *url, const char *body, size_t len,
-                                int timeout_ms, struct http_reply *out, char *msg, size_t msglen)
-{
-    static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
-    int err = http_client_request_headers(body ? "POST" : "GET", url, r->cfg->secret,
-                                          body ? headers : NULL, body, len, timeout_ms, out);
-    if (err) {
-        snprintf(msg, msglen, "%s", bz_strerror(err));
-        return err;
-    }
-    if (out->status == 200)
-        return 0;
-    json_t *data = http_reply_data_json(out, &err, msg, msglen); /* the error's code and message */
-    json_decref(data);
-    if (err == 0) {
-        snprintf(msg, msglen, "unexpected status %d", out->status);
-        err = BZ_EUPSTREAM;
-    }
-    http_reply_free(out);
-    return err;
-}
-
 /* Encodes a call, performs it and decodes the reply strictly into *reply. */
 static void replica__perform(struct replica *r, const char *base, const struct pb_call *c,
                              struct pb_reply *reply)
@@ -185,9 +157,10 @@ static void replica__perform(struct replica *r, const char *base, const struct p
             snprintf(url, sizeof url, "%s/replicate", base);
         else
             snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
-        err = replica__call_binary(r, url, c->kind == PB_CALL_APPEND ? c->append->wire : NULL,
-                                   c->kind == PB_CALL_APPEND ? c->append->wire_len : 0,
-                                   c->timeout_ms, &h, msg, sizeof msg);
+        err = http_client_call_binary(url, r->cfg->secret,
+                                      c->kind == PB_CALL_APPEND ? c->append->wire : NULL,
+                                      c->kind == PB_CALL_APPEND ? c->append->wire_len : 0,
+                                      c->timeout_ms, &h, msg, sizeof msg);
         if (err) {
             /* Replicas answer 409 only to refuse an epoch older than one they promised. */
             reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;

@@ -1,5 +1,6 @@
 /* libFuzzer target: every internal message decoder: the JSON ones (invalidation, leader
- * notice) and the binary ones of replication (append, its reply, log pages). */
+ * notice) and the binary ones of the trade path (append, its reply, log pages, the catalog's
+ * batch and its reply). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,6 +44,38 @@ static void fuzz_binary(const uint8_t *data, size_t size)
             if (entries[i].number != entries[i - 1].number + 1)
                 __builtin_trap();
         free(entries);
+    }
+    struct msg_exec exec;
+    if (msg_exec_decode(data, size, &exec, msg, sizeof msg) == 0) {
+        /* A decoded batch encodes back to the same bytes. */
+        char *again;
+        size_t len;
+        if (msg_exec_encode(&exec, &again, &len) != 0 || len != size ||
+            memcmp(again, data, size) != 0)
+            __builtin_trap();
+        free(again);
+        msg_exec_free(&exec);
+    }
+    /* A reply to a batch of 0..2 trades from cursor 0. */
+    for (size_t ntrades = 0; ntrades < 3; ntrades++) {
+        struct msg_exec_reply er;
+        if (msg_exec_reply_decode(data, size, ntrades, 0, &er, msg, sizeof msg) != 0)
+            continue;
+        if (er.nresults != ntrades || er.end < (int64_t)er.njournal)
+            __builtin_trap();
+        for (size_t i = 0; i < er.njournal; i++)
+            if (er.journal[i].number != (int64_t)i || er.journal[i].epoch != 0)
+                __builtin_trap();
+        char *again;
+        size_t len;
+        struct msg_exec_reply back;
+        if (msg_exec_reply_encode(&er, &again, &len) != 0 ||
+            msg_exec_reply_decode(again, len, ntrades, 0, &back, msg, sizeof msg) != 0 ||
+            back.njournal != er.njournal)
+            __builtin_trap();
+        msg_exec_reply_free(&back);
+        free(again);
+        msg_exec_reply_free(&er);
     }
 }
 

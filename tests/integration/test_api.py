@@ -59,8 +59,10 @@ class ApiTestCase(bazaar.ClusterTestCase):
         return number
 
     def leader_orders(self):
-        """Order rows (contract columns) in replica 1's database."""
-        return order_view(db_orders(self.cluster, 1))
+        """Order rows (contract columns) in replica 1's database, once they stopped changing (a
+        Raft node writes an order's row when it applies the entry, possibly after the ack)."""
+        return bazaar.wait_stable(lambda: order_view(db_orders(self.cluster, 1)), still=0.3,
+                                  what="replica 1's order rows")
 
 
 class TestLookup(ApiTestCase):

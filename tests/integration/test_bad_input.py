@@ -339,6 +339,50 @@ class TestBadInput(bazaar.ClusterTestCase):
         self.assertEqual((after.get("promised"), after.get("last")),
                          (state.get("promised"), state.get("last")))
 
+    def test_execute_refuses_bad_binary_batches(self):
+        """The catalog's POST /execute takes a binary batch (src/common/msg.h): a wrong content
+        type, the old JSON body, a truncated header or trade, a count past the end or short of
+        it, trailing bytes, a trade without a request id or an oversize body is a JSON 4xx that
+        executes nothing."""
+        host, port = self.cluster.address("catalog")
+        trade = {"request_id": "forged-exec-1", "name": "GameStart", "type": "buy", "quantity": 1}
+        good = bazaar.encode_exec(0, 0, [trade])
+        count_past_end = bytearray(good)
+        count_past_end[20:24] = (2).to_bytes(4, "little")
+        count_short = bazaar.encode_exec(0, 0, [trade, dict(trade, request_id="forged-exec-2")])
+        count_short = count_short[:20] + (1).to_bytes(4, "little") + count_short[24:]
+
+        def post(body, content_type=bazaar.BINARY.encode()):
+            headers = (SECRET,) + ((b"Content-Type: " + content_type,) if content_type else ())
+            return req(b"POST", b"/execute", headers=headers, body=body)
+
+        cases = [
+            ("JSON content type", post(good, b"application/json"), 400),
+            ("no content type", post(good, None), 400),
+            ("a JSON batch", post(json.dumps({"from": 0, "committed": 0,
+                                              "trades": [trade]}).encode()), 400),
+            ("empty body", post(b""), 400),
+            ("truncated header", post(good[:12]), 400),
+            ("truncated trade", post(good[:-3]), 400),
+            ("count past the end", post(bytes(count_past_end)), 400),
+            ("count short of the trades", post(count_short), 400),
+            ("trailing bytes", post(good + b"\0" * 3), 400),
+            ("negative cursor", post(bazaar.encode_exec(-1, 0, [trade])), 400),
+            ("a trade without a request id",
+             post(bazaar.encode_exec(0, 0, [dict(trade, request_id="")])), 400),
+            ("over 1 MiB sent", post(good + b"\0" * (1024 * 1024)), 413),
+            ("no secret", req(b"POST", b"/execute",
+                              headers=(b"Content-Type: " + bazaar.BINARY.encode(),), body=good),
+             401),
+        ]
+        before = self.snapshot()
+        for label, data, status in cases:
+            with self.subTest(label):
+                reply = raw_exchange(host, port, data, timeout=SOCKET_TIMEOUT)
+                self.assertEqual(status_of(reply.data), status, reply.data[:300])
+                self.assertJsonErrorBytes(reply.data, status)
+        self.assertUnchanged(before, "after bad batches")
+
     def test_order_batch_answers_each_order_as_post_orders_would(self):
         """POST /orders/batch (front-end -> leader): each order validated, deduplicated and
         answered on its own, in the request's order; a bad order changes nothing."""

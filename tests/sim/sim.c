@@ -506,13 +506,35 @@ static struct pb_reply *sim_process(struct sim *s, const struct pb_call *call)
 {
     struct pb_reply *r = xcalloc(1, sizeof *r);
     if (call->kind == PB_CALL_EXECUTE) {
-        struct stockdb_outcome *out = xcalloc(call->exec.n ? call->exec.n : 1, sizeof *out);
-        int rv =
-            stockdb_execute(s->catalog, call->exec.trades, call->exec.n, out, call->exec.committed);
-        char msg[200];
+        /* Through the wire format both ways, as production sends it (msg.h). */
+        struct msg_exec m;
+        struct msg_exec_reply reply;
+        char msg[200], *bytes = NULL;
+        size_t len;
+        int bad = msg_exec_encode(&call->exec, &bytes, &len) ||
+                  msg_exec_decode(bytes, len, &m, msg, sizeof msg);
+        free(bytes);
+        bytes = NULL;
+        if (bad) {
+            sim_fail(s, "a batch the leader built does not encode and decode");
+            r->err = BZ_EUPSTREAM;
+            return r;
+        }
+        struct stockdb_outcome *out = xcalloc(m.n ? m.n : 1, sizeof *out);
+        int rv = stockdb_execute(s->catalog, m.trades, m.n, out, m.committed);
         if (rv == 0) /* the reply the catalog's POST /execute sends */
-            rv = stockdb_exec_reply(s->catalog, &call->exec, out, &r->exec, msg, sizeof msg);
+            rv = stockdb_exec_reply(s->catalog, &m, out, &reply, msg, sizeof msg);
         free(out);
+        if (rv == 0) {
+            if (msg_exec_reply_encode(&reply, &bytes, &len) ||
+                msg_exec_reply_decode(bytes, len, m.n, m.from, &r->exec, msg, sizeof msg)) {
+                sim_fail(s, "an execute reply does not encode and decode");
+                rv = BZ_EUPSTREAM;
+            }
+            free(bytes);
+            msg_exec_reply_free(&reply);
+        }
+        msg_exec_free(&m);
         r->err = rv;
         return r;
     }

@@ -449,89 +449,235 @@ static void test_append_damaged(void **state)
     assert_int_equal(msg_append_decode(json, strlen(json), &out, errmsg, sizeof errmsg), BZ_EINVAL);
 }
 
-/* ---------------------------------------------------------------- execute */
+/* ---------------------------------------------------------------- execute (binary) */
+
+/* The bytes of a batch as a (possibly hostile) leader may send them: no encoder checks. */
+static uint8_t *exec_raw(int64_t from, int64_t committed, uint32_t claimed, const struct order *e,
+                         size_t n, size_t *len)
+{
+    size_t size = 24;
+    for (size_t i = 0; i < n; i++)
+        size += pagecodec_entry_size(&e[i].trade);
+    uint8_t *b = xmalloc(size), *p = b;
+    memcpy(p, "BZX1", 4);
+    p = pagecodec_put_u64(p + 4, (uint64_t)from);
+    p = pagecodec_put_u64(p, (uint64_t)committed);
+    p = pagecodec_put_u32(p, claimed);
+    for (size_t i = 0; i < n; i++)
+        p = pagecodec_entry_put(p, &e[i].trade);
+    *len = size;
+    return b;
+}
 
 static void test_exec_table(void **state)
 {
     (void)state;
-    static const struct json_case cases[] = {
-        {"{\"from\":0,\"committed\":0,\"trades\":[]}", true},
-        {"{\"from\":5,\"committed\":3,\"trades\":[{\"request_id\":\"r:1\",\"name\":\"A\","
-         "\"type\":\"buy\",\"quantity\":1}]}",
-         true},
-        {"{\"from\":-1,\"committed\":0,\"trades\":[]}", false},
-        {"{\"from\":0,\"trades\":[]}", false},
-        {"{\"from\":0,\"committed\":0,\"trades\":{}}", false},
-        {"{\"from\":0,\"committed\":0,\"trades\":[],\"x\":1}", false},
-        {"{\"from\":0,\"committed\":0,\"trades\":[{\"name\":\"A\",\"type\":\"buy\","
-         "\"quantity\":1}]}",
-         false}, /* a trade without its request id */
-        {"{\"from\":0,\"committed\":0,\"trades\":[{\"request_id\":\"r:1\",\"name\":\"A\","
-         "\"type\":\"buy\",\"quantity\":0}]}",
-         false},
+    static const struct {
+        const char *what;
+        int64_t from, committed;
+        uint32_t claimed; /* the count in the header */
+        size_t n;         /* trades written */
+        bool ok;
+    } cases[] = {
+        {"an empty batch", 0, 0, 0, 0, true},
+        {"three trades", 5, 3, 3, 3, true},
+        {"MSG_MAX_ENTRIES trades", 1, 0, MSG_MAX_ENTRIES, MSG_MAX_ENTRIES, true},
+        {"more than MSG_MAX_ENTRIES", 1, 0, MSG_MAX_ENTRIES + 1, MSG_MAX_ENTRIES + 1, false},
+        {"negative from", -1, 0, 0, 0, false},
+        {"negative committed", 0, -1, 0, 0, false},
+        {"from past 2^62", (INT64_C(1) << 62) + 1, 0, 0, 0, false},
+        {"a count above the trades", 0, 0, 3, 2, false},
+        {"a count below the trades", 0, 0, 1, 2, false},
+        {"a count of 2^32-1", 0, 0, UINT32_MAX, 1, false},
     };
     for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
-        json_t *obj = load(cases[i].json);
+        struct order *e = entries_new(0, cases[i].n, 1, SIZE_MAX);
+        size_t len;
+        uint8_t *bytes =
+            exec_raw(cases[i].from, cases[i].committed, cases[i].claimed, e, cases[i].n, &len);
         struct msg_exec m;
-        char errmsg[160] = "";
-        int rv = msg_exec_from_json(obj, &m, errmsg, sizeof errmsg);
+        char errmsg[160] = "", *again;
+        size_t again_len;
+        int rv = msg_exec_decode(bytes, len, &m, errmsg, sizeof errmsg);
         if ((rv == 0) != cases[i].ok)
-            fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
+            fail_msg("case %s: rv %d (%s)", cases[i].what, rv, errmsg);
         if (rv == 0) {
-            json_t *again = msg_exec_to_json(&m);
-            assert_true(json_equal(obj, again));
-            json_decref(again);
+            assert_int_equal(m.n, cases[i].n);
+            assert_int_equal(m.from, cases[i].from);
+            assert_int_equal(m.committed, cases[i].committed);
+            for (size_t k = 0; k < m.n; k++)
+                assert_memory_equal(&m.trades[k], &e[k].trade, sizeof m.trades[k]);
+            /* The encoder writes exactly these bytes back. */
+            assert_int_equal(msg_exec_encode(&m, &again, &again_len), 0);
+            assert_int_equal(again_len, len);
+            assert_memory_equal(again, bytes, len);
+            free(again);
             msg_exec_free(&m);
         } else {
             assert_true(errmsg[0] != '\0');
+            assert_null(m.trades);
+            /* What the decoder refuses, the encoder refuses too (a cursor or count out of range).
+             */
+            if (cases[i].claimed == cases[i].n) {
+                struct msg_exec bad = {.from = cases[i].from,
+                                       .committed = cases[i].committed,
+                                       .trades = NULL,
+                                       .n = cases[i].n};
+                struct trade *t = xcalloc(cases[i].n ? cases[i].n : 1, sizeof *t);
+                for (size_t k = 0; k < cases[i].n; k++)
+                    t[k] = e[k].trade;
+                bad.trades = t;
+                assert_int_equal(msg_exec_encode(&bad, &again, &again_len), BZ_EINVAL);
+                free(t);
+            }
         }
-        json_decref(obj);
+        free(bytes);
+        free(e);
     }
+    /* A trade without its request id cannot be sent. */
+    struct trade t = {.name = "A", .type = TRADE_BUY, .quantity = 1};
+    struct msg_exec m = {.from = 0, .committed = 0, .trades = &t, .n = 1};
+    char *bytes;
+    size_t len;
+    assert_int_equal(msg_exec_encode(&m, &bytes, &len), BZ_EINVAL);
+    /* The old JSON body is not a batch. */
+    const char *json = "{\"from\":0,\"committed\":0,\"trades\":[]}";
+    char errmsg[160];
+    struct msg_exec out;
+    assert_int_equal(msg_exec_decode(json, strlen(json), &out, errmsg, sizeof errmsg), BZ_EINVAL);
+}
+
+/* A reply to a batch of 3 from cursor 7: a number, a refusal, a number; two journal entries. */
+static struct msg_exec_reply exec_reply_sample(struct msg_exec_result results[3],
+                                               struct order journal[2])
+{
+    memset(results, 0, 3 * sizeof *results);
+    results[0].code = 200;
+    results[0].number = 7;
+    results[1].code = 409;
+    results[1].number = -1;
+    snprintf(results[1].message, sizeof results[1].message, "not enough shares");
+    results[2].code = 200;
+    results[2].number = 8;
+    journal[0] = entry(7, 0);
+    journal[1] = entry(8, 0);
+    return (struct msg_exec_reply){
+        .results = results, .nresults = 3, .journal = journal, .njournal = 2, .end = 9};
 }
 
 static void test_exec_reply(void **state)
 {
     (void)state;
-    static const struct {
-        const char *json;
-        size_t ntrades;
-        int64_t from;
-        bool ok;
-    } cases[] = {
-        {"{\"results\":[{\"code\":200,\"number\":7},{\"code\":409,\"message\":\"no\"}],"
-         "\"journal\":[{\"number\":7,\"request_id\":\"r:1\",\"name\":\"A\",\"type\":\"buy\","
-         "\"quantity\":1}],\"end\":8}",
-         2, 7, true},
-        {"{\"results\":[],\"journal\":[],\"end\":3}", 0, 3, true},
-        {"{\"results\":[],\"journal\":[],\"end\":9}", 0, 3, true},  /* more pages */
-        {"{\"results\":[],\"journal\":[],\"end\":2}", 0, 3, false}, /* end before cursor */
-        {"{\"results\":[{\"code\":200,\"number\":7}],\"journal\":[],\"end\":8}", 2, 7, false},
-        {"{\"results\":[],\"journal\":[{\"number\":8,\"request_id\":\"r:1\",\"name\":\"A\","
-         "\"type\":\"buy\",\"quantity\":1}],\"end\":9}",
-         0, 7, false}, /* journal not from the cursor */
-        {"{\"results\":[],\"journal\":[{\"number\":7,\"epoch\":1,\"request_id\":\"r:1\","
-         "\"name\":\"A\",\"type\":\"buy\",\"quantity\":1}],\"end\":9}",
-         0, 7, false}, /* journal entries carry no epoch */
-        {"{\"results\":[{\"code\":200}],\"journal\":[],\"end\":8}", 1, 7, false},
-        {"{\"results\":[{\"code\":409}],\"journal\":[],\"end\":8}", 1, 7, false},
-        {"{\"results\":[{\"code\":99,\"message\":\"x\"}],\"journal\":[],\"end\":8}", 1, 7, false},
-        {"{\"results\":[],\"journal\":[]}", 0, 7, false},
-    };
-    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
-        json_t *obj = load(cases[i].json);
-        struct msg_exec_reply r;
-        char errmsg[160] = "";
-        int rv = msg_exec_reply_from_json(obj, cases[i].ntrades, cases[i].from, &r, errmsg,
-                                          sizeof errmsg);
-        if ((rv == 0) != cases[i].ok)
-            fail_msg("case %zu %s: rv %d (%s)", i, cases[i].json, rv, errmsg);
-        if (rv == 0) {
-            json_t *again = msg_exec_reply_to_json(&r);
-            assert_true(json_equal(obj, again));
-            json_decref(again);
-            msg_exec_reply_free(&r);
+    struct msg_exec_result results[3];
+    struct order journal[2];
+    struct msg_exec_reply in = exec_reply_sample(results, journal), out;
+    char *bytes, errmsg[160] = "";
+    size_t len;
+    assert_int_equal(msg_exec_reply_encode(&in, &bytes, &len), 0);
+    assert_int_equal(msg_exec_reply_decode(bytes, len, 3, 7, &out, errmsg, sizeof errmsg), 0);
+    assert_int_equal(out.nresults, 3);
+    assert_int_equal(out.njournal, 2);
+    assert_int_equal(out.end, 9);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(out.results[i].code, results[i].code);
+        assert_int_equal(out.results[i].number, results[i].number);
+        assert_string_equal(out.results[i].message, results[i].message);
+    }
+    for (size_t i = 0; i < 2; i++)
+        assert_memory_equal(&out.journal[i], &journal[i], sizeof journal[i]);
+    msg_exec_reply_free(&out);
+    /* The decoder checks the reply against the batch it answers. */
+    assert_int_equal(msg_exec_reply_decode(bytes, len, 2, 7, &out, errmsg, sizeof errmsg),
+                     BZ_EINVAL); /* results must match the trades */
+    assert_int_equal(msg_exec_reply_decode(bytes, len, 3, 6, &out, errmsg, sizeof errmsg),
+                     BZ_EINVAL); /* the journal must start at the cursor */
+    assert_non_null(strstr(errmsg, "numbered"));
+    free(bytes);
+
+    /* An empty journal with more to come; an end before the cursor is refused. */
+    struct msg_exec_reply empty = {.results = results, .nresults = 0, .end = 9};
+    assert_int_equal(msg_exec_reply_encode(&empty, &bytes, &len), 0);
+    assert_int_equal(msg_exec_reply_decode(bytes, len, 0, 3, &out, errmsg, sizeof errmsg), 0);
+    assert_int_equal(out.end, 9);
+    msg_exec_reply_free(&out);
+    assert_int_equal(msg_exec_reply_decode(bytes, len, 0, 10, &out, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "end"));
+    free(bytes);
+
+    /* What the decoder would refuse is never encoded. */
+    struct msg_exec_reply bad = in;
+    journal[0].epoch = 1; /* journal entries carry no epoch */
+    assert_int_equal(msg_exec_reply_encode(&bad, &bytes, &len), BZ_EINVAL);
+    journal[0].epoch = 0;
+    results[0].code = 99;
+    assert_int_equal(msg_exec_reply_encode(&bad, &bytes, &len), BZ_EINVAL);
+    results[0].code = 200;
+    results[0].number = -1; /* a number for every executed trade */
+    assert_int_equal(msg_exec_reply_encode(&bad, &bytes, &len), BZ_EINVAL);
+    results[0].number = 7;
+    bad.end = 8; /* before the journal's last entry */
+    assert_int_equal(msg_exec_reply_encode(&bad, &bytes, &len), BZ_EINVAL);
+}
+
+/* Every truncation, every extension and a flip of every byte of a batch and of a reply is
+ * refused or decodes to a well-formed message; nothing reads past the buffer (ASan) or leaks. */
+static void test_exec_damaged(void **state)
+{
+    (void)state;
+    struct order *e = entries_new(0, 3, 1, SIZE_MAX);
+    struct trade trades[3] = {e[0].trade, e[1].trade, e[2].trade};
+    free(e);
+    struct msg_exec batch = {.from = 7, .committed = 5, .trades = trades, .n = 3}, m;
+    struct msg_exec_result results[3];
+    struct order journal[2];
+    struct msg_exec_reply reply = exec_reply_sample(results, journal), r;
+    char *bytes[2], errmsg[160];
+    size_t len[2];
+    assert_int_equal(msg_exec_encode(&batch, &bytes[0], &len[0]), 0);
+    assert_int_equal(msg_exec_reply_encode(&reply, &bytes[1], &len[1]), 0);
+    for (int which = 0; which < 2; which++) {
+        char *b = bytes[which];
+        size_t n = len[which];
+#define DECODE(buf, l)                                                                             \
+    (which == 0 ? msg_exec_decode(buf, l, &m, errmsg, sizeof errmsg)                               \
+                : msg_exec_reply_decode(buf, l, 3, 7, &r, errmsg, sizeof errmsg))
+        for (size_t cut = 0; cut < n; cut++) {
+            char *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
+            memcpy(copy, b, cut);
+            if (DECODE(copy, cut) != BZ_EINVAL)
+                fail_msg("message %d cut to %zu of %zu bytes accepted", which, cut, n);
+            free(copy);
         }
-        json_decref(obj);
+        for (size_t extra = 1; extra <= 16; extra++) {
+            char *longer = xcalloc(n + extra, 1);
+            memcpy(longer, b, n);
+            if (DECODE(longer, n + extra) != BZ_EINVAL)
+                fail_msg("message %d with %zu trailing bytes accepted", which, extra);
+            free(longer);
+        }
+        for (size_t i = 0; i < n; i++) {
+            for (int bit = 0; bit < 8; bit++) {
+                b[i] ^= (char)(1 << bit);
+                if (DECODE(b, n) == 0) {
+                    if (which == 0) {
+                        assert_true(m.n == 3 && m.from >= 0 && m.committed >= 0);
+                        msg_exec_free(&m);
+                    } else {
+                        assert_true(r.nresults == 3 && r.end >= 7 + (int64_t)r.njournal);
+                        for (size_t k = 0; k < r.njournal; k++)
+                            assert_true(r.journal[k].number == 7 + (int64_t)k &&
+                                        r.journal[k].epoch == 0);
+                        for (size_t k = 0; k < 3; k++)
+                            assert_true(r.results[k].code >= 200 && r.results[k].code <= 599);
+                        msg_exec_reply_free(&r);
+                    }
+                }
+                b[i] ^= (char)(1 << bit);
+            }
+        }
+#undef DECODE
+        free(b);
     }
 }
 
@@ -610,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_exec_table),
         cmocka_unit_test(test_append_reply),
         cmocka_unit_test(test_exec_reply),
+        cmocka_unit_test(test_exec_damaged),
     };
     return cmocka_run_group_tests_name("unit.common.msg", tests, NULL, NULL);
 }
