@@ -645,13 +645,31 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
     memcpy(call->authority, auth, auth_len);
     /* Built here, on the caller's thread: the loop thread only sends bytes. */
     strbuf_init(&call->req, HTTP_ASYNC_URL_MAX + 1024 + HTTP_ASYNC_BODY_MAX);
-    strbuf_appendf(&call->req, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, path, call->authority);
-    if (r->secret)
-        strbuf_appendf(&call->req, HTTP_SECRET_HEADER ": %s\r\n", r->secret);
-    if (post)
-        strbuf_appendf(&call->req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-                       r->body_len);
-    strbuf_append(&call->req, "\r\n", 2);
+    /* The head in pieces on the stack, not through a format: this is every cache miss's
+     * request (vfprintf, which strbuf_appendf runs twice, was 1% of a miss). Every piece was
+     * bounded above, so the head fits. */
+    static const char version[] = " HTTP/1.1\r\nHost: ", secret[] = "\r\n" HTTP_SECRET_HEADER ": ",
+                      json[] = "\r\nContent-Type: application/json\r\nContent-Length: ";
+    char head[16 + HTTP_ASYNC_URL_MAX + sizeof version + HTTP_ASYNC__AUTH_MAX + sizeof secret +
+              256 + sizeof json + 24 + 4];
+    size_t n = 0;
+#define HTTP_ASYNC__PUT(s, l) (memcpy(head + n, (s), (l)), n += (l))
+    HTTP_ASYNC__PUT(r->method, strlen(r->method));
+    HTTP_ASYNC__PUT(" ", 1);
+    HTTP_ASYNC__PUT(path, path_len);
+    HTTP_ASYNC__PUT(version, sizeof version - 1);
+    HTTP_ASYNC__PUT(auth, auth_len);
+    if (r->secret) {
+        HTTP_ASYNC__PUT(secret, sizeof secret - 1);
+        HTTP_ASYNC__PUT(r->secret, strlen(r->secret));
+    }
+    if (post) {
+        HTTP_ASYNC__PUT(json, sizeof json - 1);
+        n += (size_t)snprintf(head + n, 24, "%zu", r->body_len);
+    }
+    HTTP_ASYNC__PUT("\r\n\r\n", 4);
+#undef HTTP_ASYNC__PUT
+    strbuf_append(&call->req, head, n);
     if (r->body_len)
         strbuf_append(&call->req, r->body, r->body_len);
     call->deadline_ms = clock_now_ms() + (uint64_t)(r->timeout_ms > 0 ? r->timeout_ms : 0);

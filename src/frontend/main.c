@@ -542,10 +542,19 @@ static int64_t frontend__lookup_answer(struct frontend *fe, int rv, struct http_
     return resp->status == 200 ? (int64_t)version : -1;
 }
 
-/* The catalog URL of a stock's lookup. */
+/* The catalog URL of a stock's lookup, len >= sizeof catalog_url + 8 + STOCK_NAME_MAX. Pieces,
+ * not a format: this runs on every cache miss. */
 static void frontend__lookup_url(const struct frontend *fe, const char *name, char *url, size_t len)
 {
-    snprintf(url, len, "%s/stocks/%s", fe->catalog_url, name);
+    static const char stocks[] = "/stocks/";
+    size_t base = strlen(fe->catalog_url), nlen = strlen(name);
+    if (base + sizeof stocks + nlen > len) { /* cannot happen with the sizes above */
+        url[0] = '\0';
+        return;
+    }
+    memcpy(url, fe->catalog_url, base);
+    memcpy(url + base, stocks, sizeof stocks - 1);
+    memcpy(url + base + sizeof stocks - 1, name, nlen + 1);
 }
 
 /*
@@ -653,7 +662,11 @@ static bool frontend__lookup_async(void *svc, const struct http_request *req,
     m->fe = fe;
     m->req = req;
     m->resp = resp;
-    snprintf(m->name, sizeof m->name, "%s", req->param); /* validated by the fast handler */
+    if (req->param_len >= sizeof m->name) { /* validated by the fast handler */
+        free(m);
+        return false;
+    }
+    memcpy(m->name, req->param, req->param_len + 1);
     if (frontend__cache_trusted(fe, clock_now_ms())) {
         m->flight = cache_flight_lead(fe->cache, m->name);
         if (!m->flight) {
