@@ -162,6 +162,13 @@ PARSER_CASES = [c for c in FRONTEND_CASES if c.label in (
 SECRET = b"X-Bazaar-Secret: " + bazaar.DEFAULT_SECRET.encode()
 
 
+def binary_post(path, body, content_type=bazaar.BINARY.encode()):
+    """A POST of an internal binary message (src/common/msg.h) with the secret; no
+    Content-Type header when content_type is None."""
+    headers = (SECRET,) + ((b"Content-Type: " + content_type,) if content_type else ())
+    return req(b"POST", path, headers=headers, body=body)
+
+
 def internal_post(path, body):
     """A POST with the cluster secret; path is a str."""
     return post_order(body, headers=(SECRET,), path=path.encode())
@@ -289,6 +296,17 @@ class TestBadInput(bazaar.ClusterTestCase):
     def test_order_replica_hostile_requests(self):
         self.run_cases("order1", ORDER_CASES)
 
+    def assertRefusedChangingNothing(self, host, port, cases, what):
+        """Each (label, request bytes, status) case is answered with that status as a JSON
+        error, and nothing changed (catalog quantities, every replica's rows)."""
+        before = self.snapshot()
+        for label, data, status in cases:
+            with self.subTest(label):
+                reply = raw_exchange(host, port, data, timeout=SOCKET_TIMEOUT)
+                self.assertEqual(status_of(reply.data), status, reply.data[:300])
+                self.assertJsonErrorBytes(reply.data, status)
+        self.assertUnchanged(before, what)
+
     def test_replicate_refuses_bad_binary_appends(self):
         """POST /replicate takes a binary append (src/common/msg.h): a wrong content type, a
         truncated header, an entry count past the end, trailing bytes, a bad page or an
@@ -307,8 +325,7 @@ class TestBadInput(bazaar.ClusterTestCase):
         future_entry = bazaar.encode_append(epoch, 1, -1, 0, -1, [dict(entry, epoch=epoch + 1)])
 
         def post(body, content_type=bazaar.BINARY.encode()):
-            headers = (SECRET,) + ((b"Content-Type: " + content_type,) if content_type else ())
-            return req(b"POST", b"/replicate", headers=headers, body=body)
+            return binary_post(b"/replicate", body, content_type)
 
         cases = [
             ("JSON content type", post(good, b"application/json"), 400),
@@ -328,13 +345,7 @@ class TestBadInput(bazaar.ClusterTestCase):
                                                   b"Content-Length: %d" % (1024 * 1024 + 1))), 413),
             ("over 1 MiB sent", post(good + b"\0" * (1024 * 1024)), 413),
         ]
-        before = self.snapshot()
-        for label, data, status in cases:
-            with self.subTest(label):
-                reply = raw_exchange(host, port, data, timeout=SOCKET_TIMEOUT)
-                self.assertEqual(status_of(reply.data), status, reply.data[:300])
-                self.assertJsonErrorBytes(reply.data, status)
-        self.assertUnchanged(before, "after bad appends")
+        self.assertRefusedChangingNothing(host, port, cases, "after bad appends")
         after = bazaar.replica_state(self.cluster, 1)
         self.assertEqual((after.get("promised"), after.get("last")),
                          (state.get("promised"), state.get("last")))
@@ -353,8 +364,7 @@ class TestBadInput(bazaar.ClusterTestCase):
         count_short = count_short[:20] + (1).to_bytes(4, "little") + count_short[24:]
 
         def post(body, content_type=bazaar.BINARY.encode()):
-            headers = (SECRET,) + ((b"Content-Type: " + content_type,) if content_type else ())
-            return req(b"POST", b"/execute", headers=headers, body=body)
+            return binary_post(b"/execute", body, content_type)
 
         cases = [
             ("JSON content type", post(good, b"application/json"), 400),
@@ -375,13 +385,7 @@ class TestBadInput(bazaar.ClusterTestCase):
                               headers=(b"Content-Type: " + bazaar.BINARY.encode(),), body=good),
              401),
         ]
-        before = self.snapshot()
-        for label, data, status in cases:
-            with self.subTest(label):
-                reply = raw_exchange(host, port, data, timeout=SOCKET_TIMEOUT)
-                self.assertEqual(status_of(reply.data), status, reply.data[:300])
-                self.assertJsonErrorBytes(reply.data, status)
-        self.assertUnchanged(before, "after bad batches")
+        self.assertRefusedChangingNothing(host, port, cases, "after bad batches")
 
     def test_order_batch_answers_each_order_as_post_orders_would(self):
         """POST /orders/batch (front-end -> leader): each order validated, deduplicated and
