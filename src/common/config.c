@@ -77,7 +77,7 @@ static const struct config__row config__rows[] = {
     CFG_OF("replication", "write_quorum", CONFIG_QUORUM, write_quorum, "majority"),
     CFG_INT("replication", "threads", order_threads, 1, 64, "2"),
     CFG_INT("replication", "workers", order_workers, 1, 256, "128"),
-    CFG_INT("replication", "snapshot_threshold", snapshot_threshold, 16, 100000000, "8192"),
+    CFG_INT("replication", "snapshot_threshold", snapshot_threshold, 16, 100000000, "32768"),
     CFG_INT("replication", "snapshot_trailing", snapshot_trailing, 0, 100000000, "2048"),
 };
 

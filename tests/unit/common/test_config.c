@@ -730,7 +730,7 @@ static void test_raft_defaults_and_shipped_config(void **state)
     struct bz_config cfg;
     char errmsg[256] = "";
     config_init_defaults(&cfg);
-    assert_int_equal(cfg.snapshot_threshold, 8192);
+    assert_int_equal(cfg.snapshot_threshold, 32768);
     assert_int_equal(cfg.snapshot_trailing, 2048);
     int rv =
         config_load_file(&cfg, BAZAAR_SOURCE_DIR "/config/bazaar-raft.conf", errmsg, sizeof errmsg);
