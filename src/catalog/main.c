@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "error.h"
@@ -154,9 +153,6 @@ static void catalog__executed(struct catalog *c, const struct trade *trades,
     notify_flush(c->notify); /* the batch's changes in one message per front-end */
 }
 
-/* The content type of the binary batch and its reply (msg.h). */
-#define CATALOG__BINARY "application/octet-stream"
-
 /*
  * POST /execute: the order leader's batch, binary (msg.h). The trades run in order in one
  * transaction; the reply carries each outcome and the journal from the
@@ -169,11 +165,8 @@ static void catalog__execute(void *svc, const struct http_request *req, struct h
     struct catalog *c = svc;
     char msg[240];
     struct msg_exec m;
-    const char *type = http_request_header(req, "Content-Type");
-    if (!type || strcasecmp(type, CATALOG__BINARY) != 0) {
-        http_reply_error(resp, BZ_EINVAL, "a batch is " CATALOG__BINARY " (src/common/msg.h)");
+    if (!http_request_binary(req, resp, "a batch"))
         return;
-    }
     int rv = msg_exec_decode(req->body, req->body_len, &m, msg, sizeof msg);
     if (rv) {
         http_reply_error(resp, rv, msg);
@@ -195,8 +188,7 @@ static void catalog__execute(void *svc, const struct http_request *req, struct h
                 LOG_ERROR("the reply to a batch from %lld cannot be encoded", (long long)m.from);
                 http_reply_error(resp, BZ_EINTERNAL, "reply cannot be encoded");
             } else {
-                resp->content_type = CATALOG__BINARY;
-                http_reply_bytes(resp, 200, bytes, len);
+                http_reply_binary(resp, bytes, len);
                 free(bytes);
             }
             msg_exec_reply_free(&reply);

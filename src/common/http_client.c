@@ -202,7 +202,7 @@ json_t *http_client_call_json(const char *url, const char *secret, const json_t 
 int http_client_call_binary(const char *url, const char *secret, const char *body, size_t len,
                             int timeout_ms, struct http_reply *out, char *msg, size_t msglen)
 {
-    static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
+    static const char *const headers[] = {"Content-Type: " HTTP_BINARY_TYPE, NULL};
     int err = http_client_request_headers(body ? "POST" : "GET", url, secret, body ? headers : NULL,
                                           body, len, timeout_ms, out);
     if (err) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -526,6 +527,24 @@ void http_reply_bytes(struct http_response *resp, int status, const void *data, 
         resp->status = 500;
         strbuf_reset(&resp->body);
     }
+}
+
+void http_reply_binary(struct http_response *resp, const void *data, size_t len)
+{
+    resp->content_type = HTTP_BINARY_TYPE;
+    http_reply_bytes(resp, 200, data, len);
+}
+
+bool http_request_binary(const struct http_request *req, struct http_response *resp,
+                         const char *what)
+{
+    const char *type = http_request_header(req, "Content-Type");
+    if (type && strcasecmp(type, HTTP_BINARY_TYPE) == 0)
+        return true;
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s is " HTTP_BINARY_TYPE " (src/common/msg.h)", what);
+    http_reply_error(resp, BZ_EINVAL, msg);
+    return false;
 }
 
 void http_reply_json(struct http_response *resp, int status, json_t *json)

@@ -158,8 +158,19 @@ bool http_request_defer(const struct http_request *req, void (*fn)(void *arg), v
  */
 struct http_async *http_request_async(const struct http_request *req);
 
+/* The content type of the internal binary messages (msg.h), both ways. */
+#define HTTP_BINARY_TYPE "application/octet-stream"
+
+/*
+ * true when the request's body is HTTP_BINARY_TYPE; otherwise replies 400
+ * "<what> is application/octet-stream (src/common/msg.h)" and returns false.
+ */
+bool http_request_binary(const struct http_request *req, struct http_response *resp,
+                         const char *what);
 /* Replaces the body with exactly these bytes and sets the status. */
 void http_reply_bytes(struct http_response *resp, int status, const void *data, size_t len);
+/* http_reply_bytes of a binary message: status 200, content type HTTP_BINARY_TYPE. */
+void http_reply_binary(struct http_response *resp, const void *data, size_t len);
 /* Serialises `json` (and takes the reference) as the body. */
 void http_reply_json(struct http_response *resp, int status, json_t *json);
 /* 200 {"data": data}; takes the reference. */

@@ -658,14 +658,12 @@ static bool frontend__lookup_async(void *svc, const struct http_request *req,
     struct http_async *client = http_request_async(req);
     if (!client)
         return false;
+    if (req->param_len > STOCK_NAME_MAX) /* validated by the fast handler */
+        return false;
     struct frontend__miss *m = xcalloc(1, sizeof *m);
     m->fe = fe;
     m->req = req;
     m->resp = resp;
-    if (req->param_len >= sizeof m->name) { /* validated by the fast handler */
-        free(m);
-        return false;
-    }
     memcpy(m->name, req->param, req->param_len + 1);
     if (frontend__cache_trusted(fe, clock_now_ms())) {
         m->flight = cache_flight_lead(fe->cache, m->name);

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "error.h"
 #include "http_server.h"
@@ -231,20 +230,14 @@ static void order__query(void *svc, const struct http_request *req, struct http_
     http_reply_data(resp, order__public_json(&o));
 }
 
-/* The content type of the binary replication messages (msg.h). */
-#define ORDER__BINARY "application/octet-stream"
-
 /* POST /replicate: a leader's append, binary (msg.h); the reply is binary too. */
 static void order__replicate(void *svc, const struct http_request *req, struct http_response *resp)
 {
     struct order_service *s = svc;
     struct msg_append m;
     char msg[160];
-    const char *type = http_request_header(req, "Content-Type");
-    if (!type || strcasecmp(type, ORDER__BINARY) != 0) {
-        http_reply_error(resp, BZ_EINVAL, "an append is " ORDER__BINARY " (docs/design.md)");
+    if (!http_request_binary(req, resp, "an append"))
         return;
-    }
     int rv = msg_append_decode(req->body, req->body_len, &m, msg, sizeof msg);
     if (rv) {
         http_reply_error(resp, rv, msg);
@@ -263,8 +256,7 @@ static void order__replicate(void *svc, const struct http_request *req, struct h
     }
     uint8_t out[MSG_APPEND_REPLY_SIZE];
     msg_append_reply_encode(&a, out);
-    resp->content_type = ORDER__BINARY;
-    http_reply_bytes(resp, 200, out, sizeof out);
+    http_reply_binary(resp, out, sizeof out);
 }
 
 /* GET /log/{from}: a page of this replica's log (catch-up), binary (msg.h). */
@@ -288,8 +280,7 @@ static void order__log_page(void *svc, const struct http_request *req, struct ht
                          rv == BZ_EINVAL ? "log entry cannot be encoded" : NULL);
         return;
     }
-    resp->content_type = ORDER__BINARY;
-    http_reply_bytes(resp, 200, bytes, len);
+    http_reply_binary(resp, bytes, len);
     free(bytes);
 }
 
