@@ -265,10 +265,9 @@ def phase_lookups(args, root, results):
         if proxied != reply:
             raise RuntimeError(f"nginx proxy serves other bytes: {proxied!r}")
         def lookups():
-            """The catalog's GET /stocks/{name} count (labels in any order)."""
-            return sum(v for k, v in cluster.metrics("catalog").items()
-                       if k.startswith("bazaar_catalog_http_requests_total{")
-                       and 'route="/stocks/{}"' in k and 'method="GET"' in k)
+            """Stocks the catalog looked up: GET /stocks/{name}, and each name of a
+            front-end's lookup batch (POST /lookups)."""
+            return cluster.metrics("catalog")["bazaar_catalog_lookups_total"]
 
         catalog_before = lookups()
         results["miss_ours"], results["miss_nginx"] = lookup_compare(

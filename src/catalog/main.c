@@ -38,6 +38,7 @@ struct catalog {
     pthread_mutex_t replies_lock;      /* guards replies[] */
     struct catalog__reply *replies;    /* one per stock, by stockdb_index */
     atomic_uint_fast64_t replies_hits; /* lookups answered from replies[] */
+    atomic_uint_fast64_t lookups;      /* stocks looked up, alone or in a batch */
 
     pthread_mutex_t restock_lock;
     pthread_cond_t restock_cond;
@@ -95,18 +96,23 @@ static bool catalog__status(void *svc, const struct http_request *req, struct ht
     return true;
 }
 
-static bool catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+/*
+ * Writes what GET /stocks/{name} answers for name into resp: the stock's reply
+ * bytes (kept per version), or the error. Counts the lookup.
+ */
+static void catalog__stock_reply(struct catalog *c, const char *name, size_t len,
+                                 struct http_response *resp)
 {
-    struct catalog *c = svc;
     struct stock s;
     size_t i;
-    if (!stock_name_valid(req->param, req->param_len)) {
+    atomic_fetch_add_explicit(&c->lookups, 1, memory_order_relaxed);
+    if (!stock_name_valid(name, len)) {
         http_reply_error(resp, BZ_EINVAL, "stock names are 1-64 characters [A-Za-z0-9_.-]");
-        return true;
+        return;
     }
-    if (stockdb_index(c->db, req->param, &i) != 0) {
+    if (stockdb_index(c->db, name, &i) != 0) {
         http_reply_error(resp, BZ_ENOTFOUND, "stock not found");
-        return true;
+        return;
     }
     stockdb_get_at(c->db, i, &s);
     struct catalog__reply *r = &c->replies[i];
@@ -117,11 +123,11 @@ static bool catalog__lookup(void *svc, const struct http_request *req, struct ht
     pthread_mutex_unlock(&c->replies_lock);
     if (hit) {
         atomic_fetch_add_explicit(&c->replies_hits, 1, memory_order_relaxed);
-        return true;
+        return;
     }
     http_reply_data(resp, catalog__stock_json(&s));
     if (resp->status != 200 || resp->body.len > sizeof r->bytes)
-        return true;
+        return;
     pthread_mutex_lock(&c->replies_lock);
     if (!r->valid || r->version <= s.version) { /* never replace a newer reply */
         r->valid = true;
@@ -130,6 +136,47 @@ static bool catalog__lookup(void *svc, const struct http_request *req, struct ht
         memcpy(r->bytes, resp->body.data, resp->body.len);
     }
     pthread_mutex_unlock(&c->replies_lock);
+}
+
+static bool catalog__lookup(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    catalog__stock_reply(svc, req->param, req->param_len, resp);
+    return true;
+}
+
+/*
+ * POST /lookups (internal): a front-end thread's concurrent cache misses in one
+ * call (msg.h); each answer is exactly what GET /stocks/{name} would have sent.
+ */
+static bool catalog__lookups(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    struct catalog *c = svc;
+    struct msg_lookups batch;
+    char err[160];
+    if (!http_request_binary(req, resp, "a lookup batch"))
+        return true;
+    if (msg_lookups_decode(req->body, req->body_len, &batch, err, sizeof err) != 0) {
+        http_reply_error(resp, BZ_EINVAL, err);
+        return true;
+    }
+    struct http_response one = {0};
+    strbuf_init(&one.body, MSG_LOOKUP_BODY_MAX);
+    strbuf_reset(&resp->body);
+    msg_lookup_reply_start(&resp->body, batch.n);
+    for (size_t i = 0; i < batch.n; i++) {
+        one.status = 200;
+        strbuf_reset(&one.body);
+        catalog__stock_reply(c, batch.names[i], strlen(batch.names[i]), &one);
+        if (one.status < 200 ||
+            msg_lookup_reply_put(&resp->body, one.status, one.body.data, one.body.len) != 0) {
+            strbuf_free(&one.body);
+            http_reply_error(resp, BZ_EINTERNAL, "a lookup's answer does not fit a batch");
+            return true;
+        }
+    }
+    strbuf_free(&one.body);
+    resp->status = 200; /* the reply built in place: http_reply_binary would copy it */
+    resp->content_type = HTTP_BINARY_TYPE;
     return true;
 }
 
@@ -276,6 +323,9 @@ static void catalog__metrics(void *svc, struct strbuf *out)
     metrics_render_simple(out, "bazaar_catalog_request_ids", "gauge",
                           "Request ids remembered (trades within the idempotency window).",
                           rows > 0 ? (uint64_t)rows : 0);
+    metrics_render_simple(out, "bazaar_catalog_lookups_total", "counter",
+                          "Stocks looked up (GET /stocks/{name}, and each name of POST /lookups).",
+                          atomic_load(&c->lookups));
     metrics_render_simple(out, "bazaar_catalog_lookup_replies_reused_total", "counter",
                           "Lookups answered with the stock's reply bytes serialised before.",
                           atomic_load(&c->replies_hits));
@@ -287,6 +337,11 @@ static struct http_route catalog__routes[] = {
     {.method = "GET", .pattern = "/status", .fast = catalog__status},
     {.method = "GET", .pattern = "/stocks", .fast = catalog__list},
     {.method = "GET", .pattern = "/stocks/{}", .fast = catalog__lookup},
+    {.method = "POST",
+     .pattern = "/lookups",
+     .fast = catalog__lookups,
+     .internal = true,
+     .body_max = MSG_LOOKUPS_BYTES_MAX},
     {.method = "POST", .pattern = "/trade", .handler = catalog__trade, .internal = true},
     {.method = "POST",
      .pattern = "/execute",

@@ -22,6 +22,7 @@
 #include "log.h"
 
 #define HTTP_ASYNC__AUTH_MAX   160 /* "host:port" */
+#define HTTP_ASYNC__TYPE_MAX   64  /* a POST body's Content-Type */
 #define HTTP_ASYNC__SWEEP_MS   10  /* deadline resolution while calls are in flight */
 #define HTTP_ASYNC__EVENTS     128
 #define HTTP_ASYNC__READ_CHUNK 16384
@@ -641,6 +642,10 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
         (r->secret && (strlen(r->secret) > 256 || strpbrk(r->secret, "\r\n"))) ||
         (post && r->body_len > HTTP_ASYNC_BODY_MAX) || (!post && r->body_len))
         return BZ_EINVAL;
+    const char *type = r->content_type ? r->content_type : "application/json";
+    size_t type_len = strlen(type);
+    if (type_len > HTTP_ASYNC__TYPE_MAX || strpbrk(type, "\r\n"))
+        return BZ_EINVAL;
     struct http_async__call *call = xcalloc(1, sizeof *call);
     memcpy(call->authority, auth, auth_len);
     /* Built here, on the caller's thread: the loop thread only sends bytes. */
@@ -649,9 +654,9 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
      * request (vfprintf, which strbuf_appendf runs twice, was 1% of a miss). Every piece was
      * bounded above, so the head fits. */
     static const char version[] = " HTTP/1.1\r\nHost: ", secret[] = "\r\n" HTTP_SECRET_HEADER ": ",
-                      json[] = "\r\nContent-Type: application/json\r\nContent-Length: ";
+                      ctype[] = "\r\nContent-Type: ", clen[] = "\r\nContent-Length: ";
     char head[16 + HTTP_ASYNC_URL_MAX + sizeof version + HTTP_ASYNC__AUTH_MAX + sizeof secret +
-              256 + sizeof json + 24 + 4];
+              256 + sizeof ctype + HTTP_ASYNC__TYPE_MAX + sizeof clen + 24 + 4];
     size_t n = 0;
 #define HTTP_ASYNC__PUT(s, l) (memcpy(head + n, (s), (l)), n += (l))
     HTTP_ASYNC__PUT(r->method, strlen(r->method));
@@ -664,7 +669,9 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
         HTTP_ASYNC__PUT(r->secret, strlen(r->secret));
     }
     if (post) {
-        HTTP_ASYNC__PUT(json, sizeof json - 1);
+        HTTP_ASYNC__PUT(ctype, sizeof ctype - 1);
+        HTTP_ASYNC__PUT(type, type_len);
+        HTTP_ASYNC__PUT(clen, sizeof clen - 1);
         n += (size_t)snprintf(head + n, 24, "%zu", r->body_len);
     }
     HTTP_ASYNC__PUT("\r\n\r\n", 4);

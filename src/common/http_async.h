@@ -79,10 +79,11 @@ void http_async_stop(struct http_async *a);
 
 /* One call. The strings and the body are copied: they need not outlive the call. */
 struct http_async_req {
-    const char *method; /* "GET" or "POST" */
-    const char *url;    /* "http://host:port/path" */
-    const char *secret; /* sent as X-Bazaar-Secret; NULL: none */
-    const char *body;   /* POST: a JSON body of body_len bytes */
+    const char *method;       /* "GET" or "POST" */
+    const char *url;          /* "http://host:port/path" */
+    const char *secret;       /* sent as X-Bazaar-Secret; NULL: none */
+    const char *body;         /* POST: body_len bytes */
+    const char *content_type; /* POST: the body's type, at most 64 bytes; NULL: JSON */
     size_t body_len;
     int timeout_ms;  /* total deadline, connect included */
     bool idempotent; /* a POST that may be sent twice (GETs always may) */

@@ -400,6 +400,121 @@ void msg_exec_reply_free(struct msg_exec_reply *m)
     memset(m, 0, sizeof *m);
 }
 
+/* ---------------------------------------------------------------- lookup batches */
+
+static const char msg__lookups_magic[4] = {'B', 'Z', 'L', '1'};
+static const char msg__lookup_reply_magic[4] = {'B', 'Z', 'M', '1'};
+
+#define MSG__LOOKUPS_HEADER (4 + 4) /* magic n */
+
+int msg_lookups_encode(const char *const *names, size_t n, struct strbuf *out)
+{
+    if (n == 0 || n > MSG_LOOKUP_BATCH_MAX)
+        return BZ_EINVAL;
+    uint8_t b[MSG_LOOKUPS_BYTES_MAX];
+    memcpy(b, msg__lookups_magic, 4);
+    uint8_t *p = pagecodec_put_u32(b + 4, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (!stock_name_valid(names[i], len))
+            return BZ_EINVAL;
+        *p++ = (uint8_t)len;
+        memcpy(p, names[i], len);
+        p += len;
+    }
+    return strbuf_append(out, b, (size_t)(p - b));
+}
+
+int msg_lookups_decode(const void *buf, size_t len, struct msg_lookups *out, char *errmsg,
+                       size_t errlen)
+{
+    const uint8_t *p = buf, *end = p + len;
+    out->n = 0;
+    if (len < MSG__LOOKUPS_HEADER || memcmp(p, msg__lookups_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not a lookup batch (%zu bytes)", len);
+        return BZ_EINVAL;
+    }
+    uint32_t n = pagecodec_get_u32(p + 4);
+    if (n == 0 || n > MSG_LOOKUP_BATCH_MAX) {
+        snprintf(errmsg, errlen, "names: %u, 1 to %d", n, MSG_LOOKUP_BATCH_MAX);
+        return BZ_EINVAL;
+    }
+    p += MSG__LOOKUPS_HEADER;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t nlen = p < end ? *p++ : 0;
+        if ((size_t)(end - p) < nlen || !stock_name_valid((const char *)p, nlen)) {
+            snprintf(errmsg, errlen, "name %u: not a stock name (1-64 characters [A-Za-z0-9_.-])",
+                     i);
+            out->n = 0;
+            return BZ_EINVAL;
+        }
+        memcpy(out->names[i], p, nlen);
+        out->names[i][nlen] = '\0';
+        p += nlen;
+    }
+    if (p != end) {
+        snprintf(errmsg, errlen, "%zu bytes past the batch's %u names", (size_t)(end - p), n);
+        return BZ_EINVAL;
+    }
+    out->n = n;
+    return 0;
+}
+
+void msg_lookup_reply_start(struct strbuf *out, size_t n)
+{
+    uint8_t b[MSG__LOOKUPS_HEADER];
+    memcpy(b, msg__lookup_reply_magic, 4);
+    pagecodec_put_u32(b + 4, (uint32_t)n);
+    strbuf_append(out, b, sizeof b);
+}
+
+int msg_lookup_reply_put(struct strbuf *out, int status, const void *body, size_t len)
+{
+    if (status < 200 || status > 599 || len > MSG_LOOKUP_BODY_MAX)
+        return BZ_EINVAL;
+    uint8_t b[6] = {(uint8_t)(status & 0xff), (uint8_t)(status >> 8)};
+    pagecodec_put_u32(b + 2, (uint32_t)len);
+    if (strbuf_append(out, b, sizeof b) != 0 || strbuf_append(out, body, len) != 0)
+        return BZ_EINVAL;
+    return 0;
+}
+
+int msg_lookup_reply_decode(const void *buf, size_t len, size_t n, struct msg_lookup_result *out,
+                            char *errmsg, size_t errlen)
+{
+    const uint8_t *p = buf, *end = p + len;
+    if (len < MSG__LOOKUPS_HEADER || memcmp(p, msg__lookup_reply_magic, 4) != 0) {
+        snprintf(errmsg, errlen, "not a lookup reply (%zu bytes)", len);
+        return BZ_EINVAL;
+    }
+    if (pagecodec_get_u32(p + 4) != n) {
+        snprintf(errmsg, errlen, "%u answers for %zu names", pagecodec_get_u32(p + 4), n);
+        return BZ_EINVAL;
+    }
+    p += MSG__LOOKUPS_HEADER;
+    for (size_t i = 0; i < n; i++) {
+        if (end - p < 6) {
+            snprintf(errmsg, errlen, "truncated answer %zu", i);
+            return BZ_EINVAL;
+        }
+        int status = p[0] | p[1] << 8;
+        uint32_t blen = pagecodec_get_u32(p + 2);
+        p += 6;
+        if (status < 200 || status > 599 || blen > MSG_LOOKUP_BODY_MAX ||
+            (size_t)(end - p) < blen) {
+            snprintf(errmsg, errlen, "answer %zu: status %d, %u bytes of body", i, status, blen);
+            return BZ_EINVAL;
+        }
+        out[i] = (struct msg_lookup_result){.status = status, .body = (const char *)p, .len = blen};
+        p += blen;
+    }
+    if (p != end) {
+        snprintf(errmsg, errlen, "%zu bytes past the reply's %zu answers", (size_t)(end - p), n);
+        return BZ_EINVAL;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- append replies, peer state */
 
 void msg_append_reply_encode(const struct msg_append_reply *m, uint8_t out[MSG_APPEND_REPLY_SIZE])

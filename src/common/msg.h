@@ -11,6 +11,8 @@
  *   log page       GET /log/{from}  reply: binary, a slice (pagecodec.h)     replica -> replica
  *   execute        POST /execute    binary, below                       order leader -> catalog
  *     reply                         binary, below (an error is the JSON error shape)
+ *   lookups        POST /lookups    binary, below                       front-end -> catalog
+ *     reply                         binary, below (an error is the JSON error shape)
  *
  * The trade hot path is binary (docs/design.md, "The replication wire"): the
  * entries are a pagecodec.h slice, or pagecodec.h entries without numbers,
@@ -21,6 +23,8 @@
  *   execute       "BZX1" from:i64 committed:i64 n:u32 entry*n
  *   reply         "BZY1" end:i64 n:u32 result*n slice       (the journal from `from`, epoch 0)
  *   result        code:u16, then number:i64 if code is 200, else len:u8 message (no NUL)
+ *   lookups       "BZL1" n:u32 (len:u8 name)*n                    (1 <= n <= MSG_LOOKUP_BATCH_MAX)
+ *   reply         "BZM1" n:u32 (status:u16 len:u32 body)*n   each body as GET /stocks/{name}'s
  *
  * Decoders accept exactly these shapes and reject anything else with a
  * message, so a malformed or hostile peer cannot corrupt a log; encoders
@@ -36,6 +40,7 @@
 #include <jansson.h>
 
 #include "trade.h"
+#include "util.h"
 
 #define MSG_MAX_ENTRIES  1000 /* per append, per catalog batch and journal page */
 #define MSG_LOG_PAGE_MAX 4096 /* per page of GET /log/{from} (catch-up): larger, fewer writes */
@@ -190,6 +195,51 @@ int msg_exec_refusal(int code);
 int msg_exec_reply_decode(const void *buf, size_t len, size_t ntrades, int64_t from,
                           struct msg_exec_reply *out, char *errmsg, size_t errlen);
 void msg_exec_reply_free(struct msg_exec_reply *m);
+
+/*
+ * Concurrent cache misses of one front-end thread share one catalog call
+ * (docs/design.md, "Lookup batches"): the stock names, and per name the status
+ * and body GET /stocks/{name} would have answered.
+ */
+#define MSG_LOOKUP_BATCH_MAX 64   /* names per POST /lookups */
+#define MSG_LOOKUP_BODY_MAX  1024 /* bytes of one answer's body */
+/* The largest request and reply bodies (each bounded by the limits above). */
+#define MSG_LOOKUPS_BYTES_MAX      (8 + MSG_LOOKUP_BATCH_MAX * (1 + STOCK_NAME_MAX))
+#define MSG_LOOKUP_REPLY_BYTES_MAX (8 + MSG_LOOKUP_BATCH_MAX * (6 + MSG_LOOKUP_BODY_MAX))
+
+struct msg_lookups {
+    size_t n;
+    char names[MSG_LOOKUP_BATCH_MAX][STOCK_NAME_MAX + 1];
+};
+
+/* One answer of a lookup reply; body points into the decoded bytes. */
+struct msg_lookup_result {
+    int status;
+    const char *body;
+    size_t len;
+};
+
+/*
+ * Appends the request for names[0..n) to out: 0, or BZ_EINVAL for what
+ * msg_lookups_decode would refuse (n outside 1..MSG_LOOKUP_BATCH_MAX, a name
+ * that is not a valid stock name) with out unchanged.
+ */
+int msg_lookups_encode(const char *const *names, size_t n, struct strbuf *out);
+/* Decodes a request that fills buf exactly into *out; BZ_EINVAL with errmsg otherwise. */
+int msg_lookups_decode(const void *buf, size_t len, struct msg_lookups *out, char *errmsg,
+                       size_t errlen);
+/* A reply: the header for n answers, then msg_lookup_reply_put for each, in the names' order. */
+void msg_lookup_reply_start(struct strbuf *out, size_t n);
+/* 0, or BZ_EINVAL for a status outside 200..599 or a body over MSG_LOOKUP_BODY_MAX. */
+int msg_lookup_reply_put(struct strbuf *out, int status, const void *body, size_t len);
+/*
+ * Decodes a reply, filling buf exactly, to a request of n names: exactly n
+ * answers into out[0..n), each with a status in 200..599 and at most
+ * MSG_LOOKUP_BODY_MAX bytes of body (pointing into buf). 0, or BZ_EINVAL with
+ * errmsg.
+ */
+int msg_lookup_reply_decode(const void *buf, size_t len, size_t n, struct msg_lookup_result *out,
+                            char *errmsg, size_t errlen);
 
 /* A follower's answer to an append. */
 struct msg_append_reply {

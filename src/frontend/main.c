@@ -17,6 +17,7 @@
 #include "http_server.h"
 #include "leader.h"
 #include "log.h"
+#include "lookups.h"
 #include "metrics.h"
 #include "msg.h"
 #include "service.h"
@@ -58,6 +59,12 @@ struct frontend__stream {
     atomic_uint_fast64_t resets_gap, resets_silence, resets_restart;
 };
 
+/* The lookup batcher of one event thread (its http_async client's). */
+struct frontend__thread_lookups {
+    struct http_async *client;
+    struct lookups *lookups;
+};
+
 struct frontend {
     struct bz_config cfg;
     int id;
@@ -72,6 +79,10 @@ struct frontend {
     atomic_uint_fast64_t catalog_ok_ms; /* when a catalog call last got an answer (0: never) */
     uint64_t started_ms;
     struct frontend__stream stream;
+
+    pthread_mutex_t lookups_lock; /* guards the list (each batcher is its thread's own) */
+    struct frontend__thread_lookups *lookups;
+    size_t nlookups;
 
     pthread_mutex_t recent_lock; /* guards recent[] and events[] */
     struct frontend__order_seen recent[FRONTEND__RECENT_ORDERS];
@@ -500,12 +511,12 @@ static int frontend__lookup_strip(const char *body, size_t len, struct strbuf *o
 }
 
 /*
- * Turns the catalog's answer to a lookup (rv and reply as http_client_request
- * gives them; frees the reply) into resp. Returns the catalog version of a 200
- * reply (to fill the cache with), or -1.
+ * Turns the catalog's answer to a lookup into resp: rv as http_client_request
+ * gives it, and when 0 the status and body GET /stocks/{name} answered.
+ * Returns the catalog version of a 200 reply (to fill the cache with), or -1.
  */
-static int64_t frontend__lookup_answer(struct frontend *fe, int rv, struct http_reply *reply,
-                                       struct http_response *resp)
+static int64_t frontend__lookup_answer(struct frontend *fe, int rv, int status, const char *body,
+                                       size_t len, struct http_response *resp)
 {
     char msg[160];
     if (rv) {
@@ -514,19 +525,20 @@ static int64_t frontend__lookup_answer(struct frontend *fe, int rv, struct http_
         return -1;
     }
     atomic_store(&fe->catalog_ok_ms, clock_now_ms());
-    if (reply->status == 200) {
+    if (status == 200) {
         uint64_t version;
-        rv = frontend__lookup_strip(reply->body.data, reply->body.len, &resp->body, &version);
-        http_reply_free(reply);
-        if (rv != 0) {
+        if (frontend__lookup_strip(body, len, &resp->body, &version) != 0) {
             frontend__unavailable(resp, "catalog gave a bad reply");
             return -1;
         }
         resp->status = 200;
         return (int64_t)version;
     }
-    json_t *data = http_reply_data_json(reply, &rv, msg, sizeof msg);
-    http_reply_free(reply);
+    struct http_reply reply = {.status = status};
+    strbuf_init(&reply.body, len + 1);
+    strbuf_append(&reply.body, body, len);
+    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
+    http_reply_free(&reply);
     json_int_t version = 0;
     if (rv == BZ_ENOTFOUND) {
         http_reply_error(resp, rv, "stock not found");
@@ -568,7 +580,11 @@ static int64_t frontend__lookup_fetch(struct frontend *fe, const char *name,
     struct http_reply reply;
     frontend__lookup_url(fe, name, url, sizeof url);
     int rv = http_client_request("GET", url, NULL, NULL, 0, fe->cfg.call_timeout_ms, &reply);
-    return frontend__lookup_answer(fe, rv, &reply, resp);
+    int64_t version =
+        frontend__lookup_answer(fe, rv, reply.status, reply.body.data, reply.body.len, resp);
+    if (rv == 0)
+        http_reply_free(&reply);
+    return version;
 }
 
 /* Fills the cache with a fetched reply, or records that it reached a client uncached. */
@@ -620,6 +636,7 @@ static void frontend__lookup(void *svc, const struct http_request *req, struct h
 
 /* A miss whose catalog call runs on its event thread's http_async client (no worker). */
 struct frontend__miss {
+    struct lookups_item item; /* first: the batcher's done gets &item */
     struct frontend *fe;
     const struct http_request *req;
     struct http_response *resp;
@@ -629,11 +646,12 @@ struct frontend__miss {
 };
 
 /* On the event thread: the catalog answered (or not); the same steps as frontend__lookup. */
-static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
+static void frontend__lookup_done(struct lookups_item *it, int rv, int status, const char *body,
+                                  size_t len)
 {
-    struct frontend__miss *m = arg;
+    struct frontend__miss *m = (struct frontend__miss *)it;
     struct frontend *fe = m->fe;
-    int64_t version = frontend__lookup_answer(fe, rv, reply, m->resp);
+    int64_t version = frontend__lookup_answer(fe, rv, status, body, len, m->resp);
     if (m->flight)
         cache_flight_finish(fe->cache, m->flight, m->resp->status, m->resp->retry_after_s,
                             m->resp->body.data, m->resp->body.len);
@@ -645,11 +663,38 @@ static void frontend__lookup_done(void *arg, int rv, struct http_reply *reply)
 }
 
 /*
- * Event thread, after a miss: sends the catalog call on the thread's own
- * http_async client; the thread answers the client when the reply comes
- * (frontend__lookup_done), with no other thread involved. A miss that would
- * join a flight in the air must wait for it, so it declines and runs on a
- * worker (frontend__lookup) instead.
+ * The lookup batcher of the event thread driving client, made on its first
+ * miss. Each thread remembers its own, so the list's lock is taken once per
+ * thread.
+ */
+static struct lookups *frontend__lookups(struct frontend *fe, struct http_async *client)
+{
+    static _Thread_local struct http_async *mine_client;
+    static _Thread_local struct lookups *mine;
+    if (mine_client == client)
+        return mine;
+    struct lookups *l = NULL;
+    pthread_mutex_lock(&fe->lookups_lock);
+    for (size_t i = 0; i < fe->nlookups && !l; i++)
+        if (fe->lookups[i].client == client)
+            l = fe->lookups[i].lookups;
+    if (!l) {
+        l = lookups_new(fe->catalog_url, fe->cfg.secret, client, fe->cfg.call_timeout_ms);
+        fe->lookups = xrealloc(fe->lookups, (fe->nlookups + 1) * sizeof *fe->lookups);
+        fe->lookups[fe->nlookups++] = (struct frontend__thread_lookups){client, l};
+    }
+    pthread_mutex_unlock(&fe->lookups_lock);
+    mine_client = client;
+    mine = l;
+    return l;
+}
+
+/*
+ * Event thread, after a miss: queues the lookup on the thread's batcher, whose
+ * calls run on the thread's own http_async client; the thread answers the
+ * client when the catalog's answer comes (frontend__lookup_done), with no
+ * other thread involved. A miss that would join a flight in the air must wait
+ * for it, so it declines and runs on a worker (frontend__lookup) instead.
  */
 static bool frontend__lookup_async(void *svc, const struct http_request *req,
                                    struct http_response *resp)
@@ -675,11 +720,9 @@ static bool frontend__lookup_async(void *svc, const struct http_request *req,
     } else {
         m->token = fe->cache ? cache_fill_begin(fe->cache) : 0;
     }
-    char url[CONFIG_ADDR_MAX + 96];
-    frontend__lookup_url(fe, m->name, url, sizeof url);
-    int rv = http_async_get(client, url, fe->cfg.call_timeout_ms, frontend__lookup_done, m);
-    if (rv)
-        frontend__lookup_done(m, rv, NULL); /* too many calls in flight: 503 now */
+    m->item.name = m->name;
+    m->item.done = frontend__lookup_done;
+    lookups_submit(frontend__lookups(fe, client), &m->item);
     return true;
 }
 
@@ -1050,6 +1093,19 @@ static void frontend__metrics(void *svc, struct strbuf *out)
     metrics_render_simple(out, "bazaar_frontend_cache_trusted", "gauge",
                           "1 while the invalidation stream is heard and the cache is in use.",
                           frontend__cache_trusted(fe, clock_now_ms()) ? 1 : 0);
+    uint64_t calls = 0, names = 0;
+    pthread_mutex_lock(&fe->lookups_lock);
+    for (size_t i = 0; i < fe->nlookups; i++) {
+        uint64_t c, n;
+        lookups_counts(fe->lookups[i].lookups, &c, &n);
+        calls += c;
+        names += n;
+    }
+    pthread_mutex_unlock(&fe->lookups_lock);
+    metrics_render_simple(out, "bazaar_frontend_lookup_calls_total", "counter",
+                          "Catalog calls that carried misses (POST /lookups).", calls);
+    metrics_render_simple(out, "bazaar_frontend_lookup_names_total", "counter",
+                          "Misses those calls carried (names per call: this over calls).", names);
     struct cache_stats os = {0};
     if (fe->orders)
         cache_stats(fe->orders, &os);
@@ -1116,6 +1172,7 @@ int main(int argc, char **argv)
     snprintf(fe.catalog_url, sizeof fe.catalog_url, "http://%s", fe.cfg.catalog_listen);
     pthread_mutex_init(&fe.stream.lock, NULL);
     pthread_mutex_init(&fe.recent_lock, NULL);
+    pthread_mutex_init(&fe.lookups_lock, NULL);
     fe.stream.silent = true; /* nothing heard yet: the cache waits for the stream */
     if (fe.cfg.cache_on)
         fe.cache = cache_new((size_t)fe.cfg.cache_size, (uint64_t)fe.cfg.cache_ttl_s * 1000u);
@@ -1157,6 +1214,9 @@ int main(int argc, char **argv)
     int sig = service_wait_for_signal();
     LOG_INFO("signal %d: shutting down", sig);
     http_server_stop(http); /* waits for the misses and orders in flight (each has a deadline) */
+    for (size_t i = 0; i < fe.nlookups; i++)
+        lookups_free(fe.lookups[i].lookups);
+    free(fe.lookups);
     http_async_stop(fe.async);
     frontend__watch_stop(&fe);
     leader_stop(fe.leader);

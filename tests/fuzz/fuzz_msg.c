@@ -1,6 +1,6 @@
 /* libFuzzer target: every internal message decoder: the JSON ones (invalidation, leader
  * notice) and the binary ones of the trade path (append, its reply, log pages, the catalog's
- * batch and its reply). */
+ * batch and its reply, the front-end's lookup batch and its reply). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,6 +76,36 @@ static void fuzz_binary(const uint8_t *data, size_t size)
         msg_exec_reply_free(&back);
         free(again);
         msg_exec_reply_free(&er);
+    }
+    struct msg_lookups lookups;
+    if (msg_lookups_decode(data, size, &lookups, msg, sizeof msg) == 0) {
+        /* Decoded names are stock names, and encode back to the same bytes. */
+        const char *names[MSG_LOOKUP_BATCH_MAX];
+        for (size_t i = 0; i < lookups.n; i++)
+            names[i] = lookups.names[i];
+        struct strbuf again;
+        strbuf_init(&again, MSG_LOOKUPS_BYTES_MAX);
+        if (msg_lookups_encode(names, lookups.n, &again) != 0 || again.len != size ||
+            memcmp(again.data, data, size) != 0)
+            __builtin_trap();
+        strbuf_free(&again);
+    }
+    /* A reply to 1..3 names: answers within the buffer, re-encoded to the same bytes. */
+    for (size_t nnames = 1; nnames <= 3; nnames++) {
+        struct msg_lookup_result r[3];
+        if (msg_lookup_reply_decode(data, size, nnames, r, msg, sizeof msg) != 0)
+            continue;
+        struct strbuf again;
+        strbuf_init(&again, MSG_LOOKUP_REPLY_BYTES_MAX);
+        msg_lookup_reply_start(&again, nnames);
+        for (size_t i = 0; i < nnames; i++)
+            if ((const uint8_t *)r[i].body < data ||
+                (const uint8_t *)r[i].body + r[i].len > data + size ||
+                msg_lookup_reply_put(&again, r[i].status, r[i].body, r[i].len) != 0)
+                __builtin_trap();
+        if (again.len != size || memcmp(again.data, data, size) != 0)
+            __builtin_trap();
+        strbuf_free(&again);
     }
 }
 

@@ -387,6 +387,53 @@ class TestBadInput(bazaar.ClusterTestCase):
         ]
         self.assertRefusedChangingNothing(host, port, cases, "after bad batches")
 
+    def test_lookups_refuse_bad_binary_batches(self):
+        """The catalog's POST /lookups takes a binary batch of names (src/common/msg.h): a
+        wrong content type, no secret, an empty or oversize batch, a count past the end or
+        short of it, trailing bytes or a name that is not a stock name is a JSON 4xx that
+        changes nothing."""
+        host, port = self.cluster.address("catalog")
+        good = bazaar.encode_lookups(["GameStart", "Fish.Co"])
+
+        def post(body, content_type=bazaar.BINARY.encode()):
+            return binary_post(b"/lookups", body, content_type)
+
+        cases = [
+            ("JSON content type", post(good, b"application/json"), 400),
+            ("no content type", post(good, None), 400),
+            ("a JSON batch", post(json.dumps({"names": ["GameStart"]}).encode()), 400),
+            ("empty body", post(b""), 400),
+            ("no names", post(bazaar.encode_lookups([])), 400),
+            ("65 names", post(bazaar.encode_lookups(["GameStart"] * 65)), 400),
+            ("count past the end", post(good[:4] + (3).to_bytes(4, "little") + good[8:]), 400),
+            ("count short of the names", post(good[:4] + (1).to_bytes(4, "little") + good[8:]),
+             400),
+            ("trailing bytes", post(good + b"\0"), 400),
+            ("a name with a space", post(bazaar.encode_lookups(["Game Start"])), 400),
+            ("a path as a name", post(bazaar.encode_lookups(["../etc"])), 400),
+            ("an empty name", post(bazaar.encode_lookups([""])), 400),
+            ("over 8 KiB sent", post(good + b"\0" * 8192), 413),
+            ("no secret", req(b"POST", b"/lookups",
+                              headers=(b"Content-Type: " + bazaar.BINARY.encode(),), body=good),
+             401),
+        ]
+        self.assertRefusedChangingNothing(host, port, cases, "after bad lookup batches")
+
+    def test_lookups_answer_each_name_as_get_would(self):
+        """POST /lookups (front-end -> catalog) answers each name with the exact status and
+        bytes GET /stocks/{name} gives, in the request's order, repeats included."""
+        names = ["GameStart", "NoSuchStock", "GameStart"] + sorted(
+            bazaar.db_quantities(self.cluster))[:3]
+        reply = bazaar.post(self.cluster.url("catalog", "/lookups"), bazaar.encode_lookups(names),
+                            headers={"X-Bazaar-Secret": bazaar.DEFAULT_SECRET,
+                                     "Content-Type": bazaar.BINARY})
+        self.assertEqual(reply.status, 200, reply.body[:300])
+        answers = bazaar.decode_lookup_reply(reply.body, len(names))
+        for name, (status, body) in zip(names, answers):
+            single = bazaar.get(self.cluster.url("catalog", f"/stocks/{name}"))
+            self.assertEqual((status, body), (single.status, single.body), name)
+        self.assertEqual(answers[1][0], 404)
+
     def test_order_batch_answers_each_order_as_post_orders_would(self):
         """POST /orders/batch (front-end -> leader): each order validated, deduplicated and
         answered on its own, in the request's order; a bad order changes nothing."""

@@ -528,6 +528,63 @@ class TestMissesWithoutWorker(CacheTestCase):
         self.cluster.start_process("frontend")
 
 
+class TestLookupBatches(CacheTestCase):
+    """The misses of one front-end thread that arrive while its catalog calls are in flight
+    share one call (POST /lookups; issue 14), and each still gets exactly the reply a call of
+    its own would have given: its own stock, a 404 for an unknown one, a fresh quantity.
+
+    The catalog is paused (SIGSTOP) until every miss has reached the front-end, so that the
+    first calls of each event thread hang and the other misses queue behind them."""
+
+    overrides = {"frontend": {"cache": "off", "threads": 2},
+                 "cluster": {"call_timeout_ms": 8000}}
+    ASYNC = "bazaar_frontend_http_async_started_total"
+    CALLS, NAMES = "bazaar_frontend_lookup_calls_total", "bazaar_frontend_lookup_names_total"
+    CALLS_PER_THREAD = 2  # LOOKUPS_CALLS_MAX (src/frontend/lookups.h)
+
+    def counts(self):
+        return self.cluster.metric(self.CALLS), self.cluster.metric(self.NAMES)
+
+    def test_queued_misses_share_calls_and_get_their_own_replies(self):
+        names = ["GameStart", "FishCo", "Nope", "Dot.Dash-Under_1", "Zed", "GameStart"] * 4
+        self.trade_ok("Zed", "buy", 3)  # a quantity that differs from the csv's
+        want = {n: bazaar.get(self.cluster.catalog_url(f"/stocks/{n}")) for n in set(names)}
+        calls0, names0 = self.counts()
+        started = self.cluster.metric(self.ASYNC)
+        results = [None] * len(names)
+        def one(i):
+            try:
+                reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{names[i]}"), timeout=30)
+                results[i] = (reply.status, reply.json)
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True)
+                   for i in range(len(names))]
+        TestMissesWithoutWorker.pause_catalog(self)
+        try:
+            for t in threads:
+                t.start()
+            wait_for(lambda: self.cluster.metric(self.ASYNC) - started >= len(names), 10,
+                     "every miss at the front-end")
+        finally:
+            self.cluster.resume_process("catalog")
+        bazaar.join_threads(threads, 30, "lookups")
+        for name, got in zip(names, results):
+            single = want[name]
+            body = json.loads(single.body)
+            if single.status == 200:
+                del body["data"]["version"]  # the catalog's, not the client's
+            self.assertEqual(got, (single.status, body), name)
+        self.assertEqual(results[names.index("Zed")][1]["data"]["quantity"], 97)
+        calls, carried = self.counts()
+        self.assertEqual(carried - names0, len(names), "each miss carried exactly once")
+        # At most CALLS_PER_THREAD calls per thread hang on the paused catalog; everything else
+        # queued behind them and went in one call per thread when the first one ended (a call
+        # may end early only if the catalog answered it before it was paused).
+        self.assertLessEqual(calls - calls0, 2 * 2 * self.CALLS_PER_THREAD,
+                             f"{calls - calls0} calls for {len(names)} queued misses")
+
+
 class TestReplyReuse(CacheTestCase):
     """An event thread queues a hot reply again without rebuilding it (issue 14): replies that
     differ, on one keep-alive connection and across two threads, never get each other's bytes,

@@ -381,6 +381,33 @@ def encode_exec(from_, committed, trades):
             + b"".join(_entry_bytes(t) for t in trades))
 
 
+def encode_lookups(names):
+    """The body of the catalog's POST /lookups: "BZL1" n, then each name as len:u8 name."""
+    names = [n.encode() if isinstance(n, str) else n for n in names]
+    return (b"BZL1" + struct.pack("<I", len(names))
+            + b"".join(struct.pack("<B", len(n)) + n for n in names))
+
+
+def decode_lookup_reply(data, n):
+    """The catalog's 200 reply to POST /lookups of n names: [(status, body bytes)] in the
+    names' order; ValueError if malformed."""
+    if len(data) < 8 or data[:4] != b"BZM1" or struct.unpack_from("<I", data, 4)[0] != n:
+        raise ValueError(f"not a lookup reply for {n} names: {data[:64]!r}")
+    at, out = 8, []
+    for _ in range(n):
+        if len(data) - at < 6:
+            raise ValueError("truncated lookup reply")
+        status, length = struct.unpack_from("<HI", data, at)
+        at += 6
+        if len(data) - at < length:
+            raise ValueError("truncated lookup answer")
+        out.append((status, data[at:at + length]))
+        at += length
+    if at != len(data):
+        raise ValueError("bytes past the lookup answers")
+    return out
+
+
 def decode_append_reply(data):
     """A follower's 200 reply to an append: {"ok", "match", "last"}; ValueError if malformed."""
     if len(data) != 24 or data[:4] != b"BZR1":

@@ -352,6 +352,18 @@ static void test_post_sends_head_and_body(void **state)
     /* The next call reuses the connection: the body was framed exactly. */
     assert_int_equal(get(a, p.port, "/s", 2000, &r), 0);
     assert_int_equal(http_async_connects(a), 1);
+    /* A binary body (a lookup batch) says so, and its bytes (a NUL among them) go as they are. */
+    static const char bin[] = {'B', 'Z', 'L', '1', 1, 0, 0, 0, 1, 'A'};
+    req.url = "/lookups";
+    req.content_type = "application/octet-stream";
+    req.body = bin;
+    req.body_len = sizeof bin;
+    assert_int_equal(call(a, p.port, &req, &r), 0);
+    pthread_mutex_lock(&p.lock);
+    assert_non_null(strstr(p.last, "\r\nContent-Type: application/octet-stream\r\n"));
+    assert_non_null(strstr(p.last, "\r\nContent-Length: 10\r\n\r\nBZL1"));
+    pthread_mutex_unlock(&p.lock);
+    assert_int_equal(http_async_connects(a), 1);
     http_async_stop(a);
     peer_stop(&p);
 }
@@ -392,6 +404,10 @@ static void test_stale_close_retries_only_idempotent_calls(void **state)
         {.method = "GET", .url = "http://127.0.0.1:1/o", .body = "x", .body_len = 1},
         {.method = "PUT", .url = "http://127.0.0.1:1/o"},
         {.method = "GET", .url = "http://127.0.0.1:1/o", .secret = "a\r\nInjected: 1"},
+        {.method = "POST", .url = "http://127.0.0.1:1/o", .content_type = "a/b\r\nInjected: 1"},
+        {.method = "POST",
+         .url = "http://127.0.0.1:1/o",
+         .content_type = "application/x-a-content-type-longer-than-sixty-four-bytes-is-refused"},
     };
     unsigned long long calls = http_async_calls(a);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)

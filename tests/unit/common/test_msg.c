@@ -681,6 +681,197 @@ static void test_exec_damaged(void **state)
     }
 }
 
+/* ---------------------------------------------------------------- lookup batches (binary) */
+
+/* A lookup batch's bytes as a peer might send them: `claimed` names, then names[0..n). */
+static size_t lookups_raw(uint32_t claimed, const char *const *names, size_t n, uint8_t *b)
+{
+    memcpy(b, "BZL1", 4);
+    uint8_t *p = pagecodec_put_u32(b + 4, claimed);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        *p++ = (uint8_t)len;
+        memcpy(p, names[i], len);
+        p += len;
+    }
+    return (size_t)(p - b);
+}
+
+static void test_lookups_table(void **state)
+{
+    (void)state;
+    static const char long_name[] =
+        "A123456789012345678901234567890123456789012345678901234567890123";
+    static const char too_long[] =
+        "A1234567890123456789012345678901234567890123456789012345678901234";
+    static const struct {
+        uint32_t claimed;
+        const char *names[3];
+        size_t n;
+        bool valid;
+    } cases[] = {
+        {1, {"GameStart"}, 1, true},
+        {3, {"GameStart", "a.b-c_d", long_name}, 3, true},
+        {0, {NULL}, 0, false},                 /* nothing to look up */
+        {2, {"GameStart"}, 1, false},          /* fewer names than claimed */
+        {1, {"GameStart", "Other"}, 2, false}, /* bytes past the names */
+        {1, {""}, 1, false},                   /* an empty name */
+        {1, {too_long}, 1, false},             /* 65 characters */
+        {1, {"Game Start"}, 1, false},         /* not a stock name */
+        {1, {"../etc"}, 1, false},
+        {MSG_LOOKUP_BATCH_MAX + 1, {"GameStart"}, 1, false},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
+        uint8_t b[MSG_LOOKUPS_BYTES_MAX + 256];
+        size_t len = lookups_raw(cases[i].claimed, cases[i].names, cases[i].n, b);
+        struct msg_lookups m;
+        char errmsg[160] = "";
+        int rv = msg_lookups_decode(b, len, &m, errmsg, sizeof errmsg);
+        if ((rv == 0) != cases[i].valid)
+            fail_msg("case %zu: rv %d (%s)", i, rv, errmsg);
+        if (rv == 0) {
+            assert_int_equal(m.n, cases[i].n);
+            const char *names[3];
+            for (size_t k = 0; k < m.n; k++) {
+                assert_string_equal(m.names[k], cases[i].names[k]);
+                names[k] = m.names[k];
+            }
+            struct strbuf again;
+            strbuf_init(&again, MSG_LOOKUPS_BYTES_MAX);
+            assert_int_equal(msg_lookups_encode(names, m.n, &again), 0);
+            assert_int_equal(again.len, len);
+            assert_memory_equal(again.data, b, len);
+            strbuf_free(&again);
+        } else {
+            assert_int_equal(m.n, 0);
+            assert_true(errmsg[0] != '\0');
+            /* What the decoder refuses is never encoded. */
+            if (cases[i].n == cases[i].claimed) {
+                struct strbuf out;
+                strbuf_init(&out, MSG_LOOKUPS_BYTES_MAX);
+                assert_int_equal(msg_lookups_encode(cases[i].names, cases[i].n, &out), BZ_EINVAL);
+                assert_int_equal(out.len, 0);
+                strbuf_free(&out);
+            }
+        }
+    }
+    /* The most names a batch holds, each as long as a name may be: within the bound. */
+    const char *names[MSG_LOOKUP_BATCH_MAX + 1];
+    for (size_t k = 0; k <= MSG_LOOKUP_BATCH_MAX; k++)
+        names[k] = long_name;
+    struct strbuf out;
+    strbuf_init(&out, MSG_LOOKUPS_BYTES_MAX);
+    assert_int_equal(msg_lookups_encode(names, MSG_LOOKUP_BATCH_MAX, &out), 0);
+    assert_int_equal(out.len, MSG_LOOKUPS_BYTES_MAX);
+    strbuf_reset(&out);
+    assert_int_equal(msg_lookups_encode(names, MSG_LOOKUP_BATCH_MAX + 1, &out), BZ_EINVAL);
+    assert_int_equal(msg_lookups_encode(names, 0, &out), BZ_EINVAL);
+    strbuf_free(&out);
+}
+
+/* A reply of three answers: a stock, a refusal and an empty body. */
+static void lookup_reply_sample(struct strbuf *out)
+{
+    static const char stock[] = "{\"data\":{\"name\":\"GameStart\",\"version\":3}}",
+                      missing[] = "{\"error\":{\"code\":404,\"message\":\"stock not found\"}}";
+    msg_lookup_reply_start(out, 3);
+    assert_int_equal(msg_lookup_reply_put(out, 200, stock, sizeof stock - 1), 0);
+    assert_int_equal(msg_lookup_reply_put(out, 404, missing, sizeof missing - 1), 0);
+    assert_int_equal(msg_lookup_reply_put(out, 503, "", 0), 0);
+}
+
+static void test_lookup_reply(void **state)
+{
+    (void)state;
+    struct strbuf b;
+    strbuf_init(&b, MSG_LOOKUP_REPLY_BYTES_MAX);
+    lookup_reply_sample(&b);
+    struct msg_lookup_result r[MSG_LOOKUP_BATCH_MAX];
+    char errmsg[160];
+    assert_int_equal(msg_lookup_reply_decode(b.data, b.len, 3, r, errmsg, sizeof errmsg), 0);
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(r[1].status, 404);
+    assert_int_equal(r[2].status, 503);
+    assert_int_equal(r[2].len, 0);
+    assert_memory_equal(r[0].body, "{\"data\":{\"name\":\"GameStart\"", 25);
+    assert_non_null(memmem(r[1].body, r[1].len, "stock not found", 15));
+    /* The answers must be exactly as many as the names asked. */
+    assert_int_equal(msg_lookup_reply_decode(b.data, b.len, 2, r, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+    assert_non_null(strstr(errmsg, "3 answers for 2 names"));
+    assert_int_equal(msg_lookup_reply_decode(b.data, b.len, 4, r, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+    /* The encoder refuses what the decoder would. */
+    size_t before = b.len;
+    char big[MSG_LOOKUP_BODY_MAX + 1] = {0};
+    assert_int_equal(msg_lookup_reply_put(&b, 199, "x", 1), BZ_EINVAL);
+    assert_int_equal(msg_lookup_reply_put(&b, 600, "x", 1), BZ_EINVAL);
+    assert_int_equal(msg_lookup_reply_put(&b, 200, big, sizeof big), BZ_EINVAL);
+    assert_int_equal(b.len, before);
+    assert_int_equal(msg_lookup_reply_put(&b, 200, big, sizeof big - 1), 0);
+    strbuf_free(&b);
+    /* A JSON body (an error answering the whole call) is not a reply. */
+    const char *json = "{\"error\":{\"code\":401,\"message\":\"unauthorized\"}}";
+    assert_int_equal(msg_lookup_reply_decode(json, strlen(json), 1, r, errmsg, sizeof errmsg),
+                     BZ_EINVAL);
+}
+
+/* Every cut, extension and bit flip of a batch and of a reply is refused or decodes to a
+ * well-formed message; nothing reads past the buffer (ASan). */
+static void test_lookups_damaged(void **state)
+{
+    (void)state;
+    const char *names[3] = {"GameStart", "Fish.Co", "a_b-c"};
+    struct strbuf bufs[2];
+    strbuf_init(&bufs[0], MSG_LOOKUPS_BYTES_MAX);
+    strbuf_init(&bufs[1], MSG_LOOKUP_REPLY_BYTES_MAX);
+    assert_int_equal(msg_lookups_encode(names, 3, &bufs[0]), 0);
+    lookup_reply_sample(&bufs[1]);
+    struct msg_lookups m;
+    struct msg_lookup_result r[3];
+    char errmsg[160];
+    for (int which = 0; which < 2; which++) {
+        char *b = bufs[which].data;
+        size_t n = bufs[which].len;
+#define DECODE(buf, l)                                                                             \
+    (which == 0 ? msg_lookups_decode(buf, l, &m, errmsg, sizeof errmsg)                            \
+                : msg_lookup_reply_decode(buf, l, 3, r, errmsg, sizeof errmsg))
+        for (size_t cut = 0; cut < n; cut++) {
+            char *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
+            memcpy(copy, b, cut);
+            if (DECODE(copy, cut) != BZ_EINVAL)
+                fail_msg("message %d cut to %zu of %zu bytes accepted", which, cut, n);
+            free(copy);
+        }
+        for (size_t extra = 1; extra <= 16; extra++) {
+            char *longer = xcalloc(n + extra, 1);
+            memcpy(longer, b, n);
+            if (DECODE(longer, n + extra) != BZ_EINVAL)
+                fail_msg("message %d with %zu trailing bytes accepted", which, extra);
+            free(longer);
+        }
+        for (size_t i = 0; i < n; i++) {
+            for (int bit = 0; bit < 8; bit++) {
+                b[i] ^= (char)(1 << bit);
+                if (DECODE(b, n) == 0) {
+                    if (which == 0) {
+                        assert_true(m.n >= 1 && m.n <= 3);
+                        for (size_t k = 0; k < m.n; k++)
+                            assert_true(stock_name_valid(m.names[k], strlen(m.names[k])));
+                    } else {
+                        for (size_t k = 0; k < 3; k++)
+                            assert_true(r[k].status >= 200 && r[k].status <= 599 &&
+                                        r[k].body >= b && r[k].body + r[k].len <= b + n);
+                    }
+                }
+                b[i] ^= (char)(1 << bit);
+            }
+        }
+#undef DECODE
+        strbuf_free(&bufs[which]);
+    }
+}
+
 /* Issue 12 finding 7: an epoch far beyond the current one is refused, so a forged notice
  * cannot push it to the ceiling where no higher epoch is left to recover with. */
 static void test_epoch_step(void **state)
@@ -757,6 +948,9 @@ int main(void)
         cmocka_unit_test(test_append_reply),
         cmocka_unit_test(test_exec_reply),
         cmocka_unit_test(test_exec_damaged),
+        cmocka_unit_test(test_lookups_table),
+        cmocka_unit_test(test_lookup_reply),
+        cmocka_unit_test(test_lookups_damaged),
     };
     return cmocka_run_group_tests_name("unit.common.msg", tests, NULL, NULL);
 }
