@@ -100,7 +100,17 @@ static void lookups__call_done(void *arg, int rv, struct http_reply *reply)
 /* Sends what is queued while call slots are free; a call that cannot start fails its misses. */
 static void lookups__pump(struct lookups *l)
 {
+    uint64_t now = clock_now_ms();
+    while (l->head && l->head->deadline_ms_ <= now) { /* waited its whole deadline in the queue */
+        struct lookups_item *it = l->head;
+        l->head = it->next_;
+        if (!l->head)
+            l->tail = &l->head;
+        it->done(it, BZ_ETIMEDOUT, 0, NULL, 0);
+    }
     while (l->inflight < LOOKUPS_CALLS_MAX && l->head) {
+        /* The oldest miss's deadline is the call's; the others' are later. */
+        int timeout_ms = (int)(l->head->deadline_ms_ - now);
         struct lookups__call *c = xcalloc(1, sizeof *c);
         const char *names[MSG_LOOKUP_BATCH_MAX];
         c->l = l;
@@ -129,7 +139,7 @@ static void lookups__pump(struct lookups *l)
                                        .content_type = HTTP_BINARY_TYPE,
                                        .body = body.data,
                                        .body_len = body.len,
-                                       .timeout_ms = l->timeout_ms,
+                                       .timeout_ms = timeout_ms,
                                        .idempotent = true};
             rv = http_async_request(l->async, &r, lookups__call_done, c);
         }
@@ -142,6 +152,7 @@ static void lookups__pump(struct lookups *l)
 void lookups_submit(struct lookups *l, struct lookups_item *it)
 {
     it->next_ = NULL;
+    it->deadline_ms_ = clock_now_ms() + (uint64_t)(l->timeout_ms > 0 ? l->timeout_ms : 0);
     *l->tail = it;
     l->tail = &it->next_;
     lookups__pump(l);

@@ -11,6 +11,11 @@
  * were in flight, and every miss is still answered by the catalog, after it
  * arrived (docs/design.md, "Lookup batches").
  *
+ * Each miss keeps the deadline it arrived with (the batcher's timeout): a call
+ * ends by the deadline of the oldest miss it carries, and a miss whose deadline
+ * passed while it queued fails without a call, so waiting behind a hung call
+ * never makes a miss wait longer than a call of its own would have.
+ *
  * A batcher belongs to one event thread and its http_async client: submit and
  * the callbacks run on that thread only.
  */
@@ -23,7 +28,7 @@
 #include "http_async.h"
 #include "util.h"
 
-#define LOOKUPS_CALLS_MAX 2 /* calls in flight per event thread */
+#define LOOKUPS_CALLS_MAX 1 /* calls in flight per event thread (measured: docs/design.md) */
 
 struct lookups;
 struct lookups_item;
@@ -41,6 +46,7 @@ typedef void (*lookups_done_fn)(struct lookups_item *it, int rv, int status, con
 struct lookups_item {
     const char *name; /* a valid stock name, kept until done */
     lookups_done_fn done;
+    uint64_t deadline_ms_;      /* private: set by lookups_submit */
     struct lookups_item *next_; /* private: the queue */
 };
 

@@ -540,7 +540,7 @@ class TestLookupBatches(CacheTestCase):
                  "cluster": {"call_timeout_ms": 8000}}
     ASYNC = "bazaar_frontend_http_async_started_total"
     CALLS, NAMES = "bazaar_frontend_lookup_calls_total", "bazaar_frontend_lookup_names_total"
-    CALLS_PER_THREAD = 2  # LOOKUPS_CALLS_MAX (src/frontend/lookups.h)
+    CALLS_PER_THREAD = 1  # LOOKUPS_CALLS_MAX (src/frontend/lookups.h)
 
     def counts(self):
         return self.cluster.metric(self.CALLS), self.cluster.metric(self.NAMES)
@@ -583,6 +583,39 @@ class TestLookupBatches(CacheTestCase):
         # may end early only if the catalog answered it before it was paused).
         self.assertLessEqual(calls - calls0, 2 * 2 * self.CALLS_PER_THREAD,
                              f"{calls - calls0} calls for {len(names)} queued misses")
+
+
+class TestLookupDeadlines(CacheTestCase):
+    """A miss queued behind a hung catalog call fails at its own deadline (call_timeout_ms
+    after it arrived), not at the end of the call it waited for plus a call of its own."""
+
+    overrides = {"frontend": {"cache": "off", "threads": 2},
+                 "cluster": {"call_timeout_ms": 2000}}
+
+    def test_queued_misses_keep_their_deadline(self):
+        results = [None] * 6
+        def one(i):
+            t0 = time.monotonic()
+            try:
+                reply = bazaar.get(self.cluster.frontend_url("/stocks/GameStart"), timeout=30)
+                results[i] = (reply.status, time.monotonic() - t0)
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(6)]
+        TestMissesWithoutWorker.pause_catalog(self)
+        try:
+            for t in threads:
+                t.start()
+            bazaar.join_threads(threads, 30, "lookups")
+        finally:
+            self.cluster.resume_process("catalog")
+        # Each thread's first miss hangs in its call; the others queue behind it. Without their
+        # own deadline they would fail only after two call timeouts (4 s).
+        self.assertEqual([r[0] for r in results], [503] * 6, results)
+        self.assertLess(max(r[1] for r in results), 3.0, results)
+        self.assertGreaterEqual(min(r[1] for r in results), 1.9, results)
+        reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+        self.assertJsonReply(reply, 200)
 
 
 class TestReplyReuse(CacheTestCase):
