@@ -269,13 +269,20 @@ def phase_lookups(args, root, results):
             front-end's lookup batch (POST /lookups)."""
             return cluster.metrics("catalog")["bazaar_catalog_lookups_total"]
 
-        catalog_before = lookups()
+        def calls():
+            """The front-end's catalog calls for misses, and the misses they carried."""
+            m = cluster.metrics("frontend")
+            return (m["bazaar_frontend_lookup_calls_total"],
+                    m["bazaar_frontend_lookup_names_total"])
+
+        catalog_before, calls_before = lookups(), calls()
         results["miss_ours"], results["miss_nginx"] = lookup_compare(
             args, "misses",
             Target("ours (cache off -> catalog)", ours_url,
                    [cluster.processes["frontend"].pid, cluster.processes["catalog"].pid]),
             Target("nginx (proxy_pass)", proxy.url(PATH), proxy.pids() + upstream.pids()))
         results["miss_check"] = lookups() - catalog_before
+        results["miss_calls"] = tuple(a - b for a, b in zip(calls(), calls_before))
         rss_of_frontends(cluster, "cache misses", results)
     finally:
         for ngx in nginxes:
@@ -503,6 +510,9 @@ def report(results, args):
         ours_hdr=header_bytes(results["ours_headers"]), nginx_hdr=header_bytes(results["nginx_headers"]),
         hit_check=f"{results['hit_check'][0]:,} hits / {results['hit_check'][1]} misses",
         miss_check=f"{results['miss_check']:,.0f}",
+        miss_calls=f"{results['miss_calls'][0]:,.0f} catalog calls, {results['miss_calls'][1]:,.0f}"
+                   f" misses ({results['miss_calls'][1] / max(results['miss_calls'][0], 1):.1f}"
+                   " per call, `POST /lookups`)",
         loads="; ".join(f"{k} {v}" for k, v in results["loads"].items() if k != "end"),
         load_start=mach["load"], load_end=results["loads"]["end"],
         rps=rps_lists(results, args), bin_dir=os.path.relpath(args.bin_dir, benchlib.REPO_ROOT), **mach)
@@ -555,7 +565,7 @@ Req/s of every round: {rps}.
 Checks:
 {checks}
 - lookups: the hit run counted {hit_check} at the front-end; in the miss run the catalog answered
-  {miss_check} lookups. The lookup reply is `{reply}` (response headers: ours {ours_hdr} bytes,
+  {miss_check} lookups; the front-end made {miss_calls}. The lookup reply is `{reply}` (response headers: ours {ours_hdr} bytes,
   nginx {nginx_hdr} bytes).
 
 Warnings:
