@@ -72,6 +72,40 @@ class CacheTestCase(bazaar.ClusterTestCase):
     def fe_metric(self, short):
         return self.cluster.metric(FE + short)
 
+    def lookups_in_threads(self, names, results, timeout=20):
+        """Starts a thread per name, each looking it up through the front-end on a connection
+        of its own: results[i] becomes (status, JSON body, seconds taken), or the OSError it
+        raised. Returns the started threads."""
+        def one(i):
+            t0 = time.monotonic()
+            try:
+                reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{names[i]}"),
+                                   timeout=timeout)
+                results[i] = (reply.status, reply.json, time.monotonic() - t0)
+            except OSError as exc:
+                results[i] = exc
+            finally:
+                bazaar.close_connections()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True)
+                   for i in range(len(names))]
+        for t in threads:
+            t.start()
+        return threads
+
+    def pause_catalog(self):
+        """SIGSTOP the catalog and wait until the kernel shows every thread of it stopped: a
+        group stop begins when one thread takes the signal, so on a loaded machine another
+        thread may still read and answer the next request meanwhile."""
+        self.cluster.pause_process("catalog")
+        pid = self.cluster.processes["catalog"].pid
+        def stopped():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+            return True
+        wait_for(stopped, 10, "catalog stopped")
+
     def quiesce(self, timeout=20.0):
         """Wait until the catalog has stopped pushing invalidations; none may have failed."""
         wait_stable(lambda: (self.cluster.metric_sum(SENT, "catalog"),
@@ -379,18 +413,6 @@ class TestSingleFlight(CacheTestCase):
     overrides = {"frontend": {"cache": "on", "cache_size": 8},
                  "catalog": {"heartbeat_ms": 2000}}
 
-    def lookups_in_threads(self, name, count, results):
-        def one(i):
-            try:
-                reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{name}"), timeout=20)
-                results[i] = (reply.status, reply.json)
-            finally:
-                bazaar.close_connections()
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
-        for t in threads:
-            t.start()
-        return threads
-
     def flights(self):
         return self.fe_metric("flights_total"), self.fe_metric("flight_joins_total")
 
@@ -404,13 +426,13 @@ class TestSingleFlight(CacheTestCase):
         results = [None] * 8
         self.cluster.pause_process("catalog")
         try:
-            threads = self.lookups_in_threads("GameStart", 8, results)
+            threads = self.lookups_in_threads(["GameStart"] * 8, results)
             self.wait_misses(misses + 8)
         finally:
             self.cluster.resume_process("catalog")
         bazaar.join_threads(threads, 20, "lookups")
         want = {"name": "GameStart", "price": 15.99, "quantity": 100}
-        self.assertEqual(results, [(200, {"data": want})] * 8)
+        self.assertEqual([r[:2] for r in results], [(200, {"data": want})] * 8)
         f1, j1 = self.flights()
         self.assertEqual((f1 - f0, j1 - j0), (1, 7), "(fetches, joins) for 8 overlapping misses")
 
@@ -421,12 +443,12 @@ class TestSingleFlight(CacheTestCase):
         first, second = [None], [None]
         self.cluster.pause_process("catalog")
         try:
-            threads = self.lookups_in_threads("FishCo", 1, first)
+            threads = self.lookups_in_threads(["FishCo"], first)
             self.wait_misses(misses + 1)
             reply = self.cluster.internal_post_json(
                 self.cluster.frontend_url("/invalidate"), self.cluster.invalidation(("FishCo", 0)))
             self.assertJsonReply(reply, 200)
-            threads += self.lookups_in_threads("FishCo", 1, second)
+            threads += self.lookups_in_threads(["FishCo"], second)
             self.wait_misses(misses + 2)
         finally:
             self.cluster.resume_process("catalog")
@@ -450,36 +472,14 @@ class TestMissesWithoutWorker(CacheTestCase):
         before = self.cluster.metric(self.ASYNC)
         # One worker only: 32 overlapping misses would queue behind it if each held it.
         results = [None] * 32
-        def one(i):
-            try:
-                reply = bazaar.get(self.cluster.frontend_url("/stocks/FishCo"), timeout=20)
-                results[i] = (reply.status, reply.json["data"]["quantity"])
-            finally:
-                bazaar.close_connections()
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(32)]
-        for t in threads:
-            t.start()
+        threads = self.lookups_in_threads(["FishCo"] * 32, results)
         bazaar.join_threads(threads, 20, "lookups")
-        self.assertEqual(results, [(200, 100)] * 32)
+        self.assertEqual([(r[0], r[1]["data"]["quantity"]) for r in results], [(200, 100)] * 32)
         self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
         # Bad names are still answered 400 on the event thread, before any call.
         reply = self.cluster.get(self.cluster.frontend_url("/stocks/" + "x" * 65))
         self.assertJsonReply(reply, 400)
         self.assertEqual(self.cluster.metric(self.ASYNC) - before, 32)
-
-    def pause_catalog(self):
-        """SIGSTOP the catalog and wait until the kernel shows every thread of it stopped: a
-        group stop begins when one thread takes the signal, so on a loaded machine another
-        thread may still read and answer the next request meanwhile."""
-        self.cluster.pause_process("catalog")
-        pid = self.cluster.processes["catalog"].pid
-        def stopped():
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
-                        return False
-            return True
-        wait_for(stopped, 10, "catalog stopped")
 
     def test_hung_catalog_gives_503_at_the_deadline(self):
         self.pause_catalog()
@@ -503,18 +503,8 @@ class TestMissesWithoutWorker(CacheTestCase):
         deadline and exits cleanly, not with a crash on a suspended connection."""
         self.pause_catalog()
         results = [None] * 4
-        def one(i):
-            try:
-                reply = bazaar.get(self.cluster.frontend_url("/stocks/Zed"), timeout=20)
-                results[i] = reply.status
-            except OSError as exc:
-                results[i] = exc
-            finally:
-                bazaar.close_connections()
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
         try:
-            for t in threads:
-                t.start()
+            threads = self.lookups_in_threads(["Zed"] * 4, results)
             time.sleep(0.2)
             code = self.cluster.stop_process("frontend", grace=10.0)
         finally:
@@ -524,7 +514,7 @@ class TestMissesWithoutWorker(CacheTestCase):
         # Each got its 503, or saw the connection close if the server stopped right after
         # resuming it; none hangs (the threads were joined) and the process did not crash.
         for r in results:
-            self.assertTrue(r == 503 or isinstance(r, OSError), r)
+            self.assertTrue(isinstance(r, OSError) or r[0] == 503, r)
         self.cluster.start_process("frontend")
 
 
@@ -552,18 +542,9 @@ class TestLookupBatches(CacheTestCase):
         calls0, names0 = self.counts()
         started = self.cluster.metric(self.ASYNC)
         results = [None] * len(names)
-        def one(i):
-            try:
-                reply = bazaar.get(self.cluster.frontend_url(f"/stocks/{names[i]}"), timeout=30)
-                results[i] = (reply.status, reply.json)
-            finally:
-                bazaar.close_connections()
-        threads = [threading.Thread(target=one, args=(i,), daemon=True)
-                   for i in range(len(names))]
-        TestMissesWithoutWorker.pause_catalog(self)
+        self.pause_catalog()
         try:
-            for t in threads:
-                t.start()
+            threads = self.lookups_in_threads(names, results, timeout=30)
             wait_for(lambda: self.cluster.metric(self.ASYNC) - started >= len(names), 10,
                      "every miss at the front-end")
         finally:
@@ -574,7 +555,7 @@ class TestLookupBatches(CacheTestCase):
             body = json.loads(single.body)
             if single.status == 200:
                 del body["data"]["version"]  # the catalog's, not the client's
-            self.assertEqual(got, (single.status, body), name)
+            self.assertEqual(got[:2], (single.status, body), name)
         self.assertEqual(results[names.index("Zed")][1]["data"]["quantity"], 97)
         calls, carried = self.counts()
         self.assertEqual(carried - names0, len(names), "each miss carried exactly once")
@@ -594,26 +575,17 @@ class TestLookupDeadlines(CacheTestCase):
 
     def test_queued_misses_keep_their_deadline(self):
         results = [None] * 6
-        def one(i):
-            t0 = time.monotonic()
-            try:
-                reply = bazaar.get(self.cluster.frontend_url("/stocks/GameStart"), timeout=30)
-                results[i] = (reply.status, time.monotonic() - t0)
-            finally:
-                bazaar.close_connections()
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(6)]
-        TestMissesWithoutWorker.pause_catalog(self)
+        self.pause_catalog()
         try:
-            for t in threads:
-                t.start()
+            threads = self.lookups_in_threads(["GameStart"] * 6, results, timeout=30)
             bazaar.join_threads(threads, 30, "lookups")
         finally:
             self.cluster.resume_process("catalog")
         # Each thread's first miss hangs in its call; the others queue behind it. Without their
         # own deadline they would fail only after two call timeouts (4 s).
         self.assertEqual([r[0] for r in results], [503] * 6, results)
-        self.assertLess(max(r[1] for r in results), 3.0, results)
-        self.assertGreaterEqual(min(r[1] for r in results), 1.9, results)
+        self.assertLess(max(r[2] for r in results), 3.0, results)
+        self.assertGreaterEqual(min(r[2] for r in results), 1.9, results)
         reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
         self.assertJsonReply(reply, 200)
 

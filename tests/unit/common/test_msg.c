@@ -402,6 +402,56 @@ static void test_append_round_trip(void **state)
     assert_int_equal(msg_append_encode(&bad, &bytes, &len), BZ_EINVAL);
 }
 
+/*
+ * A decoder under test: returns its rv; on 0 it has checked what it decoded (failing the
+ * test if that is not well formed) and freed it.
+ */
+typedef int (*damage_decode_fn)(const char *buf, size_t len);
+
+/*
+ * Every truncation and every extension (up to 16 bytes) of bytes[0..n) is refused, and each
+ * single-bit flip is refused or decodes to something well formed; nothing reads past the
+ * buffer (ASan) or leaks. bytes are left as they were.
+ */
+static void assert_damage_refused(const char *what, char *bytes, size_t n, damage_decode_fn decode)
+{
+    for (size_t cut = 0; cut < n; cut++) {
+        char *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
+        memcpy(copy, bytes, cut);
+        if (decode(copy, cut) != BZ_EINVAL)
+            fail_msg("%s cut to %zu of %zu bytes accepted", what, cut, n);
+        free(copy);
+    }
+    for (size_t extra = 1; extra <= 16; extra++) {
+        char *longer = xcalloc(n + extra, 1);
+        memcpy(longer, bytes, n);
+        if (decode(longer, n + extra) != BZ_EINVAL)
+            fail_msg("%s with %zu trailing bytes accepted", what, extra);
+        free(longer);
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            bytes[i] ^= (char)(1 << bit);
+            decode(bytes, n);
+            bytes[i] ^= (char)(1 << bit);
+        }
+    }
+}
+
+static int append_decode_checked(const char *buf, size_t len)
+{
+    struct msg_append out;
+    char errmsg[160];
+    int rv = msg_append_decode(buf, len, &out, errmsg, sizeof errmsg);
+    if (rv == 0) {
+        for (size_t k = 0; k < out.n; k++)
+            assert_true(out.entries[k].number == out.prev + 1 + (int64_t)k &&
+                        out.entries[k].epoch >= 1 && out.entries[k].epoch <= out.epoch);
+        msg_append_free(&out);
+    }
+    return rv;
+}
+
 /* Every truncation, every extension and a flip of every byte is refused or decodes to a
  * well-formed append; nothing reads past the buffer (ASan) or leaks. */
 static void test_append_damaged(void **state)
@@ -413,32 +463,7 @@ static void test_append_damaged(void **state)
     size_t len;
     assert_int_equal(msg_append_encode(&in, &bytes, &len), 0);
     struct msg_append out;
-    for (size_t cut = 0; cut < len; cut++) {
-        uint8_t *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
-        memcpy(copy, bytes, cut);
-        if (msg_append_decode(copy, cut, &out, errmsg, sizeof errmsg) != BZ_EINVAL)
-            fail_msg("append cut to %zu of %zu bytes accepted", cut, len);
-        free(copy);
-    }
-    for (size_t extra = 1; extra <= 16; extra++) {
-        uint8_t *longer = xcalloc(len + extra, 1);
-        memcpy(longer, bytes, len);
-        if (msg_append_decode(longer, len + extra, &out, errmsg, sizeof errmsg) != BZ_EINVAL)
-            fail_msg("append with %zu trailing bytes accepted", extra);
-        free(longer);
-    }
-    for (size_t i = 0; i < len; i++) {
-        for (int bit = 0; bit < 8; bit++) {
-            bytes[i] ^= (char)(1 << bit);
-            if (msg_append_decode(bytes, len, &out, errmsg, sizeof errmsg) == 0) {
-                for (size_t k = 0; k < out.n; k++)
-                    assert_true(out.entries[k].number == out.prev + 1 + (int64_t)k &&
-                                out.entries[k].epoch >= 1 && out.entries[k].epoch <= out.epoch);
-                msg_append_free(&out);
-            }
-            bytes[i] ^= (char)(1 << bit);
-        }
-    }
+    assert_damage_refused("append", bytes, len, append_decode_checked);
     /* The entry count claims more than the bytes hold. */
     pagecodec_put_u32((uint8_t *)bytes + 40 + 4, 1000);
     assert_int_equal(msg_append_decode(bytes, len, &out, errmsg, sizeof errmsg), BZ_EINVAL);
@@ -620,65 +645,55 @@ static void test_exec_reply(void **state)
     assert_int_equal(msg_exec_reply_encode(&bad, &bytes, &len), BZ_EINVAL);
 }
 
+static int exec_decode_checked(const char *buf, size_t len)
+{
+    struct msg_exec m;
+    char errmsg[160];
+    int rv = msg_exec_decode(buf, len, &m, errmsg, sizeof errmsg);
+    if (rv == 0) {
+        assert_true(m.n == 3 && m.from >= 0 && m.committed >= 0);
+        msg_exec_free(&m);
+    }
+    return rv;
+}
+
+/* A reply to a batch of 3 trades from cursor 7. */
+static int exec_reply_decode_checked(const char *buf, size_t len)
+{
+    struct msg_exec_reply r;
+    char errmsg[160];
+    int rv = msg_exec_reply_decode(buf, len, 3, 7, &r, errmsg, sizeof errmsg);
+    if (rv == 0) {
+        assert_true(r.nresults == 3 && r.end >= 7 + (int64_t)r.njournal);
+        for (size_t k = 0; k < r.njournal; k++)
+            assert_true(r.journal[k].number == 7 + (int64_t)k && r.journal[k].epoch == 0);
+        for (size_t k = 0; k < 3; k++)
+            assert_true(r.results[k].code >= 200 && r.results[k].code <= 599);
+        msg_exec_reply_free(&r);
+    }
+    return rv;
+}
+
 /* Every truncation, every extension and a flip of every byte of a batch and of a reply is
- * refused or decodes to a well-formed message; nothing reads past the buffer (ASan) or leaks. */
+ * refused or decodes to a well-formed message. */
 static void test_exec_damaged(void **state)
 {
     (void)state;
     struct order *e = entries_new(0, 3, 1, SIZE_MAX);
     struct trade trades[3] = {e[0].trade, e[1].trade, e[2].trade};
     free(e);
-    struct msg_exec batch = {.from = 7, .committed = 5, .trades = trades, .n = 3}, m;
+    struct msg_exec batch = {.from = 7, .committed = 5, .trades = trades, .n = 3};
     struct msg_exec_result results[3];
     struct order journal[2];
-    struct msg_exec_reply reply = exec_reply_sample(results, journal), r;
-    char *bytes[2], errmsg[160];
-    size_t len[2];
-    assert_int_equal(msg_exec_encode(&batch, &bytes[0], &len[0]), 0);
-    assert_int_equal(msg_exec_reply_encode(&reply, &bytes[1], &len[1]), 0);
-    for (int which = 0; which < 2; which++) {
-        char *b = bytes[which];
-        size_t n = len[which];
-#define DECODE(buf, l)                                                                             \
-    (which == 0 ? msg_exec_decode(buf, l, &m, errmsg, sizeof errmsg)                               \
-                : msg_exec_reply_decode(buf, l, 3, 7, &r, errmsg, sizeof errmsg))
-        for (size_t cut = 0; cut < n; cut++) {
-            char *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
-            memcpy(copy, b, cut);
-            if (DECODE(copy, cut) != BZ_EINVAL)
-                fail_msg("message %d cut to %zu of %zu bytes accepted", which, cut, n);
-            free(copy);
-        }
-        for (size_t extra = 1; extra <= 16; extra++) {
-            char *longer = xcalloc(n + extra, 1);
-            memcpy(longer, b, n);
-            if (DECODE(longer, n + extra) != BZ_EINVAL)
-                fail_msg("message %d with %zu trailing bytes accepted", which, extra);
-            free(longer);
-        }
-        for (size_t i = 0; i < n; i++) {
-            for (int bit = 0; bit < 8; bit++) {
-                b[i] ^= (char)(1 << bit);
-                if (DECODE(b, n) == 0) {
-                    if (which == 0) {
-                        assert_true(m.n == 3 && m.from >= 0 && m.committed >= 0);
-                        msg_exec_free(&m);
-                    } else {
-                        assert_true(r.nresults == 3 && r.end >= 7 + (int64_t)r.njournal);
-                        for (size_t k = 0; k < r.njournal; k++)
-                            assert_true(r.journal[k].number == 7 + (int64_t)k &&
-                                        r.journal[k].epoch == 0);
-                        for (size_t k = 0; k < 3; k++)
-                            assert_true(r.results[k].code >= 200 && r.results[k].code <= 599);
-                        msg_exec_reply_free(&r);
-                    }
-                }
-                b[i] ^= (char)(1 << bit);
-            }
-        }
-#undef DECODE
-        free(b);
-    }
+    struct msg_exec_reply reply = exec_reply_sample(results, journal);
+    char *bytes;
+    size_t len;
+    assert_int_equal(msg_exec_encode(&batch, &bytes, &len), 0);
+    assert_damage_refused("batch", bytes, len, exec_decode_checked);
+    free(bytes);
+    assert_int_equal(msg_exec_reply_encode(&reply, &bytes, &len), 0);
+    assert_damage_refused("reply", bytes, len, exec_reply_decode_checked);
+    free(bytes);
 }
 
 /* ---------------------------------------------------------------- lookup batches (binary) */
@@ -816,60 +831,46 @@ static void test_lookup_reply(void **state)
                      BZ_EINVAL);
 }
 
+static int lookups_decode_checked(const char *buf, size_t len)
+{
+    struct msg_lookups m;
+    char errmsg[160];
+    int rv = msg_lookups_decode(buf, len, &m, errmsg, sizeof errmsg);
+    if (rv == 0) {
+        assert_true(m.n >= 1 && m.n <= 3);
+        for (size_t k = 0; k < m.n; k++)
+            assert_true(stock_name_valid(m.names[k], strlen(m.names[k])));
+    }
+    return rv;
+}
+
+/* A reply to 3 names: each answer inside the buffer. */
+static int lookup_reply_decode_checked(const char *buf, size_t len)
+{
+    struct msg_lookup_result r[3];
+    char errmsg[160];
+    int rv = msg_lookup_reply_decode(buf, len, 3, r, errmsg, sizeof errmsg);
+    if (rv == 0)
+        for (size_t k = 0; k < 3; k++)
+            assert_true(r[k].status >= 200 && r[k].status <= 599 && r[k].body >= buf &&
+                        r[k].body + r[k].len <= buf + len);
+    return rv;
+}
+
 /* Every cut, extension and bit flip of a batch and of a reply is refused or decodes to a
- * well-formed message; nothing reads past the buffer (ASan). */
+ * well-formed message. */
 static void test_lookups_damaged(void **state)
 {
     (void)state;
     const char *names[3] = {"GameStart", "Fish.Co", "a_b-c"};
-    struct strbuf bufs[2];
-    strbuf_init(&bufs[0], MSG_LOOKUPS_BYTES_MAX);
-    strbuf_init(&bufs[1], MSG_LOOKUP_REPLY_BYTES_MAX);
-    assert_int_equal(msg_lookups_encode(names, 3, &bufs[0]), 0);
-    lookup_reply_sample(&bufs[1]);
-    struct msg_lookups m;
-    struct msg_lookup_result r[3];
-    char errmsg[160];
-    for (int which = 0; which < 2; which++) {
-        char *b = bufs[which].data;
-        size_t n = bufs[which].len;
-#define DECODE(buf, l)                                                                             \
-    (which == 0 ? msg_lookups_decode(buf, l, &m, errmsg, sizeof errmsg)                            \
-                : msg_lookup_reply_decode(buf, l, 3, r, errmsg, sizeof errmsg))
-        for (size_t cut = 0; cut < n; cut++) {
-            char *copy = xmalloc(cut ? cut : 1); /* exactly `cut` bytes, for ASan */
-            memcpy(copy, b, cut);
-            if (DECODE(copy, cut) != BZ_EINVAL)
-                fail_msg("message %d cut to %zu of %zu bytes accepted", which, cut, n);
-            free(copy);
-        }
-        for (size_t extra = 1; extra <= 16; extra++) {
-            char *longer = xcalloc(n + extra, 1);
-            memcpy(longer, b, n);
-            if (DECODE(longer, n + extra) != BZ_EINVAL)
-                fail_msg("message %d with %zu trailing bytes accepted", which, extra);
-            free(longer);
-        }
-        for (size_t i = 0; i < n; i++) {
-            for (int bit = 0; bit < 8; bit++) {
-                b[i] ^= (char)(1 << bit);
-                if (DECODE(b, n) == 0) {
-                    if (which == 0) {
-                        assert_true(m.n >= 1 && m.n <= 3);
-                        for (size_t k = 0; k < m.n; k++)
-                            assert_true(stock_name_valid(m.names[k], strlen(m.names[k])));
-                    } else {
-                        for (size_t k = 0; k < 3; k++)
-                            assert_true(r[k].status >= 200 && r[k].status <= 599 &&
-                                        r[k].body >= b && r[k].body + r[k].len <= b + n);
-                    }
-                }
-                b[i] ^= (char)(1 << bit);
-            }
-        }
-#undef DECODE
-        strbuf_free(&bufs[which]);
-    }
+    struct strbuf b;
+    strbuf_init(&b, MSG_LOOKUP_REPLY_BYTES_MAX);
+    assert_int_equal(msg_lookups_encode(names, 3, &b), 0);
+    assert_damage_refused("lookup batch", b.data, b.len, lookups_decode_checked);
+    strbuf_reset(&b);
+    lookup_reply_sample(&b);
+    assert_damage_refused("lookup reply", b.data, b.len, lookup_reply_decode_checked);
+    strbuf_free(&b);
 }
 
 /* Issue 12 finding 7: an epoch far beyond the current one is refused, so a forged notice
