@@ -23,7 +23,7 @@ struct lookups {
     struct lookups_item *head, **tail;
     int inflight;
     /* Written on the owner thread, read by /metrics from any thread. */
-    atomic_uint_fast64_t calls, names;
+    atomic_uint_fast64_t calls, names, refused;
 };
 
 /* One call in flight: the misses it carries, in the order of the names. */
@@ -50,10 +50,11 @@ void lookups_free(struct lookups *l)
     free(l);
 }
 
-void lookups_counts(const struct lookups *l, uint64_t *calls, uint64_t *names)
+void lookups_counts(const struct lookups *l, uint64_t *calls, uint64_t *names, uint64_t *refused)
 {
     *calls = atomic_load(&l->calls);
     *names = atomic_load(&l->names);
+    *refused = atomic_load(&l->refused);
 }
 
 /* A call ended (rv, reply as http_async gives them): frees its slot, answers its misses. */
@@ -69,7 +70,12 @@ static void lookups__finish(struct lookups__call *c, int rv, struct http_reply *
             snprintf(err, sizeof err, "status %d", reply->status);
         if (reply->status != 200 || msg_lookup_reply_decode(reply->body.data, reply->body.len, c->n,
                                                             results, err, sizeof err)) {
-            LOG_WARN("catalog lookup batch refused: %s", err);
+            /* Logged at the 1st, 2nd, 4th, 8th... refusal: a misconfigured catalog must be
+             * seen, without a line per batch. */
+            uint64_t refused = atomic_fetch_add(&c->l->refused, 1) + 1;
+            if ((refused & (refused - 1)) == 0)
+                LOG_WARN("catalog refused a lookup batch (%llu so far): %s",
+                         (unsigned long long)refused, err);
             http_reply_free(reply);
             rv = BZ_EUPSTREAM;
         }

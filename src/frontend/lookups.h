@@ -59,7 +59,8 @@ void lookups_free(struct lookups *l);
 /* Queues it (name and done set) and returns; done may run before it returns. */
 void lookups_submit(struct lookups *l, struct lookups_item *it);
 
-/* Calls made and names they carried, since the start; for /metrics. */
-void lookups_counts(const struct lookups *l, uint64_t *calls, uint64_t *names);
+/* Calls made, names they carried, and calls whose reply was refused (an error status or
+ * bytes that do not decode), since the start; for /metrics. */
+void lookups_counts(const struct lookups *l, uint64_t *calls, uint64_t *names, uint64_t *refused);
 
 #endif

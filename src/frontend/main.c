@@ -1093,19 +1093,23 @@ static void frontend__metrics(void *svc, struct strbuf *out)
     metrics_render_simple(out, "bazaar_frontend_cache_trusted", "gauge",
                           "1 while the invalidation stream is heard and the cache is in use.",
                           frontend__cache_trusted(fe, clock_now_ms()) ? 1 : 0);
-    uint64_t calls = 0, names = 0;
+    uint64_t calls = 0, names = 0, refused = 0;
     pthread_mutex_lock(&fe->lookups_lock);
     for (size_t i = 0; i < fe->nlookups; i++) {
-        uint64_t c, n;
-        lookups_counts(fe->lookups[i].lookups, &c, &n);
+        uint64_t c, n, r;
+        lookups_counts(fe->lookups[i].lookups, &c, &n, &r);
         calls += c;
         names += n;
+        refused += r;
     }
     pthread_mutex_unlock(&fe->lookups_lock);
     metrics_render_simple(out, "bazaar_frontend_lookup_calls_total", "counter",
                           "Catalog calls that carried misses (POST /lookups).", calls);
     metrics_render_simple(out, "bazaar_frontend_lookup_names_total", "counter",
                           "Misses those calls carried (names per call: this over calls).", names);
+    metrics_render_simple(out, "bazaar_frontend_lookup_refused_total", "counter",
+                          "Catalog calls for misses whose reply was an error or did not decode.",
+                          refused);
     struct cache_stats os = {0};
     if (fe->orders)
         cache_stats(fe->orders, &os);

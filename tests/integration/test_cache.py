@@ -13,6 +13,7 @@ Set BAZAAR_SEED to replay the stress test's random choices.
 """
 
 import email.utils
+import http.server
 import json
 import os
 import random
@@ -564,6 +565,56 @@ class TestLookupBatches(CacheTestCase):
         # may end early only if the catalog answered it before it was paused).
         self.assertLessEqual(calls - calls0, 2 * 2 * self.CALLS_PER_THREAD,
                              f"{calls - calls0} calls for {len(names)} queued misses")
+
+
+    def test_refused_batches_fail_their_misses_and_are_counted(self):
+        """A catalog that answers a lookup batch with an error status (here a 401, as with a
+        wrong secret) or with bytes that do not decode: each miss gets a 503 (not a 404 or a
+        wrong stock), the refusals are counted, and the log says so without a line per
+        batch. A stand-in HTTP server takes the catalog's port for this."""
+        host, port = self.cluster.address("catalog")
+        self.cluster.stop_process("catalog")
+        replies = iter([(401, b'{"error":{"code":401,"message":"unauthorized"}}')] * 3 +
+                       [(200, b"BZM1garbage")] * 3)
+
+        class Standin(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                status, body = next(replies)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer((host, port), Standin)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        refused = "bazaar_frontend_lookup_refused_total"
+        before = self.cluster.metric(refused)
+        try:
+            for _ in range(6):
+                reply = self.cluster.get(self.cluster.frontend_url("/stocks/GameStart"))
+                self.assertJsonReply(reply, 503)
+                self.assertEqual(reply.json["error"]["message"], "catalog unavailable")
+        finally:
+            server.shutdown()
+            server.server_close()
+            self.cluster.start_process("catalog")
+        self.assertEqual(self.cluster.metric(refused) - before, 6)
+        with open(self.cluster.processes["frontend"].log_path, encoding="utf-8") as f:
+            lines = [l for l in f if "catalog refused a lookup batch" in l]
+        self.assertEqual(len(lines), 3, lines)  # the 1st, 2nd and 4th of 6
+        self.assertIn("status 401", lines[0])
+        self.assertIn("answers for 1 names", lines[2])  # "garb" read as the count
+        # The real catalog again: lookups are answered.
+        wait_for(lambda: self.cluster.get(
+            self.cluster.frontend_url("/stocks/GameStart")).status == 200, 10, "lookups again")
 
 
 class TestLookupDeadlines(CacheTestCase):
