@@ -167,8 +167,7 @@ static bool catalog__lookups(void *svc, const struct http_request *req, struct h
         one.status = 200;
         strbuf_reset(&one.body);
         catalog__stock_reply(c, batch.names[i], strlen(batch.names[i]), &one);
-        if (one.status < 200 ||
-            msg_lookup_reply_put(&resp->body, one.status, one.body.data, one.body.len) != 0) {
+        if (msg_lookup_reply_put(&resp->body, one.status, one.body.data, one.body.len) != 0) {
             strbuf_free(&one.body);
             http_reply_error(resp, BZ_EINTERNAL, "a lookup's answer does not fit a batch");
             return true;

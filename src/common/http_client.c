@@ -161,10 +161,15 @@ void http_reply_from_json(struct http_reply *out, int status, const json_t *body
 
 json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen)
 {
-    json_t *root = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+    return http_data_json(reply->status, reply->body.data, reply->body.len, err, msg, msglen);
+}
+
+json_t *http_data_json(int status, const char *body, size_t len, int *err, char *msg, size_t msglen)
+{
+    json_t *root = json_loadb(body ? body : "", len, 0, NULL);
     json_t *data = NULL;
     *err = 0;
-    if (reply->status >= 200 && reply->status < 300) {
+    if (status >= 200 && status < 300) {
         data = root ? json_object_get(root, "data") : NULL;
         if (data) {
             json_incref(data);
@@ -175,7 +180,7 @@ json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg
     } else {
         const char *m = NULL;
         json_unpack(root, "{s:{s:s}}", "error", "message", &m);
-        *err = bz_error_from_status(reply->status);
+        *err = bz_error_from_status(status);
         snprintf(msg, msglen, "%s", m ? m : bz_strerror(*err));
     }
     json_decref(root);

@@ -58,6 +58,9 @@ void http_reply_from_json(struct http_reply *out, int status, const json_t *body
  * the BZ_E* code of the status and msg receives the peer's message.
  */
 json_t *http_reply_data_json(const struct http_reply *reply, int *err, char *msg, size_t msglen);
+/* The same for a reply given as its status and body bytes (one answer of a lookup batch). */
+json_t *http_data_json(int status, const char *body, size_t len, int *err, char *msg,
+                       size_t msglen);
 
 /*
  * The one way services call each other with binary bodies (the trade path's

@@ -5,6 +5,7 @@
 #include "lookups.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ static void lookups__finish(struct lookups__call *c, int rv, struct http_reply *
 {
     struct msg_lookup_result results[MSG_LOOKUP_BATCH_MAX];
     char err[160];
+    bool own = rv == 0 && reply; /* http_async's reply, ours to free once answered */
     c->l->inflight--;
     if (rv == 0) {
         /* An error status answers the call, not a stock (a 404 here is a catalog without
@@ -76,7 +78,6 @@ static void lookups__finish(struct lookups__call *c, int rv, struct http_reply *
             if ((refused & (refused - 1)) == 0)
                 LOG_WARN("catalog refused a lookup batch (%llu so far): %s",
                          (unsigned long long)refused, err);
-            http_reply_free(reply);
             rv = BZ_EUPSTREAM;
         }
     }
@@ -88,7 +89,7 @@ static void lookups__finish(struct lookups__call *c, int rv, struct http_reply *
         else
             it->done(it, 0, results[i].status, results[i].body, results[i].len);
     }
-    if (rv == 0)
+    if (own)
         http_reply_free(reply);
     free(c);
 }

@@ -534,11 +534,7 @@ static int64_t frontend__lookup_answer(struct frontend *fe, int rv, int status, 
         resp->status = 200;
         return (int64_t)version;
     }
-    struct http_reply reply = {.status = status};
-    strbuf_init(&reply.body, len + 1);
-    strbuf_append(&reply.body, body, len);
-    json_t *data = http_reply_data_json(&reply, &rv, msg, sizeof msg);
-    http_reply_free(&reply);
+    json_t *data = http_data_json(status, body, len, &rv, msg, sizeof msg);
     json_int_t version = 0;
     if (rv == BZ_ENOTFOUND) {
         http_reply_error(resp, rv, "stock not found");
