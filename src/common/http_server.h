@@ -47,7 +47,8 @@ struct http_request {
     size_t param_len;
     const char *body; /* NUL-terminated; "" when there is none */
     size_t body_len;
-    void *conn_; /* private: the libmicrohttpd connection */
+    uint64_t start_us; /* clock_now_us() when its head was read: "now" for a fast handler */
+    void *conn_;       /* private: the libmicrohttpd connection */
 };
 
 struct http_response {

@@ -223,6 +223,13 @@ uint64_t clock_now_ms(void)
     return clock_now_us() / 1000u;
 }
 
+uint64_t clock_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 uint64_t clock_wall_ms(void)
 {
     struct timespec ts;

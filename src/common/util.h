@@ -75,6 +75,9 @@ int parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port);
 /* Monotonic clock, for durations and deadlines. */
 uint64_t clock_now_us(void);
 uint64_t clock_now_ms(void);
+/* The same clock at the kernel's tick (a few ms, never ahead of clock_now_ms) without reading
+ * the CPU's counter: for deadlines of seconds taken on every request. */
+uint64_t clock_coarse_ms(void);
 /* Wall-clock time in milliseconds since the Unix epoch, for timestamps shown to people. */
 uint64_t clock_wall_ms(void);
 

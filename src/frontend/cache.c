@@ -230,7 +230,9 @@ bool cache_get(struct cache *c, const char *key, uint64_t now_ms, struct strbuf 
 {
     pthread_mutex_lock(&c->lock);
     struct cache__node *n = cache__find(c, key);
-    bool hit = n && n->has_value && (c->ttl_ms == 0 || now_ms - n->stored_ms < c->ttl_ms);
+    /* Stored after now_ms (the caller's clock is a little old) is fresh too. */
+    bool hit = n && n->has_value &&
+               (c->ttl_ms == 0 || n->stored_ms > now_ms || now_ms - n->stored_ms < c->ttl_ms);
     if (hit) {
         cache__unlink(&c->lru, n);
         cache__push_front(&c->lru, n);

@@ -104,6 +104,49 @@ class TestSlowClients(bazaar.ClusterTestCase):
         self.assertTrue(self.lookup_ok())
 
 
+class TestUnreadReplies(bazaar.ClusterTestCase):
+    """A client that sends requests and never reads the replies. Once the socket buffers
+    are full the server cannot send; the connection must still be cut off within
+    idle_timeout_s, by our deadline (libmicrohttpd's own timeout is off: it read the clock
+    and took a daemon-wide mutex per receive and send; src/common/http_server.c)."""
+    replicas = 1
+    overrides = {"cluster": {"idle_timeout_s": 2}}
+    METRIC = "bazaar_frontend_http_slow_connections_closed_total"
+
+    def test_client_that_never_reads_is_cut_off(self):
+        before = self.cluster.metric(self.METRIC)
+        host, port = self.cluster.address("frontend")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, port))
+        # Pipelined GET /metrics (tens of KiB each), sent until the server stops reading
+        # them (its replies fill both sockets' buffers) or 4 MiB of requests are out.
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.setblocking(False)
+        sent, start = 0, time.monotonic()
+        try:
+            while sent < 4 << 20 and time.monotonic() - start < bazaar.scaled(5):
+                try:
+                    sent += sock.send(request * 64)
+                except BlockingIOError:
+                    break
+            stalled = time.monotonic()
+            cut = bazaar.wait_for(lambda: self.cluster.metric(self.METRIC) > before,
+                                  15, "the unread connection cut off")
+            elapsed = time.monotonic() - stalled
+        finally:
+            sock.close()
+        print(f"{sent} bytes of requests sent; cut off {elapsed:.1f} s after the client "
+              f"stopped reading", file=sys.stderr)
+        self.assertTrue(cut)
+        self.assertLess(elapsed, bazaar.scaled(6))
+        self.assertTrue(self.lookup_ok())
+
+    def lookup_ok(self):
+        reply = bazaar.get(self.cluster.frontend_url("/stocks/GameStart"), timeout=5)
+        return reply.status == 200
+
+
 @bazaar.skip_unless_mode("primary-backup", "leader notices and appends are primary-backup's "
                          "messages (Raft's are libraft's, tested in unit.order.raftnode)")
 class TestReplicationReplay(bazaar.ClusterTestCase):
