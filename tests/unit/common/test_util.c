@@ -289,6 +289,11 @@ static void test_clock_monotonic(void **state)
     uint64_t a = clock_now_us(), b = clock_now_us();
     assert_true(b >= a);
     assert_true(clock_now_ms() >= a / 1000);
+    /* The coarse clock is the same clock at the tick: never ahead, at most a few ticks behind
+     * (the connection deadlines read it; a second of slack would still be harmless). */
+    uint64_t fine0 = clock_now_ms(), coarse = clock_coarse_ms(), fine1 = clock_now_ms();
+    assert_true(coarse <= fine1);
+    assert_true(coarse + 100 >= fine0);
 }
 
 /* util_utf8_copy: valid UTF-8 out, whatever comes in (issue 12 finding 4). */
