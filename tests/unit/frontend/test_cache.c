@@ -547,9 +547,17 @@ static void test_ttl_expiry(void **state)
         uint64_t ttl, stored, now;
         bool hit;
     } cases[] = {
-        {100, 1000, 1000, true},  {100, 1000, 1099, true},     {100, 1000, 1100, false},
-        {100, 1000, 5000, false}, {0, 1000, UINT64_MAX, true}, {1, 7, 7, true},
+        {100, 1000, 1000, true},
+        {100, 1000, 1099, true},
+        {100, 1000, 1100, false},
+        {100, 1000, 5000, false},
+        {0, 1000, UINT64_MAX, true},
+        {1, 7, 7, true},
         {1, 7, 8, false},
+        /* Stored after the caller's "now" (a fast handler passes the request's start time,
+         * and another thread may fill in between): fresh, not 2^64 ms old. */
+        {100, 1000, 999, true},
+        {1, 7, 0, true},
     };
     for (size_t i = 0; i < UNIT_COUNT(cases); i++) {
         struct cache *c = cache_new(4, cases[i].ttl);
