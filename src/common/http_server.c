@@ -197,31 +197,36 @@ static struct http__req *http__req_new(struct http_server *srv)
         reply = st->resp.body;
         strbuf_reset(&body);
         strbuf_reset(&reply);
+        body.max = HTTP_BODY_MAX; /* a route may have lowered it */
+        reply.max = HTTP__REPLY_MAX;
     } else {
         st = xmalloc(sizeof *st);
         strbuf_init(&body, HTTP_BODY_MAX);
         strbuf_init(&reply, HTTP__REPLY_MAX);
     }
     *st = (struct http__req){.srv = srv, .loop = l, .body = body, .resp = {.body = reply}};
-    st->body.max = HTTP_BODY_MAX;
-    st->resp.body.max = HTTP__REPLY_MAX;
     return st;
+}
+
+static void http__req_free(struct http__req *st)
+{
+    strbuf_free(&st->body);
+    strbuf_free(&st->resp.body);
+    free(st);
 }
 
 /* Done with st: kept by its event thread (called on it) within the bounds, else freed. */
 static void http__req_release(struct http__req *st)
 {
     struct http__loop *l = http__current;
+    if (!l || l != st->loop || l->nspare >= HTTP__SPARE_MAX) {
+        http__req_free(st);
+        return;
+    }
     if (st->body.cap > HTTP__SPARE_BYTES)
         strbuf_free(&st->body);
     if (st->resp.body.cap > HTTP__SPARE_BYTES)
         strbuf_free(&st->resp.body);
-    if (!l || l != st->loop || l->nspare >= HTTP__SPARE_MAX) {
-        strbuf_free(&st->body);
-        strbuf_free(&st->resp.body);
-        free(st);
-        return;
-    }
     st->next_job = l->spare;
     l->spare = st;
     l->nspare++;
@@ -1498,9 +1503,7 @@ static void http__loop_close(struct http__loop *l)
         MHD_stop_daemon(l->daemon);
     while (l->spare) { /* MHD_stop_daemon ran on this thread: nothing is added meanwhile */
         struct http__req *next = l->spare->next_job;
-        strbuf_free(&l->spare->body);
-        strbuf_free(&l->spare->resp.body);
-        free(l->spare);
+        http__req_free(l->spare);
         l->spare = next;
     }
     if (l->wake >= 0)

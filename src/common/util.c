@@ -223,18 +223,21 @@ uint64_t clock_now_ms(void)
     return clock_now_us() / 1000u;
 }
 
-uint64_t clock_coarse_ms(void)
+static uint64_t util__clock_ms(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t clock_coarse_ms(void)
+{
+    return util__clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 uint64_t clock_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return util__clock_ms(CLOCK_REALTIME);
 }
 
 void clock_cond_init(pthread_cond_t *cond)
