@@ -43,6 +43,7 @@ struct http_async__call {
     http_async_done_cb cb;
     void *arg;
     bool idempotent;               /* may be sent again after a stale keep-alive close */
+    size_t reply_max;              /* the reply body's ceiling */
     struct http_async__call *next; /* the submission queue or a peer's waiting list */
 };
 
@@ -227,6 +228,7 @@ static void http_async__start(struct http_async *a, struct http_async__conn *c,
     http_async__push(&a->busy, c);
     c->call = call;
     strbuf_reset(&c->in);
+    c->in.max = HTTP_ASYNC_HEAD_MAX + call->reply_max;
     c->head_len = 0;
     c->until_close = c->close_after = false;
     c->req_sent = 0;
@@ -338,7 +340,7 @@ static int http_async__parse_head(struct http_async__conn *c)
         const char *v;
         if (http_async__header(line, len, "Content-Length", &v, &vlen)) {
             uint64_t n;
-            if (parse_u64(v, vlen, HTTP_ASYNC_REPLY_MAX, &n) != 0 || (has_length && n != length))
+            if (parse_u64(v, vlen, c->call->reply_max, &n) != 0 || (has_length && n != length))
                 return BZ_EUPSTREAM; /* over the limit, not a number, or ambiguous */
             has_length = true;
             length = n;
@@ -372,7 +374,7 @@ static void http_async__complete(struct http_async *a, struct http_async__conn *
     if (c->req_sent < call->req.len)
         c->close_after = true; /* answered before the whole request left: not reusable */
     struct http_reply reply = {.status = c->status};
-    strbuf_init(&reply.body, HTTP_ASYNC_REPLY_MAX);
+    strbuf_init(&reply.body, call->reply_max);
     if (strbuf_append(&reply.body, c->in.data + c->head_len, body) != 0) {
         strbuf_free(&reply.body);
         http_async__fail(a, c, BZ_EUPSTREAM);
@@ -683,6 +685,7 @@ int http_async_request(struct http_async *a, const struct http_async_req *r, htt
     call->cb = cb;
     call->arg = arg;
     call->idempotent = !post || r->idempotent;
+    call->reply_max = r->reply_max ? r->reply_max : HTTP_ASYNC_REPLY_MAX;
     /* Admitted under the lock; an embedded client's owner then sends it at once (no queue, no
      * wake-up), a loop thread's call is queued for that thread. */
     bool embedded = a->embedded, wake = false;

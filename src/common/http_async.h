@@ -12,14 +12,12 @@
  * http_client.h (libcurl).
  *
  * Limits: every call has a deadline (connect included); reply heads are at
- * most HTTP_ASYNC_HEAD_MAX bytes and bodies HTTP_ASYNC_REPLY_MAX; at most
- * HTTP_ASYNC_CALLS_MAX calls are queued or in flight and
- * HTTP_ASYNC_CONNS_MAX connections open per peer; chunked replies are refused
- * (our servers send Content-Length); request bodies are at most
- * HTTP_ASYNC_BODY_MAX. A reused keep-alive connection that the peer closed
- * before answering is retried once on a new one, for a GET or a POST the
- * caller declares idempotent. Plain http:// only, at most
- * HTTP_ASYNC_PEERS_MAX peers.
+ * most HTTP_ASYNC_HEAD_MAX bytes and bodies HTTP_ASYNC_REPLY_MAX (or the call's own ceiling); at
+ * most HTTP_ASYNC_CALLS_MAX calls are queued or in flight and HTTP_ASYNC_CONNS_MAX connections open
+ * per peer; chunked replies are refused (our servers send Content-Length); request bodies are at
+ * most HTTP_ASYNC_BODY_MAX. A reused keep-alive connection that the peer closed before answering is
+ * retried once on a new one, for a GET or a POST the caller declares idempotent. Plain http://
+ * only, at most HTTP_ASYNC_PEERS_MAX peers.
  */
 #ifndef BZ_HTTP_ASYNC_H
 #define BZ_HTTP_ASYNC_H
@@ -31,7 +29,7 @@
 
 #define HTTP_ASYNC_CALLS_MAX 4096         /* queued + in flight; more are refused */
 #define HTTP_ASYNC_CONNS_MAX 256          /* open connections per peer; more calls wait */
-#define HTTP_ASYNC_PEERS_MAX 8            /* distinct host:port */
+#define HTTP_ASYNC_PEERS_MAX 32           /* distinct host:port: a catalog and every replica */
 #define HTTP_ASYNC_HEAD_MAX  (8 * 1024)   /* status line + headers of a reply */
 #define HTTP_ASYNC_REPLY_MAX (256 * 1024) /* reply body (an order batch's answers) */
 #define HTTP_ASYNC_BODY_MAX  (256 * 1024) /* request body */
@@ -85,8 +83,9 @@ struct http_async_req {
     const char *body;         /* POST: body_len bytes */
     const char *content_type; /* POST: the body's type, at most 64 bytes; NULL: JSON */
     size_t body_len;
-    int timeout_ms;  /* total deadline, connect included */
-    bool idempotent; /* a POST that may be sent twice (GETs always may) */
+    int timeout_ms;   /* total deadline, connect included */
+    bool idempotent;  /* a POST that may be sent twice (GETs always may) */
+    size_t reply_max; /* the reply body's ceiling; 0: HTTP_ASYNC_REPLY_MAX */
 };
 
 /*

@@ -214,14 +214,20 @@ int http_client_call_binary(const char *url, const char *secret, const char *bod
         snprintf(msg, msglen, "%s", bz_strerror(err));
         return err;
     }
-    if (out->status == 200)
+    return http_reply_check_binary(out, msg, msglen);
+}
+
+int http_reply_check_binary(struct http_reply *reply, char *msg, size_t msglen)
+{
+    if (reply->status == 200)
         return 0;
-    json_t *data = http_reply_data_json(out, &err, msg, msglen); /* the error's code and message */
+    int err;
+    json_t *data = http_reply_data_json(reply, &err, msg, msglen); /* the error's code, message */
     json_decref(data);
     if (err == 0) {
-        snprintf(msg, msglen, "unexpected status %d", out->status);
+        snprintf(msg, msglen, "unexpected status %d", reply->status);
         err = BZ_EUPSTREAM;
     }
-    http_reply_free(out);
+    http_reply_free(reply);
     return err;
 }

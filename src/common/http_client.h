@@ -71,6 +71,12 @@ json_t *http_data_json(int status, const char *body, size_t len, int *err, char 
  */
 int http_client_call_binary(const char *url, const char *secret, const char *body, size_t len,
                             int timeout_ms, struct http_reply *out, char *msg, size_t msglen);
+/*
+ * The verdict on a binary call's reply, however it was made (above, or an
+ * http_async call): 0 for a 200 (reply kept), else the BZ_E* code of the
+ * peer's error status with msg its reason, and the reply freed.
+ */
+int http_reply_check_binary(struct http_reply *reply, char *msg, size_t msglen);
 
 /*
  * The one way services call each other with JSON: encodes `body` (NULL makes

@@ -51,6 +51,13 @@ struct trade_outcome {
 };
 
 /*
+ * How orders handed in together ended: out[0..n-1], one outcome per order in
+ * their order. Called exactly once, on whatever thread finished them; must not
+ * block.
+ */
+typedef void (*trade_outcomes_fn)(void *arg, const struct trade_outcome *out, size_t n);
+
+/*
  * Validates a decoded JSON body. With `with_request_id`, a "request_id"
  * string field is required; without it, it is refused like any other extra
  * field. Returns 0, or BZ_EINVAL with a message for the client in errmsg.

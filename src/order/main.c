@@ -160,14 +160,23 @@ static void order__submit(void *svc, const struct http_request *req, struct http
  * {"data":{"results":[{"status":200,"reply":{"data":{...}}}, ...]}} in the
  * request's order. Only a malformed envelope fails the whole call (400).
  */
-static void order__submit_batch(void *svc, const struct http_request *req,
-                                struct http_response *resp)
+struct order__batch {
+    const struct http_request *req;
+    struct http_response *resp;
+    size_t n, nvalid;
+    struct trade *t, *valid;        /* by request item; the valid ones, in order */
+    struct trade_outcome *o, *done; /* by request item; the valid ones' */
+    size_t *slot;                   /* valid order k is request item slot[k] */
+};
+
+/* The batch's orders, validated; NULL (with a 400 in resp) for a malformed envelope. */
+static struct order__batch *order__batch_parse(const struct http_request *req,
+                                               struct http_response *resp)
 {
-    struct order_service *s = svc;
     char msg[200];
     json_t *body = http_request_json_object(req, resp);
     if (!body)
-        return;
+        return NULL;
     json_t *orders = json_object_get(body, "orders");
     static const char *const keys[] = {"orders"};
     if (trade_check_fields(body, keys, 1, msg, sizeof msg) != 0 || !json_is_array(orders) ||
@@ -175,37 +184,93 @@ static void order__submit_batch(void *svc, const struct http_request *req,
         json_decref(body);
         snprintf(msg, sizeof msg, "body must be {\"orders\": [1..%d orders]}", MSG_ORDER_BATCH_MAX);
         http_reply_error(resp, BZ_EINVAL, msg);
-        return;
+        return NULL;
     }
-    /* t and o by request item; the valid orders are submitted together, in order. */
-    size_t n = json_array_size(orders), nvalid = 0;
-    struct trade *t = xcalloc(n, sizeof *t), *valid = xcalloc(n, sizeof *valid);
-    struct trade_outcome *o = xcalloc(n, sizeof *o), *done = xcalloc(n, sizeof *done);
-    size_t *slot = xcalloc(n, sizeof *slot); /* valid order k is request item slot[k] */
+    size_t n = json_array_size(orders);
+    struct order__batch *b = xcalloc(1, sizeof *b);
+    *b = (struct order__batch){.req = req,
+                               .resp = resp,
+                               .n = n,
+                               .t = xcalloc(n, sizeof *b->t),
+                               .valid = xcalloc(n, sizeof *b->valid),
+                               .o = xcalloc(n, sizeof *b->o),
+                               .done = xcalloc(n, sizeof *b->done),
+                               .slot = xcalloc(n, sizeof *b->slot)};
     for (size_t i = 0; i < n; i++) {
-        o[i].status = trade_from_json(json_array_get(orders, i), true, &t[i], o[i].message,
-                                      sizeof o[i].message);
-        if (o[i].status == 0) {
-            valid[nvalid] = t[i];
-            slot[nvalid++] = i;
+        b->o[i].status = trade_from_json(json_array_get(orders, i), true, &b->t[i], b->o[i].message,
+                                         sizeof b->o[i].message);
+        if (b->o[i].status == 0) {
+            b->valid[b->nvalid] = b->t[i];
+            b->slot[b->nvalid++] = i;
         }
     }
     json_decref(body);
-    if (nvalid)
-        ordersvc_submit(s->svc, valid, nvalid, done);
-    for (size_t k = 0; k < nvalid; k++)
-        o[slot[k]] = done[k];
+    return b;
+}
+
+/* Writes the batch's reply from the valid orders' outcomes (in b->done) and frees b. */
+static void order__batch_reply(struct order__batch *b)
+{
+    for (size_t k = 0; k < b->nvalid; k++)
+        b->o[b->slot[k]] = b->done[k];
     json_t *results = json_array();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < b->n; i++)
         json_array_append_new(results,
-                              json_pack("{s:i,s:o}", "status", bz_error_status(o[i].status),
-                                        "reply", order__outcome_json(&t[i], &o[i])));
-    free(slot);
-    free(done);
-    free(o);
-    free(valid);
-    free(t);
-    http_reply_data(resp, json_pack("{s:o}", "results", results));
+                              json_pack("{s:i,s:o}", "status", bz_error_status(b->o[i].status),
+                                        "reply", order__outcome_json(&b->t[i], &b->o[i])));
+    http_reply_data(b->resp, json_pack("{s:o}", "results", results));
+    free(b->slot);
+    free(b->done);
+    free(b->o);
+    free(b->valid);
+    free(b->t);
+    free(b);
+}
+
+/* Blocking (a worker): raft mode's way. */
+static void order__submit_batch(void *svc, const struct http_request *req,
+                                struct http_response *resp)
+{
+    struct order_service *s = svc;
+    struct order__batch *b = order__batch_parse(req, resp);
+    if (!b)
+        return;
+    if (b->nvalid)
+        ordersvc_submit(s->svc, b->valid, b->nvalid, b->done);
+    order__batch_reply(b);
+}
+
+/* The outcomes of an async batch: on the replica's loop thread (or any that finished it). */
+static void order__batch_done(void *arg, const struct trade_outcome *out, size_t n)
+{
+    struct order__batch *b = arg;
+    const struct http_request *req = b->req;
+    (void)out; /* b->done */
+    (void)n;
+    order__batch_reply(b);
+    http_request_resume(req);
+}
+
+/*
+ * Event thread, where the mode takes orders without a waiting thread
+ * (primary-backup): the orders go to the replica's loop and the reply is sent
+ * when their outcomes are known, with no worker in between.
+ */
+static bool order__submit_batch_async(void *svc, const struct http_request *req,
+                                      struct http_response *resp)
+{
+    struct order_service *s = svc;
+    if (!ordersvc_takes_async(s->svc))
+        return false;
+    struct order__batch *b = order__batch_parse(req, resp);
+    if (b && b->nvalid) {
+        ordersvc_submit_async(s->svc, b->valid, b->nvalid, b->done, order__batch_done, b);
+        return true;
+    }
+    if (b)
+        order__batch_reply(b);
+    http_request_resume(req);
+    return true;
 }
 
 static void order__query(void *svc, const struct http_request *req, struct http_response *resp)
@@ -300,6 +365,7 @@ static struct http_route order__routes[] = {
     {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
     {.method = "POST",
      .pattern = "/orders/batch",
+     .async = order__submit_batch_async,
      .handler = order__submit_batch,
      .internal = true,
      .body_max = MSG_ORDER_BATCH_BYTES_MAX},

@@ -56,6 +56,20 @@ void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n, struct
         replica_submit(s->pb, t, n, out);
 }
 
+bool ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
+                           struct trade_outcome *out, trade_outcomes_fn done, void *arg)
+{
+    if (s->raft)
+        return false;
+    replica_submit_async(s->pb, t, n, out, done, arg);
+    return true;
+}
+
+bool ordersvc_takes_async(const struct ordersvc *s)
+{
+    return !s->raft;
+}
+
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader)
 {
     return s->raft ? raftrep_query(s->raft, number, out, leader)

@@ -38,6 +38,15 @@ bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen);
  */
 void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n,
                      struct trade_outcome *out);
+/*
+ * ordersvc_submit without waiting, where the mode offers it (primary-backup:
+ * ordersvc_takes_async): returns true at once and done(arg, out, n) reports
+ * the outcomes later (t and out are the caller's until then); false, having
+ * taken nothing, in a mode that only answers ordersvc_submit (raft).
+ */
+bool ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
+                           struct trade_outcome *out, trade_outcomes_fn done, void *arg);
+bool ordersvc_takes_async(const struct ordersvc *s);
 /* A committed order by number: 0, BZ_ENOTFOUND, BZ_ENOTLEADER (+ *leader), BZ_EUNAVAIL. */
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader);
 

@@ -1,63 +1,77 @@
 /*
- * replica.c - the production driver of the primary-backup core (pb.h):
- * threads, libcurl and SQLite around the protocol logic.
+ * replica.c - the production driver of the primary-backup core (pb.h): one
+ * loop thread, non-blocking HTTP calls (http_async.h) and SQLite around the
+ * protocol logic.
  *
- * One mutex serialises every call into the core. A loop thread runs its
- * timers; one sender thread per peer performs the calls the core starts, in
- * order, and hands each reply back (a page of a peer's log goes to the loop
- * thread instead, so the sender fetches the next page while the loop writes
- * this one). The catalog has two: the core starts the
- * next exchange before it writes the page the last one returned, and the
- * second thread performs it while the first is still in that write. A sender's
- * queue has its own lock, so a call the core starts goes out at once even
- * while the core still holds its mutex for an fsync: the leader's own write
- * overlaps its followers' (docs/design.md, "The leader's own write"). HTTP handler
- * threads hand in notices, appends, orders and queries, and an order or a
- * query waits on its own condition variable for the core's answer. After
- * every call into the core the driver publishes a view (pb_view) under a
- * second lock, so /health, /status and /metrics never wait for the core
- * while it is in an fsync.
+ * One mutex serialises every call into the core. The loop thread owns an
+ * embedded http_async client: it runs the core's timers, performs every call
+ * the core starts, hands each reply back to the core, and takes in the orders
+ * that HTTP event threads queue (replica_submit_async), so no thread waits
+ * for an order. A call the core starts on the loop thread goes on the wire at
+ * once, before the core goes on to write: the leader's own write overlaps its
+ * followers' and the catalog's next exchange, and a catch-up fetches the next
+ * page while it writes this one (docs/design.md, "The leader's own write" and
+ * "The replica's driver"). A call started on another thread (while a handler
+ * hands in a notice or an append) is queued for the loop thread. Notices,
+ * appends and queries are handed in by HTTP handler threads, a query waiting
+ * on its own condition variable. After every call into the core the driver
+ * publishes a view (pb_view) under a second lock, so /health, /status and
+ * /metrics never wait for the core while it is in an fsync.
  */
 #include "replica.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "error.h"
+#include "http_async.h"
 #include "http_client.h"
+#include "http_server.h"
 #include "log.h"
-#include "ordersvc.h"
 #include "pb.h"
 
-struct replica__queued {
-    struct pb_call *call;
-    struct pb_reply reply; /* on the loop's queue: the reply, performed */
-    struct replica__queued *next;
-};
+/*
+ * The largest reply of a call: a log page of MSG_LOG_PAGE_MAX entries, or the
+ * catalog's reply of MSG_MAX_ENTRIES results and journal entries (an entry
+ * encodes in at most 151 bytes, a result in 259).
+ */
+#define REPLICA__REPLY_MAX   (1024 * 1024)
+#define REPLICA__WAIT_MAX_MS 1000 /* the loop looks at its inbox at least this often */
+/* Orders handed in and not yet answered, at most (64 full batches): more are refused 503. */
+#define REPLICA__ORDERS_MAX (64 * MSG_ORDER_BATCH_MAX)
 
-#define REPLICA__CATALOG_THREADS 2
+_Static_assert(HTTP_ASYNC_PEERS_MAX >= CONFIG_MAX_REPLICAS,
+               "one client calls every peer and the catalog");
 
-/* Performs one target's calls (a peer's in order, or the catalog's). */
-struct replica__sender {
+/* One call the core started: performed on the loop thread, its reply handed back. */
+struct replica__call {
     struct replica *r;
-    char url[CONFIG_ADDR_MAX + 16]; /* http://host:port */
-    pthread_t threads[REPLICA__CATALOG_THREADS];
-    int nthreads, started;
-    pthread_mutex_t qlock; /* the queue and `stop`; taken after r->lock, never before */
-    pthread_cond_t cond;   /* guarded by qlock */
-    bool stop;
-    struct replica__queued *head, **tail;
+    struct pb_call *call;
+    struct pb_reply reply;
+    struct replica__call *next; /* r->outbox, then r->replies */
 };
 
-/* Requests handed in together, waiting for all of the core's answers; on the handler's stack. */
+/* A request handed to the core, answered once the core has answered each of its tokens. */
 struct replica__group {
-    pthread_cond_t cond; /* signalled when the last answer arrives */
-    size_t pending;      /* guarded by r->lock */
+    struct replica *r;
+    size_t n, pending;          /* pending: guarded by r->lock */
+    const struct trade *trades; /* a submit: the caller's, until done */
+    struct trade_outcome *out;
+    struct replica__waiter *waiters;
+    void **tokens;
+    trade_outcomes_fn done; /* a submit */
+    void *arg;
+    bool counted;                /* a submit counted in r->orders_waiting */
+    pthread_cond_t *cond;        /* a query: its waiting thread's */
+    struct replica__group *next; /* r->submitted, then r->answered */
 };
 
-/* An order or query waiting for the core's answer. */
 struct replica__waiter {
     struct replica__group *group;
     struct pb_answer answer;
@@ -70,18 +84,29 @@ struct replica {
     struct pb_store store;
     struct pb *pb;
 
-    pthread_mutex_t lock; /* every call into pb */
-    pthread_cond_t loop_cond;
-    bool stopping;
+    pthread_mutex_t lock;            /* every call into pb, and `answered` */
+    struct replica__group *answered; /* submits the core has fully answered, to finish */
+
+    pthread_mutex_t inbox_lock; /* the fields below; may be taken under `lock`, never before */
+    struct replica__call *outbox, **outbox_tail; /* calls started off the loop thread */
+    struct replica__group *submitted, **submitted_tail;
+    bool woken;            /* a wake-up is on its way */
+    bool closed;           /* the loop has stopped: submits are refused */
+    size_t orders_waiting; /* handed in by replica_submit_async, not yet answered */
+
+    /* Loop thread only (and replica_stop once it has ended). */
     pthread_t loop;
-    /* Performed page calls whose replies the loop thread hands to the core (under `lock`). */
-    struct replica__queued *replies, **replies_tail;
-    int nsenders; /* peers, then the catalog */
-    struct replica__sender senders[PB_MAX_PEERS + 1];
+    int wake_fd;
+    struct http_async *async;
+    struct replica__call *replies, **replies_tail; /* performed, for the core */
+    char peer_urls[PB_MAX_PEERS][CONFIG_ADDR_MAX + 16], catalog_url[CONFIG_ADDR_MAX + 16];
 
     pthread_mutex_t view_lock;
     struct pb_view view;
 };
+
+/* The replica whose loop runs on this thread, if any. */
+static _Thread_local struct replica *replica__loop_self;
 
 /* ---------------------------------------------------------------- view */
 
@@ -102,6 +127,63 @@ static void replica__view(struct replica *r, struct pb_view *out)
     pthread_mutex_unlock(&r->view_lock);
 }
 
+/* The leader this replica knows of, for a 421 (0 when none, or when it is us). */
+static int replica__leader_hint(struct replica *r)
+{
+    struct pb_view v;
+    replica__view(r, &v);
+    return v.leader != r->id ? v.leader : 0;
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static void replica__group_free(struct replica__group *g)
+{
+    free(g->tokens);
+    free(g->waiters);
+    free(g);
+}
+
+/* Without r->lock: a submit's outcomes from the core's answers, to its caller. */
+static void replica__finish(struct replica *r, struct replica__group *g)
+{
+    int hint = -1;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct pb_answer *a = &g->waiters[i].answer;
+        struct trade_outcome *o = &g->out[i];
+        *o = (struct trade_outcome){.status = a->status, .number = a->status ? -1 : a->number};
+        if (a->status) {
+            snprintf(o->message, sizeof o->message, "%s", a->message);
+            if (a->status == BZ_ENOTLEADER) {
+                if (hint < 0)
+                    hint = replica__leader_hint(r);
+                o->leader = hint;
+            }
+        }
+    }
+    if (g->counted) {
+        pthread_mutex_lock(&r->inbox_lock);
+        r->orders_waiting -= g->n;
+        pthread_mutex_unlock(&r->inbox_lock);
+    }
+    g->done(g->arg, g->out, g->n);
+    replica__group_free(g);
+}
+
+/* Publishes the view and lets go of r->lock, then finishes the submits answered meanwhile. */
+static void replica__unlock(struct replica *r)
+{
+    replica__publish(r);
+    struct replica__group *g = r->answered;
+    r->answered = NULL;
+    pthread_mutex_unlock(&r->lock);
+    while (g) {
+        struct replica__group *next = g->next;
+        replica__finish(r, g);
+        g = next;
+    }
+}
+
 /* ---------------------------------------------------------------- io for the core */
 
 static uint64_t replica__now(void *ctx)
@@ -110,229 +192,292 @@ static uint64_t replica__now(void *ctx)
     return clock_now_ms();
 }
 
+static void replica__wake(struct replica *r)
+{
+    uint64_t one = 1;
+    if (write(r->wake_fd, &one, sizeof one) != sizeof one)
+        LOG_WARN("cannot wake the replica's loop: %s", strerror(errno));
+}
+
+static void replica__dispatch(struct replica *r, struct replica__call *q);
+
 static void replica__send(void *ctx, struct pb_call *call)
 {
     struct replica *r = ctx;
-    int i = call->peer >= 0 ? call->peer : r->nsenders - 1;
-    struct replica__sender *s = &r->senders[i];
-    struct replica__queued *q = xcalloc(1, sizeof *q);
+    struct replica__call *q = xcalloc(1, sizeof *q);
+    q->r = r;
     q->call = call;
-    pthread_mutex_lock(&s->qlock);
-    *s->tail = q;
-    s->tail = &q->next;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->qlock);
+    if (replica__loop_self == r) {
+        replica__dispatch(r, q); /* on the wire now, before the core writes */
+        return;
+    }
+    pthread_mutex_lock(&r->inbox_lock);
+    *r->outbox_tail = q;
+    r->outbox_tail = &q->next;
+    bool wake = !r->woken;
+    r->woken = true;
+    pthread_mutex_unlock(&r->inbox_lock);
+    if (wake)
+        replica__wake(r);
 }
 
+/* With r->lock held (the core calls it). */
 static void replica__answer(void *ctx, void *token, const struct pb_answer *answer)
 {
-    (void)ctx;
+    struct replica *r = ctx;
     struct replica__waiter *w = token;
+    struct replica__group *g = w->group;
     w->answer = *answer;
-    if (--w->group->pending == 0)
-        pthread_cond_signal(&w->group->cond);
+    if (--g->pending)
+        return;
+    if (g->cond) {
+        pthread_cond_signal(g->cond);
+    } else {
+        g->next = r->answered;
+        r->answered = g;
+    }
 }
 
 /* ---------------------------------------------------------------- calls over HTTP */
 
-/* Encodes a call, performs it and decodes the reply strictly into *reply. */
-static void replica__perform(struct replica *r, const char *base, const struct pb_call *c,
-                             struct pb_reply *reply)
+/* Loop thread: a performed call (or one that could not start) joins the replies for the core. */
+static void replica__push_reply(struct replica *r, struct replica__call *q)
 {
-    char url[CONFIG_ADDR_MAX + 64], msg[160] = "";
-    json_t *body = NULL;
-    struct http_reply h;
-    int err = 0;
-    switch (c->kind) {
-    case PB_CALL_NOTICE:
-        snprintf(url, sizeof url, "%s/leader", base);
-        body = msg_notice_to_json(&c->notice);
-        break;
-    case PB_CALL_STATE:
-        snprintf(url, sizeof url, "%s/state", base);
-        break;
-    case PB_CALL_APPEND:
-    case PB_CALL_PAGE:
-        if (c->kind == PB_CALL_APPEND)
-            snprintf(url, sizeof url, "%s/replicate", base);
-        else
-            snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
-        err = http_client_call_binary(url, r->cfg->secret,
-                                      c->kind == PB_CALL_APPEND ? c->append->wire : NULL,
-                                      c->kind == PB_CALL_APPEND ? c->append->wire_len : 0,
-                                      c->timeout_ms, &h, msg, sizeof msg);
-        if (err) {
-            /* Replicas answer 409 only to refuse an epoch older than one they promised. */
-            reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;
-            if (reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
-                LOG_DEBUG("%s: %s", url, msg);
-            return;
+    q->next = NULL;
+    *r->replies_tail = q;
+    r->replies_tail = &q->next;
+}
+
+/* Decodes a call's HTTP outcome (rv, and the reply when rv is 0) strictly into q->reply. */
+static void replica__decode(struct replica__call *q, int rv, struct http_reply *h)
+{
+    const struct pb_call *c = q->call;
+    struct pb_reply *reply = &q->reply;
+    char msg[160] = "";
+    int err = rv;
+    if (err) {
+        snprintf(msg, sizeof msg, "%s", bz_strerror(err));
+    } else if (c->kind == PB_CALL_CATALOG) {
+        reply->err = h->status == 200 ? 0 : BZ_EUNAVAIL;
+        http_reply_free(h);
+        return;
+    } else if (c->kind == PB_CALL_NOTICE || c->kind == PB_CALL_STATE) {
+        json_t *data = http_reply_data_json(h, &err, msg, sizeof msg);
+        http_reply_free(h);
+        if (data) {
+            err = msg_peer_state_from_json(data, &reply->state, msg, sizeof msg);
+            json_decref(data);
+            if (err) {
+                LOG_WARN("malformed reply from replica %d: %s", c->peer, msg);
+                reply->err = BZ_EUPSTREAM;
+                return;
+            }
         }
+    } else if ((err = http_reply_check_binary(h, msg, sizeof msg)) == 0) {
         if (c->kind == PB_CALL_APPEND) {
             struct msg_append_reply a;
-            if ((err = msg_append_reply_decode(h.body.data, h.body.len, &a, msg, sizeof msg)) ==
+            if ((err = msg_append_reply_decode(h->body.data, h->body.len, &a, msg, sizeof msg)) ==
                 0) {
                 reply->ok = a.ok;
                 reply->match = a.match;
                 reply->last = a.last;
             }
-        } else {
-            err = msg_log_page_decode(h.body.data, h.body.len, &reply->entries, &reply->n, msg,
+        } else if (c->kind == PB_CALL_PAGE) {
+            err = msg_log_page_decode(h->body.data, h->body.len, &reply->entries, &reply->n, msg,
                                       sizeof msg);
+        } else {
+            err = msg_exec_reply_decode(h->body.data, h->body.len, c->exec.n, c->exec.from,
+                                        &reply->exec, msg, sizeof msg);
         }
-        http_reply_free(&h);
+        http_reply_free(h);
         if (err) {
-            LOG_WARN("malformed reply from %s: %s", url, msg);
+            LOG_WARN("malformed reply from %s: %s", c->peer >= 0 ? "a replica" : "the catalog",
+                     msg);
             reply->err = BZ_EUPSTREAM;
         }
         return;
-    case PB_CALL_EXECUTE:
-        reply->err = ordersvc_catalog_execute(r->cfg, &c->exec, &reply->exec, msg, sizeof msg);
-        if (reply->err && reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
+    }
+    if (!err)
+        return;
+    if (c->peer < 0) {
+        reply->err = err;
+        if (err != BZ_EUNAVAIL && err != BZ_ETIMEDOUT)
             LOG_WARN("catalog exchange: %s", msg);
         return;
+    }
+    /* Replicas answer 409 only to refuse an epoch older than one they promised. */
+    reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;
+    if (reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
+        LOG_DEBUG("replica call %d: %s", (int)c->kind, msg);
+}
+
+/* http_async's callback, on the loop thread (or replica_stop's, after the loop). */
+static void replica__call_done(void *arg, int rv, struct http_reply *reply)
+{
+    struct replica__call *q = arg;
+    replica__decode(q, rv, reply);
+    replica__push_reply(q->r, q);
+}
+
+/* Loop thread: puts the call on the wire; its reply (or failure) joins r->replies. */
+static void replica__dispatch(struct replica *r, struct replica__call *q)
+{
+    const struct pb_call *c = q->call;
+    char url[CONFIG_ADDR_MAX + 64];
+    const char *base = c->peer >= 0 ? r->peer_urls[c->peer] : r->catalog_url;
+    struct http_async_req req = {.method = "POST",
+                                 .url = url,
+                                 .secret = r->cfg->secret,
+                                 .content_type = HTTP_BINARY_TYPE,
+                                 .timeout_ms = c->timeout_ms,
+                                 .idempotent = true, /* each of these may arrive twice */
+                                 .reply_max = REPLICA__REPLY_MAX};
+    char *owned = NULL;
+    switch (c->kind) {
+    case PB_CALL_NOTICE: {
+        snprintf(url, sizeof url, "%s/leader", base);
+        json_t *body = msg_notice_to_json(&c->notice);
+        owned = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        req.body = owned;
+        req.body_len = owned ? strlen(owned) : 0;
+        req.content_type = NULL;
+        break;
+    }
+    case PB_CALL_STATE:
+        snprintf(url, sizeof url, "%s/state", base);
+        req.method = "GET";
+        break;
+    case PB_CALL_APPEND:
+        snprintf(url, sizeof url, "%s/replicate", base);
+        req.body = c->append->wire;
+        req.body_len = c->append->wire_len;
+        break;
+    case PB_CALL_PAGE:
+        snprintf(url, sizeof url, "%s/log/%lld", base, (long long)c->from);
+        req.method = "GET";
+        break;
+    case PB_CALL_EXECUTE:
+        snprintf(url, sizeof url, "%s/execute", base);
+        if (msg_exec_encode(&c->exec, &owned, &req.body_len) != 0) {
+            LOG_WARN("catalog exchange: batch cannot be encoded");
+            q->reply.err = BZ_EINTERNAL;
+            replica__push_reply(r, q);
+            return;
+        }
+        req.body = owned;
+        break;
     case PB_CALL_CATALOG:
         snprintf(url, sizeof url, "%s/health", base);
-        reply->err = http_client_request("GET", url, NULL, NULL, 0, c->timeout_ms, &h);
-        if (reply->err == 0) {
-            reply->err = h.status == 200 ? 0 : BZ_EUNAVAIL;
-            http_reply_free(&h);
-        }
+        req.method = "GET";
+        req.secret = NULL;
+        break;
+    }
+    if (c->kind == PB_CALL_NOTICE && !owned) {
+        q->reply.err = BZ_EINTERNAL;
+        replica__push_reply(r, q);
         return;
     }
-    json_t *data =
-        http_client_call_json(url, r->cfg->secret, body, c->timeout_ms, &err, msg, sizeof msg);
-    json_decref(body);
-    if (!data) {
-        /* Replicas answer 409 only to refuse an epoch older than one they promised. */
-        reply->err = err == BZ_ECONFLICT ? BZ_ESTALE : err;
-        if (reply->err != BZ_EUNAVAIL && reply->err != BZ_ETIMEDOUT)
-            LOG_DEBUG("%s: %s", url, msg);
-        return;
-    }
-    err = msg_peer_state_from_json(data, &reply->state, msg, sizeof msg); /* NOTICE, STATE */
-    json_decref(data);
-    if (err) {
-        LOG_WARN("malformed reply from %s: %s", url, msg);
-        reply->err = BZ_EUPSTREAM;
+    int rv = http_async_request(r->async, &req, replica__call_done, q);
+    free(owned);
+    if (rv) {
+        q->reply.err = BZ_EUNAVAIL;
+        replica__push_reply(r, q);
     }
 }
 
-static void replica__queued_free(struct replica__queued *q)
+static void replica__call_free(struct replica__call *q)
 {
     pb_reply_free(&q->reply);
     pb_call_free(q->call);
     free(q);
 }
 
-/* With r->lock held: hands the queued page replies to the core, oldest first. */
+/* ---------------------------------------------------------------- the loop */
+
+/* Loop thread, with r->lock held: hands the performed calls' replies to the core, oldest first. */
 static void replica__drain_replies(struct replica *r)
 {
-    while (r->replies && !r->stopping) {
-        struct replica__queued *q = r->replies;
+    while (r->replies) {
+        struct replica__call *q = r->replies;
         r->replies = q->next;
         if (!r->replies)
             r->replies_tail = &r->replies;
-        pb_on_reply(r->pb, q->call, &q->reply);
-        replica__publish(r);
-        replica__queued_free(q);
+        pb_on_reply(r->pb, q->call, &q->reply); /* may start calls: they join the wire now */
+        replica__call_free(q);
     }
-}
-
-static void *replica__sender_main(void *arg)
-{
-    struct replica__sender *s = arg;
-    struct replica *r = s->r;
-    pthread_mutex_lock(&s->qlock);
-    for (;;) {
-        while (!s->head && !s->stop)
-            pthread_cond_wait(&s->cond, &s->qlock);
-        if (s->stop)
-            break;
-        struct replica__queued *q = s->head;
-        s->head = q->next;
-        if (!s->head)
-            s->tail = &s->head;
-        pthread_mutex_unlock(&s->qlock);
-
-        replica__perform(r, s->url, q->call, &q->reply);
-
-        pthread_mutex_lock(&r->lock);
-        if (q->call->kind == PB_CALL_PAGE && !r->stopping) {
-            /* The loop thread writes the page: this thread is free at once to fetch the next
-             * one, which the core asks for before it writes this one (pb_sync.c). */
-            q->next = NULL;
-            *r->replies_tail = q;
-            r->replies_tail = &q->next;
-            pthread_cond_signal(&r->loop_cond);
-            pthread_mutex_unlock(&r->lock);
-            pthread_mutex_lock(&s->qlock);
-            continue;
-        }
-        if (!r->stopping) {
-            pb_on_reply(r->pb, q->call, &q->reply);
-            replica__publish(r);
-        }
-        pthread_mutex_unlock(&r->lock);
-        replica__queued_free(q);
-        pthread_mutex_lock(&s->qlock);
-    }
-    /* Calls never performed are dropped with the core. */
-    for (struct replica__queued *q = s->head, *next; q; q = next) {
-        next = q->next;
-        replica__queued_free(q);
-    }
-    s->head = NULL;
-    s->tail = &s->head;
-    pthread_mutex_unlock(&s->qlock);
-    return NULL;
 }
 
 static void *replica__loop_main(void *arg)
 {
     struct replica *r = arg;
-    pthread_mutex_lock(&r->lock);
-    while (!r->stopping) {
+    replica__loop_self = r;
+    for (;;) {
+        pthread_mutex_lock(&r->inbox_lock);
+        if (r->closed) {
+            pthread_mutex_unlock(&r->inbox_lock);
+            return NULL; /* replica_stop answers and frees what is left */
+        }
+        struct replica__call *calls = r->outbox;
+        struct replica__group *subs = r->submitted;
+        r->outbox = NULL;
+        r->outbox_tail = &r->outbox;
+        r->submitted = NULL;
+        r->submitted_tail = &r->submitted;
+        r->woken = false;
+        pthread_mutex_unlock(&r->inbox_lock);
+        while (calls) {
+            struct replica__call *next = calls->next;
+            replica__dispatch(r, calls);
+            calls = next;
+        }
+
+        pthread_mutex_lock(&r->lock);
+        while (subs) {
+            struct replica__group *next = subs->next;
+            pb_submit(r->pb, subs->trades, subs->n, subs->tokens);
+            subs = next;
+        }
         replica__drain_replies(r);
         uint64_t next = pb_tick(r->pb);
-        replica__publish(r);
+        replica__drain_replies(r); /* calls that failed at once */
+        replica__unlock(r);
+
         uint64_t now = clock_now_ms();
-        struct timespec ts;
-        clock_deadline(&ts, next > now ? next - now : 1);
-        pthread_cond_timedwait(&r->loop_cond, &r->lock, &ts);
+        uint64_t wait = next > now ? next - now : 1;
+        if (wait > REPLICA__WAIT_MAX_MS)
+            wait = REPLICA__WAIT_MAX_MS;
+        int calls_wait = http_async_timeout_ms(r->async);
+        if (calls_wait >= 0 && (uint64_t)calls_wait < wait)
+            wait = (uint64_t)calls_wait;
+        struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
+                                {.fd = http_async_fd(r->async), .events = POLLIN}};
+        if (poll(fds, 2, r->replies ? 0 : (int)wait) < 0 && errno != EINTR)
+            LOG_WARN("replica loop: poll: %s", strerror(errno));
+        if (fds[0].revents & POLLIN) {
+            uint64_t v;
+            if (read(r->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+                LOG_WARN("replica loop: cannot read its wake-up: %s", strerror(errno));
+        }
+        http_async_run(r->async); /* replies and deadlines: r->replies */
     }
-    pthread_mutex_unlock(&r->lock);
-    return NULL;
 }
 
 /* ---------------------------------------------------------------- public calls */
 
-/* Tells every sender thread to end (after the call it is performing, if any). */
-static void replica__stop_senders(struct replica *r)
-{
-    for (int i = 0; i < r->nsenders; i++) {
-        struct replica__sender *s = &r->senders[i];
-        pthread_mutex_lock(&s->qlock);
-        s->stop = true;
-        pthread_cond_broadcast(&s->cond);
-        pthread_mutex_unlock(&s->qlock);
-    }
-}
-
 /* Frees what replica_start made, once no thread runs. */
 static void replica__destroy(struct replica *r)
 {
-    for (struct replica__queued *q = r->replies, *next; q; q = next) {
-        next = q->next;
-        replica__queued_free(q);
+    while (r->replies) {
+        struct replica__call *q = r->replies;
+        r->replies = q->next;
+        replica__call_free(q);
     }
-    for (int i = 0; i < r->nsenders; i++) {
-        pthread_cond_destroy(&r->senders[i].cond);
-        pthread_mutex_destroy(&r->senders[i].qlock);
-    }
+    if (r->wake_fd >= 0)
+        close(r->wake_fd);
     pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->inbox_lock);
     pthread_mutex_destroy(&r->view_lock);
-    pthread_cond_destroy(&r->loop_cond);
     free(r);
 }
 
@@ -343,10 +488,18 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     r->id = id;
     r->log = log;
     r->store = pb_store_orderlog(log);
+    r->outbox_tail = &r->outbox;
+    r->submitted_tail = &r->submitted;
     r->replies_tail = &r->replies;
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->inbox_lock, NULL);
     pthread_mutex_init(&r->view_lock, NULL);
-    clock_cond_init(&r->loop_cond);
+    r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->wake_fd < 0) {
+        LOG_ERROR("cannot make the replica's wake-up descriptor: %s", strerror(errno));
+        replica__destroy(r);
+        return BZ_EINTERNAL;
+    }
 
     struct pb_config pc = {
         .id = id,
@@ -356,46 +509,29 @@ int replica_start(struct replica **out, const struct bz_config *cfg, int id, str
     for (int i = 0; i < cfg->replica_count; i++) {
         if (cfg->replicas[i].id == id)
             continue;
-        struct replica__sender *s = &r->senders[pc.npeers];
-        snprintf(s->url, sizeof s->url, "http://%s", cfg->replicas[i].listen);
+        snprintf(r->peer_urls[pc.npeers], sizeof r->peer_urls[pc.npeers], "http://%s",
+                 cfg->replicas[i].listen);
         pc.peer_ids[pc.npeers++] = cfg->replicas[i].id;
     }
-    r->nsenders = pc.npeers + 1;
-    snprintf(r->senders[pc.npeers].url, sizeof r->senders[pc.npeers].url, "http://%s",
-             cfg->catalog_listen);
-    for (int i = 0; i < r->nsenders; i++) {
-        r->senders[i].r = r;
-        r->senders[i].tail = &r->senders[i].head;
-        pthread_mutex_init(&r->senders[i].qlock, NULL);
-        clock_cond_init(&r->senders[i].cond);
-    }
+    snprintf(r->catalog_url, sizeof r->catalog_url, "http://%s", cfg->catalog_listen);
+    r->async = http_async_embed();
     struct pb_io io = {
         .ctx = r, .now_ms = replica__now, .send = replica__send, .answer = replica__answer};
 
     pthread_mutex_lock(&r->lock);
-    r->pb = pb_new(&pc, &io, &r->store);
+    r->pb = pb_new(&pc, &io, &r->store); /* its first calls wait in the outbox */
     replica__publish(r);
     pthread_mutex_unlock(&r->lock);
 
-    int rv = 0;
-    for (int i = 0; i < r->nsenders && rv == 0; i++) {
-        struct replica__sender *s = &r->senders[i];
-        s->nthreads = i == r->nsenders - 1 ? REPLICA__CATALOG_THREADS : 1;
-        for (int k = 0; k < s->nthreads && rv == 0; k++)
-            if ((rv = pthread_create(&s->threads[k], NULL, replica__sender_main, s)) == 0)
-                s->started++;
-    }
-    if (rv == 0)
-        rv = pthread_create(&r->loop, NULL, replica__loop_main, r);
+    int rv = pthread_create(&r->loop, NULL, replica__loop_main, r);
     if (rv) {
-        LOG_ERROR("cannot start replica threads: %s", strerror(rv));
-        pthread_mutex_lock(&r->lock);
-        r->stopping = true;
-        pthread_mutex_unlock(&r->lock);
-        replica__stop_senders(r);
-        for (int i = 0; i < r->nsenders; i++)
-            for (int k = 0; k < r->senders[i].started; k++)
-                pthread_join(r->senders[i].threads[k], NULL);
+        LOG_ERROR("cannot start the replica's loop thread: %s", strerror(rv));
+        while (r->outbox) {
+            struct replica__call *q = r->outbox;
+            r->outbox = q->next;
+            replica__call_free(q);
+        }
+        http_async_stop(r->async);
         pb_free(r->pb);
         replica__destroy(r);
         return BZ_EINTERNAL;
@@ -408,18 +544,39 @@ void replica_stop(struct replica *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->lock);
-    r->stopping = true;
-    pthread_cond_broadcast(&r->loop_cond);
-    pthread_mutex_unlock(&r->lock);
-    replica__stop_senders(r);
+    pthread_mutex_lock(&r->inbox_lock);
+    r->closed = true;
+    pthread_mutex_unlock(&r->inbox_lock);
+    replica__wake(r);
     pthread_join(r->loop, NULL);
-    for (int i = 0; i < r->nsenders; i++)
-        for (int k = 0; k < r->senders[i].started; k++)
-            pthread_join(r->senders[i].threads[k], NULL);
+    /* The calls still open run to their ends (each has its deadline); the core is past
+     * caring for their replies, which replica__destroy drops. */
+    http_async_stop(r->async);
+    struct replica__group *left = r->submitted; /* queued, never handed to the core */
+    r->submitted = NULL;
     pthread_mutex_lock(&r->lock);
-    pb_free(r->pb); /* answers any request still waiting */
+    pb_free(r->pb); /* answers every request still waiting */
+    struct replica__group *answered = r->answered;
+    r->answered = NULL;
     pthread_mutex_unlock(&r->lock);
+    while (answered) {
+        struct replica__group *next = answered->next;
+        replica__finish(r, answered);
+        answered = next;
+    }
+    while (left) {
+        struct replica__group *next = left->next;
+        for (size_t i = 0; i < left->n; i++)
+            left->waiters[i].answer =
+                (struct pb_answer){.status = BZ_EUNAVAIL, .message = "the replica is stopping"};
+        replica__finish(r, left);
+        left = next;
+    }
+    while (r->outbox) {
+        struct replica__call *q = r->outbox;
+        r->outbox = q->next;
+        replica__call_free(q);
+    }
     replica__destroy(r);
 }
 
@@ -435,8 +592,7 @@ int replica_notice(struct replica *r, const struct msg_notice *m)
 {
     pthread_mutex_lock(&r->lock);
     int rv = pb_on_notice(r->pb, m);
-    replica__publish(r);
-    pthread_mutex_unlock(&r->lock);
+    replica__unlock(r);
     if (rv == 0)
         LOG_DEBUG("notice: leader %d epoch %llu", m->leader, (unsigned long long)m->epoch);
     return rv;
@@ -446,69 +602,99 @@ int replica_append(struct replica *r, const struct msg_append *m, struct msg_app
 {
     pthread_mutex_lock(&r->lock);
     int rv = pb_on_append(r->pb, m, &reply->ok, &reply->match, &reply->last);
-    replica__publish(r);
-    pthread_mutex_unlock(&r->lock);
+    replica__unlock(r);
     return rv;
 }
 
-/* With r->lock held, after handing requests to the core: waits for all its answers (the core bounds
- * the wait). */
-static void replica__await(struct replica *r, struct replica__group *g)
+void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
+                          struct trade_outcome *out, trade_outcomes_fn done, void *arg)
 {
-    while (g->pending)
-        pthread_cond_wait(&g->cond, &r->lock);
-    replica__publish(r);
-    pthread_mutex_unlock(&r->lock);
-    pthread_cond_destroy(&g->cond);
+    struct replica__group *g = xcalloc(1, sizeof *g);
+    *g = (struct replica__group){.r = r,
+                                 .n = n,
+                                 .pending = n,
+                                 .trades = t,
+                                 .out = out,
+                                 .done = done,
+                                 .arg = arg,
+                                 .waiters = xcalloc(n ? n : 1, sizeof *g->waiters),
+                                 .tokens = xcalloc(n ? n : 1, sizeof *g->tokens)};
+    for (size_t i = 0; i < n; i++) {
+        g->waiters[i].group = g;
+        g->tokens[i] = &g->waiters[i];
+    }
+    pthread_mutex_lock(&r->inbox_lock);
+    const char *refusal = r->closed ? "the replica is stopping"
+                          : r->orders_waiting + n > REPLICA__ORDERS_MAX
+                              ? "too many orders are waiting at the leader"
+                              : NULL;
+    bool wake = false;
+    if (!refusal && n > 0) {
+        r->orders_waiting += n;
+        g->counted = true;
+        *r->submitted_tail = g;
+        r->submitted_tail = &g->next;
+        wake = !r->woken;
+        r->woken = true;
+    }
+    pthread_mutex_unlock(&r->inbox_lock);
+    if (refusal || n == 0) {
+        for (size_t i = 0; i < n; i++) {
+            g->waiters[i].answer = (struct pb_answer){.status = BZ_EUNAVAIL};
+            snprintf(g->waiters[i].answer.message, sizeof g->waiters[i].answer.message, "%s",
+                     refusal);
+        }
+        replica__finish(r, g);
+    } else if (wake) {
+        replica__wake(r);
+    }
 }
 
-/* The leader this replica knows of, for a 421 (0 when none, or when it is us). */
-static int replica__leader_hint(struct replica *r)
+/* A blocking caller of replica_submit, woken by its outcomes. */
+struct replica__sync {
+    pthread_mutex_t m;
+    pthread_cond_t cond;
+    bool done;
+};
+
+static void replica__sync_done(void *arg, const struct trade_outcome *out, size_t n)
 {
-    struct pb_view v;
-    replica__view(r, &v);
-    return v.leader != r->id ? v.leader : 0;
+    struct replica__sync *s = arg;
+    (void)out;
+    (void)n;
+    pthread_mutex_lock(&s->m);
+    s->done = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->m);
 }
 
 void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out)
 {
-    struct replica__group g = {.pending = n};
-    struct replica__waiter *w = xcalloc(n ? n : 1, sizeof *w);
-    void **tokens = xcalloc(n ? n : 1, sizeof *tokens);
-    for (size_t i = 0; i < n; i++) {
-        w[i].group = &g;
-        tokens[i] = &w[i];
-    }
-    clock_cond_init(&g.cond);
-    pthread_mutex_lock(&r->lock);
-    pb_submit(r->pb, t, n, tokens);
-    replica__await(r, &g);
-    int hint = -1;
-    for (size_t i = 0; i < n; i++) {
-        const struct pb_answer *a = &w[i].answer;
-        out[i] = (struct trade_outcome){.status = a->status, .number = a->status ? -1 : a->number};
-        if (a->status) {
-            snprintf(out[i].message, sizeof out[i].message, "%s", a->message);
-            if (a->status == BZ_ENOTLEADER) {
-                if (hint < 0)
-                    hint = replica__leader_hint(r);
-                out[i].leader = hint;
-            }
-        }
-    }
-    free(tokens);
-    free(w);
+    struct replica__sync s = {.done = false};
+    pthread_mutex_init(&s.m, NULL);
+    clock_cond_init(&s.cond);
+    replica_submit_async(r, t, n, out, replica__sync_done, &s);
+    pthread_mutex_lock(&s.m);
+    while (!s.done)
+        pthread_cond_wait(&s.cond, &s.m);
+    pthread_mutex_unlock(&s.m); /* the waker signalled under s.m and has let go of it */
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.m);
 }
 
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader)
 {
     *leader = 0;
-    struct replica__group g = {.pending = 1};
+    pthread_cond_t cond;
+    clock_cond_init(&cond);
+    struct replica__group g = {.r = r, .n = 1, .pending = 1, .cond = &cond};
     struct replica__waiter w = {.group = &g};
-    clock_cond_init(&g.cond);
     pthread_mutex_lock(&r->lock);
     pb_query(r->pb, number, &w);
-    replica__await(r, &g);
+    while (g.pending) /* the core bounds the wait */
+        pthread_cond_wait(&cond, &r->lock);
+    replica__unlock(r);
+    pthread_cond_destroy(&cond);
     if (w.answer.status == 0)
         *out = w.answer.order;
     if (w.answer.status == BZ_ENOTLEADER)

@@ -1,6 +1,6 @@
 /*
  * replica.h - one order replica in primary-backup replication: the protocol
- * core (pb.h) driven by threads, HTTP calls and the SQLite order log.
+ * core (pb.h) driven by a loop thread, HTTP calls and the SQLite order log.
  *
  * Roles: starting (catching up after a restart; not ready), follower,
  * promoting (named leader; collecting the newest log from a write quorum
@@ -48,6 +48,13 @@ int replica_notice(struct replica *r, const struct msg_notice *m);
  * from the catalog or the dedupe check, with a message.
  */
 void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out);
+/*
+ * replica_submit without waiting: queues the orders for the replica's loop
+ * thread and returns at once; done(arg, out, n) reports the outcomes (in out)
+ * once all are known. t and out are the caller's until then.
+ */
+void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
+                          struct trade_outcome *out, trade_outcomes_fn done, void *arg);
 
 /* An order by number, answered by the leader only. 0, BZ_ENOTLEADER, BZ_ENOTFOUND. */
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader);
