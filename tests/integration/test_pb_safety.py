@@ -5,11 +5,14 @@ acknowledged order). Each case failed on the code before the fix:
   - a replica that promised an epoch to one leader refuses the same epoch for another leader,
     also after a restart (two leaders could share an epoch and swap acknowledged orders);
   - a damaged order-<id>.db is refused at start (it came back ready and served 404s);
-  - two front-ends agree on one leader instead of driving the epoch up (an epoch storm).
+  - two front-ends agree on one leader instead of driving the epoch up (an epoch storm);
+  - a leader whose followers stall refuses orders beyond its bound at once (503) instead of
+    holding ever more of them (the bound came with orders answered without a worker).
 
     BAZAAR_BIN_DIR=build/bin python3 tests/integration/test_pb_safety.py [-v]
 """
 
+import json
 import os
 import random
 import subprocess
@@ -29,10 +32,12 @@ from bazaar import (Cluster, find_leader, replica_state, wait_for,  # noqa: E402
 
 class SafetyTestCase(unittest.TestCase):
     frontends = 1
+    overrides = None
 
     def setUp(self):
         self.tmpdir = tempfile.mkdtemp(prefix=f"bazaar-{self._testMethodName}-")
-        self.cluster = Cluster(self.tmpdir, replicas=3, frontends=self.frontends)
+        self.cluster = Cluster(self.tmpdir, replicas=3, frontends=self.frontends,
+                               overrides=self.overrides)
         self.cluster.start()
         self.addCleanup(self._cleanup)
 
@@ -223,6 +228,74 @@ class TwoFrontendsTest(SafetyTestCase):
         self.assertEqual(steady, before, "the epoch moved with no failure")
         self.assertLessEqual(after - steady, 3, "an epoch storm after one failure")
         self.assertEqual(errors, [], errors[:5])
+
+
+@bazaar.skip_unless_mode("primary-backup", "the bound is the primary-backup driver's")
+class LeaderBackpressureTest(SafetyTestCase):
+    # Orders wait for their quorum up to call_timeout_ms; the front-end's health checks are
+    # slowed so that it does not re-select while the followers are paused.
+    overrides = {"cluster": {"call_timeout_ms": 10000},
+                 "frontend": {"health_interval_ms": 60000}}
+    BATCHES = 65  # REPLICA__ORDERS_MAX (src/order/replica.c) is 64 full batches
+    PER_BATCH = 256
+
+    def test_orders_beyond_the_bound_are_refused_at_once(self):
+        c = self.cluster
+        leader = find_leader(c)
+        followers = [r for r in c.replica_ids() if r != leader]
+        url = c.order_url(leader, "/orders/batch")
+        bodies = [json.dumps({"orders": [
+            {"request_id": f"bp-{b}-{i}", "name": "GameStart", "type": "buy" if i % 2 else "sell",
+             "quantity": 1} for i in range(self.PER_BATCH)]}).encode()
+            for b in range(self.BATCHES)]
+        answers = [None] * self.BATCHES
+        start = time.monotonic()
+
+        def send(b):
+            try:
+                r = bazaar.post(url, bodies[b], headers=c.secret_headers(),
+                                timeout=bazaar.scaled(40))
+                answers[b] = (time.monotonic() - start, r.status, r.body)
+            except OSError as exc:
+                answers[b] = (time.monotonic() - start, None, repr(exc).encode())
+
+        for rid in followers:
+            c.processes[f"order{rid}"].pause()
+        try:
+            threads = [threading.Thread(target=send, args=(b,)) for b in range(self.BATCHES)]
+            for t in threads:
+                t.start()
+            # Nothing can commit while the followers are paused: the first 64 batches wait,
+            # and the one that comes last is refused without waiting.
+            wait_for(lambda: any(a is not None for a in answers), timeout=8,
+                     what="a refused batch")
+        finally:
+            for rid in followers:
+                c.processes[f"order{rid}"].resume()
+        bazaar.join_threads(threads, bazaar.scaled(60), "batch senders")
+        refused, kept = [], []
+        for b, (elapsed, status, body) in enumerate(answers):
+            self.assertEqual(status, 200, body[:300])
+            results = json.loads(body)["data"]["results"]
+            self.assertEqual(len(results), self.PER_BATCH)
+            codes = {r["status"] for r in results}
+            if codes == {503}:
+                msgs = {r["reply"]["error"]["message"] for r in results}
+                if msgs == {"too many orders are waiting at the leader"}:
+                    refused.append((elapsed, b))
+                    continue
+            self.assertLessEqual(codes, {200, 503}, results[:3])
+            kept.append((elapsed, b))
+        print(f"refused {refused}; kept answered after {min(k[0] for k in kept):.2f}-"
+              f"{max(k[0] for k in kept):.2f} s", file=sys.stderr)
+        self.assertEqual(len(refused), 1, f"refused batches: {refused}")
+        self.assertLess(refused[0][0], min(k[0] for k in kept), "the refusal waited")
+        # A refused order changed nothing: no replica logged any of its request ids.
+        wait_replicas_idle(c)
+        tag = f"bp-{refused[0][1]}-"
+        for rid in c.replica_ids():
+            self.assertFalse([o for o in bazaar.db_orders(c, rid)
+                              if o["request_id"].startswith(tag)])
 
 
 if __name__ == "__main__":
