@@ -5,7 +5,8 @@
  *
  * For a server's event thread that must answer from another service without
  * handing the request to a worker (a front-end's cache miss, its order
- * batches): it queues a GET or POST and returns; the loop thread sends it on
+ * batches), or a loop that must never wait for a peer (a primary-backup
+ * replica's calls to its peers and the catalog): it queues a GET or POST and returns; the loop thread sends it on
  * an idle keep-alive connection to the peer (or a new one), reads the reply
  * and calls back. Why not libcurl's multi interface for these hops:
  * docs/design.md, "Misses without a worker". Blocking calls go through

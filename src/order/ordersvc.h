@@ -1,7 +1,7 @@
 /*
  * ordersvc.h - the order service behind bazaar-order's HTTP routes: one
  * interface, two replication modes. Primary-backup (replica.h: the pb core
- * driven by threads) and raft (raftrep.h: libraft) share the routes in
+ * driven by a loop thread) and raft (raftrep.h: libraft) share the routes in
  * main.c, the SQLite order log (orderlog.h), the dedupe by request id and
  * the one catalog exchange below. main.c calls only these functions.
  */

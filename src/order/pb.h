@@ -10,7 +10,7 @@
  * through `struct pb_io` (send a call and get its reply later, answer a
  * client, the time) and `struct pb_store` (the durable log).
  *
- * Two drivers use it: replica.c (threads, libcurl, SQLite: production) and
+ * Two drivers use it: replica.c (a loop thread, http_async, SQLite: production) and
  * tests/sim (simulated time and network, thousands of seeded schedules).
  * Not thread-safe: the driver serialises every call into one core. The
  * argument for the protocol is in docs/design.md.
