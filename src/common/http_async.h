@@ -6,11 +6,10 @@
  * For a server's event thread that must answer from another service without
  * handing the request to a worker (a front-end's cache miss, its order
  * batches), or a loop that must never wait for a peer (a primary-backup
- * replica's calls to its peers and the catalog): it queues a GET or POST and returns; the loop thread sends it on
- * an idle keep-alive connection to the peer (or a new one), reads the reply
- * and calls back. Why not libcurl's multi interface for these hops:
- * docs/design.md, "Misses without a worker". Blocking calls go through
- * http_client.h (libcurl).
+ * replica's calls to its peers and the catalog): it queues a GET or POST and returns; the loop
+ * thread sends it on an idle keep-alive connection to the peer (or a new one), reads the reply and
+ * calls back. Why not libcurl's multi interface for these hops: docs/design.md, "Misses without a
+ * worker". Blocking calls go through http_client.h (libcurl).
  *
  * Limits: every call has a deadline (connect included); reply heads are at
  * most HTTP_ASYNC_HEAD_MAX bytes and bodies HTTP_ASYNC_REPLY_MAX (or the call's own ceiling); at
