@@ -11,7 +11,7 @@
  * once, before the core goes on to write: the leader's own write overlaps its
  * followers' and the catalog's next exchange, and a catch-up fetches the next
  * page while it writes this one (docs/design.md, "The leader's own write" and
- * "The replica's driver"). A call started on another thread (while a handler
+ * "The driver: one loop, no waiting thread"). A call started on another thread (while a handler
  * hands in a notice or an append) is queued for the loop thread. Notices,
  * appends and queries are handed in by HTTP handler threads, a query waiting
  * on its own condition variable. After every call into the core the driver
@@ -59,7 +59,6 @@ struct replica__call {
 
 /* A request handed to the core, answered once the core has answered each of its tokens. */
 struct replica__group {
-    struct replica *r;
     size_t n, pending;          /* pending: guarded by r->lock */
     const struct trade *trades; /* a submit: the caller's, until done */
     struct trade_outcome *out;
@@ -610,8 +609,7 @@ void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
                           struct trade_outcome *out, trade_outcomes_fn done, void *arg)
 {
     struct replica__group *g = xcalloc(1, sizeof *g);
-    *g = (struct replica__group){.r = r,
-                                 .n = n,
+    *g = (struct replica__group){.n = n,
                                  .pending = n,
                                  .trades = t,
                                  .out = out,
@@ -687,7 +685,7 @@ int replica_query(struct replica *r, int64_t number, struct order *out, int *lea
     *leader = 0;
     pthread_cond_t cond;
     clock_cond_init(&cond);
-    struct replica__group g = {.r = r, .n = 1, .pending = 1, .cond = &cond};
+    struct replica__group g = {.n = 1, .pending = 1, .cond = &cond};
     struct replica__waiter w = {.group = &g};
     pthread_mutex_lock(&r->lock);
     pb_query(r->pb, number, &w);
