@@ -34,6 +34,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "metrics.h"
 #include "pb.h"
 
 /*
@@ -89,9 +90,10 @@ struct replica {
     pthread_mutex_t inbox_lock; /* the fields below; may be taken under `lock`, never before */
     struct replica__call *outbox, **outbox_tail; /* calls started off the loop thread */
     struct replica__group *submitted, **submitted_tail;
-    bool woken;            /* a wake-up is on its way */
-    bool closed;           /* the loop has stopped: submits are refused */
-    size_t orders_waiting; /* handed in by replica_submit_async, not yet answered */
+    bool woken;              /* a wake-up is on its way */
+    bool closed;             /* the loop has stopped: submits are refused */
+    size_t orders_waiting;   /* handed in by replica_submit_async, not yet answered */
+    uint64_t orders_refused; /* refused for REPLICA__ORDERS_MAX */
 
     /* Loop thread only (and replica_stop once it has ended). */
     pthread_t loop;
@@ -627,6 +629,8 @@ void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
                               ? "too many orders are waiting at the leader"
                               : NULL;
     bool wake = false;
+    if (refusal && !r->closed)
+        r->orders_refused += n;
     if (!refusal && n > 0) {
         r->orders_waiting += n;
         g->counted = true;
@@ -712,4 +716,12 @@ void replica_metrics(struct replica *r, struct strbuf *out)
     struct pb_view v;
     replica__view(r, &v);
     pb_metrics(r->pb, &v, out);
+    pthread_mutex_lock(&r->inbox_lock);
+    uint64_t waiting = r->orders_waiting, refused = r->orders_refused;
+    pthread_mutex_unlock(&r->inbox_lock);
+    metrics_render_simple(out, "bazaar_order_orders_waiting", "gauge",
+                          "Orders handed to the leader and not yet answered.", waiting);
+    metrics_render_simple(out, "bazaar_order_orders_refused_total", "counter",
+                          "Orders refused (503) because too many were waiting at the leader.",
+                          refused);
 }

@@ -290,6 +290,10 @@ class LeaderBackpressureTest(SafetyTestCase):
               f"{max(k[0] for k in kept):.2f} s", file=sys.stderr)
         self.assertEqual(len(refused), 1, f"refused batches: {refused}")
         self.assertLess(refused[0][0], min(k[0] for k in kept), "the refusal waited")
+        name = f"order{leader}"
+        self.assertEqual(c.metric("bazaar_order_orders_refused_total", name), self.PER_BATCH)
+        wait_for(lambda: c.metric("bazaar_order_orders_waiting", name) == 0, timeout=10,
+                 what="no order waiting at the leader")
         # A refused order changed nothing: no replica logged any of its request ids.
         wait_replicas_idle(c)
         tag = f"bp-{refused[0][1]}-"
