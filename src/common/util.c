@@ -249,6 +249,31 @@ void clock_cond_init(pthread_cond_t *cond)
     pthread_condattr_destroy(&attr);
 }
 
+void latch_init(struct latch *l)
+{
+    pthread_mutex_init(&l->m, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    l->set = false;
+}
+
+void latch_set(struct latch *l)
+{
+    pthread_mutex_lock(&l->m);
+    l->set = true;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->m);
+}
+
+void latch_wait(struct latch *l)
+{
+    pthread_mutex_lock(&l->m);
+    while (!l->set)
+        pthread_cond_wait(&l->cond, &l->m);
+    pthread_mutex_unlock(&l->m); /* the setter signalled under l->m and has let go of it */
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->m);
+}
+
 void clock_deadline(struct timespec *ts, uint64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);

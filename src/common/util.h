@@ -86,6 +86,22 @@ void clock_cond_init(pthread_cond_t *cond);
 /* The absolute CLOCK_MONOTONIC time `ms` from now, for pthread_cond_timedwait. */
 void clock_deadline(struct timespec *ts, uint64_t ms);
 
+/*
+ * A one-shot event between two threads: a blocking caller of an asynchronous
+ * call waits (latch_wait) until the thread that finished the call sets it
+ * (latch_set, exactly once). It may live on the waiter's stack: latch_wait
+ * returns only once the setter has let go of it, and destroys it.
+ */
+struct latch {
+    pthread_mutex_t m;
+    pthread_cond_t cond;
+    bool set;
+};
+
+void latch_init(struct latch *l);
+void latch_set(struct latch *l);
+void latch_wait(struct latch *l);
+
 /* Fills buf with 2*nbytes lowercase hex characters of random data and a NUL. */
 void util_random_hex(char *buf, size_t nbytes);
 

@@ -192,12 +192,10 @@ void batch_submit(struct batch *b, struct batch_item *it)
     batch__pump(b);
 }
 
-/* A blocking caller's order: its thread sleeps on its own condition variable. */
+/* A blocking caller's order: its thread sleeps on its own latch. */
 struct batch__waiter {
     struct batch_item it; /* first: done gets &it */
-    pthread_mutex_t m;
-    pthread_cond_t cond;
-    bool done;
+    struct latch latch;
     int rv;
     struct http_reply *out;
 };
@@ -207,11 +205,8 @@ static void batch__wake(struct batch_item *it, int rv, int status, json_t *body)
     struct batch__waiter *w = (struct batch__waiter *)it;
     if (rv == 0)
         http_reply_from_json(w->out, status, body);
-    pthread_mutex_lock(&w->m);
     w->rv = rv;
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->m);
+    latch_set(&w->latch);
 }
 
 int batch_call(struct batch *b, const char *body, size_t body_len, int timeout_ms,
@@ -220,14 +215,8 @@ int batch_call(struct batch *b, const char *body, size_t body_len, int timeout_m
     struct batch__waiter w = {
         .it = {.body = body, .len = body_len, .timeout_ms = timeout_ms, .done = batch__wake},
         .out = out};
-    pthread_mutex_init(&w.m, NULL);
-    pthread_cond_init(&w.cond, NULL);
+    latch_init(&w.latch);
     batch_submit(b, &w.it);
-    pthread_mutex_lock(&w.m);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.m);
-    pthread_mutex_unlock(&w.m); /* the waker signalled under w.m and has let go of it */
-    pthread_cond_destroy(&w.cond);
-    pthread_mutex_destroy(&w.m);
+    latch_wait(&w.latch);
     return w.rv;
 }

@@ -171,6 +171,16 @@ static void replica__finish(struct replica *r, struct replica__group *g)
     replica__group_free(g);
 }
 
+/* Without r->lock: finishes a list of submits (linked by next). */
+static void replica__finish_list(struct replica *r, struct replica__group *g)
+{
+    while (g) {
+        struct replica__group *next = g->next;
+        replica__finish(r, g);
+        g = next;
+    }
+}
+
 /* Publishes the view and lets go of r->lock, then finishes the submits answered meanwhile. */
 static void replica__unlock(struct replica *r)
 {
@@ -178,11 +188,7 @@ static void replica__unlock(struct replica *r)
     struct replica__group *g = r->answered;
     r->answered = NULL;
     pthread_mutex_unlock(&r->lock);
-    while (g) {
-        struct replica__group *next = g->next;
-        replica__finish(r, g);
-        g = next;
-    }
+    replica__finish_list(r, g);
 }
 
 /* ---------------------------------------------------------------- io for the core */
@@ -560,19 +566,12 @@ void replica_stop(struct replica *r)
     struct replica__group *answered = r->answered;
     r->answered = NULL;
     pthread_mutex_unlock(&r->lock);
-    while (answered) {
-        struct replica__group *next = answered->next;
-        replica__finish(r, answered);
-        answered = next;
-    }
-    while (left) {
-        struct replica__group *next = left->next;
-        for (size_t i = 0; i < left->n; i++)
-            left->waiters[i].answer =
+    replica__finish_list(r, answered);
+    for (struct replica__group *g = left; g; g = g->next)
+        for (size_t i = 0; i < g->n; i++)
+            g->waiters[i].answer =
                 (struct pb_answer){.status = BZ_EUNAVAIL, .message = "the replica is stopping"};
-        replica__finish(r, left);
-        left = next;
-    }
+    replica__finish_list(r, left);
     while (r->outbox) {
         struct replica__call *q = r->outbox;
         r->outbox = q->next;
@@ -653,35 +652,19 @@ void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
 }
 
 /* A blocking caller of replica_submit, woken by its outcomes. */
-struct replica__sync {
-    pthread_mutex_t m;
-    pthread_cond_t cond;
-    bool done;
-};
-
 static void replica__sync_done(void *arg, const struct trade_outcome *out, size_t n)
 {
-    struct replica__sync *s = arg;
     (void)out;
     (void)n;
-    pthread_mutex_lock(&s->m);
-    s->done = true;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->m);
+    latch_set(arg);
 }
 
 void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out)
 {
-    struct replica__sync s = {.done = false};
-    pthread_mutex_init(&s.m, NULL);
-    clock_cond_init(&s.cond);
-    replica_submit_async(r, t, n, out, replica__sync_done, &s);
-    pthread_mutex_lock(&s.m);
-    while (!s.done)
-        pthread_cond_wait(&s.cond, &s.m);
-    pthread_mutex_unlock(&s.m); /* the waker signalled under s.m and has let go of it */
-    pthread_cond_destroy(&s.cond);
-    pthread_mutex_destroy(&s.m);
+    struct latch done;
+    latch_init(&done);
+    replica_submit_async(r, t, n, out, replica__sync_done, &done);
+    latch_wait(&done);
 }
 
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader)

@@ -130,6 +130,7 @@ struct result {
     bool done;
     int rv, status;
     char body[256];
+    size_t body_len; /* the whole body's, of which body holds the start */
 };
 
 static void result_cb(void *arg, int rv, struct http_reply *reply)
@@ -139,6 +140,7 @@ static void result_cb(void *arg, int rv, struct http_reply *reply)
     r->rv = rv;
     if (rv == 0) {
         r->status = reply->status;
+        r->body_len = reply->body.len;
         snprintf(r->body, sizeof r->body, "%.*s", (int)reply->body.len,
                  reply->body.data ? reply->body.data : "");
         http_reply_free(reply);
@@ -320,6 +322,43 @@ static void test_bad_replies(void **state)
     assert_int_equal(get(a, p.port, "/s", 2000, &r), BZ_EUPSTREAM);
     http_async_stop(a);
     peer_stop(&p);
+}
+
+/* A call's own reply ceiling replaces HTTP_ASYNC_REPLY_MAX, up or down (a replica's log pages). */
+static void test_reply_ceiling_per_call(void **state)
+{
+    (void)state;
+    size_t body = HTTP_ASYNC_REPLY_MAX + 1000;
+    char *reply = malloc(body + 128);
+    int head = snprintf(reply, 128, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", body);
+    memset(reply + head, 'x', body);
+    reply[head + (int)body] = '\0';
+    struct peer p;
+    peer_start(&p, reply, false);
+    struct http_async *a = http_async_start();
+    struct result r;
+    assert_int_equal(get(a, p.port, "/big", 2000, &r), BZ_EUPSTREAM); /* the default ceiling */
+    struct http_async_req req = {
+        .method = "GET", .url = "/big", .timeout_ms = 2000, .reply_max = body};
+    assert_int_equal(call(a, p.port, &req, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, body);
+    req = (struct http_async_req){
+        .method = "GET", .url = "/big", .timeout_ms = 2000, .reply_max = body - 1};
+    assert_int_equal(call(a, p.port, &req, &r), BZ_EUPSTREAM);
+    http_async_stop(a);
+    peer_stop(&p);
+
+    peer_start(&p, OK_REPLY, false); /* 5 bytes of body */
+    a = http_async_start();
+    req = (struct http_async_req){.method = "GET", .url = "/s", .timeout_ms = 2000, .reply_max = 4};
+    assert_int_equal(call(a, p.port, &req, &r), BZ_EUPSTREAM);
+    req = (struct http_async_req){.method = "GET", .url = "/s", .timeout_ms = 2000, .reply_max = 5};
+    assert_int_equal(call(a, p.port, &req, &r), 0);
+    assert_string_equal(r.body, "hello");
+    http_async_stop(a);
+    peer_stop(&p);
+    free(reply);
 }
 
 /* A POST carries its secret, content type, length and body; the reply comes back. */
@@ -625,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_refused_connection),
         cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test(test_reply_ceiling_per_call),
         cmocka_unit_test(test_post_sends_head_and_body),
         cmocka_unit_test(test_stale_close_retries_only_idempotent_calls),
         cmocka_unit_test(test_bad_urls_are_refused_without_a_call),

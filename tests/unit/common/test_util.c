@@ -1,6 +1,9 @@
 /* Unit tests for src/common/util.c: checked parsing, names, addresses, strbuf, secrets. */
 #include "unit.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include "error.h"
 #include "util.h"
 
@@ -296,6 +299,38 @@ static void test_clock_monotonic(void **state)
     assert_true(coarse + 100 >= fine0);
 }
 
+/* A latch set by another thread, before or after the wait begins, ends the wait once. */
+struct latch_case {
+    struct latch latch;
+    int value;
+    unsigned delay_us;
+};
+
+static void *latch_setter(void *arg)
+{
+    struct latch_case *c = arg;
+    usleep(c->delay_us);
+    c->value = 42; /* published by latch_set */
+    latch_set(&c->latch);
+    return NULL;
+}
+
+static void test_latch(void **state)
+{
+    (void)state;
+    for (unsigned delay_us = 0; delay_us <= 20000; delay_us += 20000) {
+        for (int i = 0; i < 50; i++) {
+            struct latch_case c = {.delay_us = i == 0 ? delay_us : 0};
+            latch_init(&c.latch);
+            pthread_t t;
+            assert_int_equal(pthread_create(&t, NULL, latch_setter, &c), 0);
+            latch_wait(&c.latch);
+            assert_int_equal(c.value, 42);
+            pthread_join(t, NULL);
+        }
+    }
+}
+
 /* util_utf8_copy: valid UTF-8 out, whatever comes in (issue 12 finding 4). */
 static void test_utf8_copy(void **state)
 {
@@ -344,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_random_hex),
         cmocka_unit_test(test_xmemdup_terminates),
         cmocka_unit_test(test_clock_monotonic),
+        cmocka_unit_test(test_latch),
     };
     return cmocka_run_group_tests_name("unit.common.util", tests, NULL, NULL);
 }
