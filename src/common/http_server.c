@@ -879,7 +879,7 @@ static bool http__dispatch_fast(struct http_server *srv, struct http__req *st,
     }
     if (r->fast && r->fast(srv->opts.svc, req, resp))
         return true;
-    if (!r->handler) {
+    if (!r->handler && !r->async) {
         http_reply_error(resp, BZ_EINTERNAL, "route has no handler");
         return true;
     }
@@ -1230,9 +1230,10 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (!http__dispatch_fast(srv, st, &st->req, &st->resp)) {
         st->queued = true;
         MHD_suspend_connection(conn);
-        if (http__async_start(srv, st) || http__job_push(srv, st))
+        if (http__async_start(srv, st) || (st->route->handler && http__job_push(srv, st)))
             return MHD_YES;
-        /* Overloaded: answer now rather than queue without bound. */
+        /* Overloaded (or stopping, for a route with only an async handler): answer now
+         * rather than queue without bound. */
         http__resume(st, conn);
         atomic_fetch_add_explicit(&srv->jobs_refused, 1, memory_order_relaxed);
         st->resp.retry_after_s = 1;

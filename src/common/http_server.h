@@ -81,13 +81,15 @@ struct http_route_stats {
 };
 
 struct http_route {
-    const char *method;      /* "GET", "POST" */
-    const char *pattern;     /* literal path; a "{}" segment matches one non-empty segment */
-    http_fast_fn fast;       /* runs on an event thread, must not block; may be NULL */
-    http_async_fn async;     /* when fast declines: starts non-blocking work; may be NULL */
-    http_handler_fn handler; /* may block: runs on the worker pool; NULL if fast always answers */
-    bool internal;           /* requires the cluster secret */
-    size_t body_max;         /* request body ceiling; 0 means HTTP_BODY_MAX */
+    const char *method;            /* "GET", "POST" */
+    const char *pattern;           /* literal path; a "{}" segment matches one non-empty segment */
+    http_fast_fn fast;             /* runs on an event thread, must not block; may be NULL */
+    http_async_fn async;           /* when fast declines: starts non-blocking work; may be NULL */
+    http_handler_fn handler;       /* may block: runs on the worker pool; NULL if fast or async
+                                      always answers (an async one that the stopping server
+                                      cannot start then answers 503) */
+    bool internal;                 /* requires the cluster secret */
+    size_t body_max;               /* request body ceiling; 0 means HTTP_BODY_MAX */
     struct http_route_stats stats; /* zero-initialised; updated by the server */
 };
 

@@ -132,61 +132,31 @@ static void order__leader(void *svc, const struct http_request *req, struct http
     http_reply_data(resp, ordersvc_state_json(s->svc));
 }
 
-static void order__submit(void *svc, const struct http_request *req, struct http_response *resp)
-{
-    struct order_service *s = svc;
-    struct trade t;
-    char msg[200];
-    json_t *body = http_request_json_object(req, resp);
-    if (!body)
-        return;
-    int rv = trade_from_json(body, true, &t, msg, sizeof msg);
-    json_decref(body);
-    if (rv) {
-        http_reply_error(resp, rv, msg);
-        return;
-    }
-    struct trade_outcome o;
-    ordersvc_submit(s->svc, &t, 1, &o);
-    if (o.status == BZ_EUNAVAIL)
-        resp->retry_after_s = 1;
-    http_reply_json(resp, bz_error_status(o.status), order__outcome_json(&t, &o));
-}
-
 /*
- * POST /orders/batch {"orders":[order, ...]}: several front-end clients'
+ * The orders of one request, waiting for their outcomes: POST /orders carries
+ * one, POST /orders/batch {"orders":[order, ...]} several front-end clients'
  * orders in one call, sequenced together (docs/design.md, "Order batches").
- * Each is validated and answered on its own, exactly as POST /orders would:
- * {"data":{"results":[{"status":200,"reply":{"data":{...}}}, ...]}} in the
- * request's order. Only a malformed envelope fails the whole call (400).
+ * Each order of a batch is validated and answered on its own, exactly as POST
+ * /orders would: {"data":{"results":[{"status":200,"reply":{"data":{...}}},
+ * ...]}} in the request's order. Only a malformed envelope fails the whole
+ * call (400). Both run on the event thread: the orders are handed to the
+ * replication mode without waiting, and the reply is sent when their
+ * outcomes are known (docs/design.md, "The driver: one loop, no waiting
+ * thread"), with no worker in between.
  */
 struct order__batch {
     const struct http_request *req;
     struct http_response *resp;
+    bool single; /* POST /orders: the reply is the outcome itself */
     size_t n, nvalid;
     struct trade *t, *valid;        /* by request item; the valid ones, in order */
     struct trade_outcome *o, *done; /* by request item; the valid ones' */
     size_t *slot;                   /* valid order k is request item slot[k] */
 };
 
-/* The batch's orders, validated; NULL (with a 400 in resp) for a malformed envelope. */
-static struct order__batch *order__batch_parse(const struct http_request *req,
-                                               struct http_response *resp)
+static struct order__batch *order__batch_new(const struct http_request *req,
+                                             struct http_response *resp, size_t n)
 {
-    char msg[200];
-    json_t *body = http_request_json_object(req, resp);
-    if (!body)
-        return NULL;
-    json_t *orders = json_object_get(body, "orders");
-    static const char *const keys[] = {"orders"};
-    if (trade_check_fields(body, keys, 1, msg, sizeof msg) != 0 || !json_is_array(orders) ||
-        json_array_size(orders) == 0 || json_array_size(orders) > MSG_ORDER_BATCH_MAX) {
-        json_decref(body);
-        snprintf(msg, sizeof msg, "body must be {\"orders\": [1..%d orders]}", MSG_ORDER_BATCH_MAX);
-        http_reply_error(resp, BZ_EINVAL, msg);
-        return NULL;
-    }
-    size_t n = json_array_size(orders);
     struct order__batch *b = xcalloc(1, sizeof *b);
     *b = (struct order__batch){.req = req,
                                .resp = resp,
@@ -196,29 +166,11 @@ static struct order__batch *order__batch_parse(const struct http_request *req,
                                .o = xcalloc(n, sizeof *b->o),
                                .done = xcalloc(n, sizeof *b->done),
                                .slot = xcalloc(n, sizeof *b->slot)};
-    for (size_t i = 0; i < n; i++) {
-        b->o[i].status = trade_from_json(json_array_get(orders, i), true, &b->t[i], b->o[i].message,
-                                         sizeof b->o[i].message);
-        if (b->o[i].status == 0) {
-            b->valid[b->nvalid] = b->t[i];
-            b->slot[b->nvalid++] = i;
-        }
-    }
-    json_decref(body);
     return b;
 }
 
-/* Writes the batch's reply from the valid orders' outcomes (in b->done) and frees b. */
-static void order__batch_reply(struct order__batch *b)
+static void order__batch_free(struct order__batch *b)
 {
-    for (size_t k = 0; k < b->nvalid; k++)
-        b->o[b->slot[k]] = b->done[k];
-    json_t *results = json_array();
-    for (size_t i = 0; i < b->n; i++)
-        json_array_append_new(results,
-                              json_pack("{s:i,s:o}", "status", bz_error_status(b->o[i].status),
-                                        "reply", order__outcome_json(&b->t[i], &b->o[i])));
-    http_reply_data(b->resp, json_pack("{s:o}", "results", results));
     free(b->slot);
     free(b->done);
     free(b->o);
@@ -227,49 +179,104 @@ static void order__batch_reply(struct order__batch *b)
     free(b);
 }
 
-/* Blocking (a worker): raft mode's way. */
-static void order__submit_batch(void *svc, const struct http_request *req,
-                                struct http_response *resp)
+/* Validates request item i (a decoded order) and counts it among the valid ones. */
+static void order__batch_take(struct order__batch *b, size_t i, const json_t *order)
 {
-    struct order_service *s = svc;
-    struct order__batch *b = order__batch_parse(req, resp);
-    if (!b)
-        return;
-    if (b->nvalid)
-        ordersvc_submit(s->svc, b->valid, b->nvalid, b->done);
-    order__batch_reply(b);
+    b->o[i].status =
+        trade_from_json(order, true, &b->t[i], b->o[i].message, sizeof b->o[i].message);
+    if (b->o[i].status == 0) {
+        b->valid[b->nvalid] = b->t[i];
+        b->slot[b->nvalid++] = i;
+    }
 }
 
-/* The outcomes of an async batch: on the replica's loop thread (or any that finished it). */
+/* Writes the reply from the outcomes (the valid orders' in b->done), resumes it, frees b. */
+static void order__batch_reply(struct order__batch *b)
+{
+    const struct http_request *req = b->req;
+    for (size_t k = 0; k < b->nvalid; k++)
+        b->o[b->slot[k]] = b->done[k];
+    if (b->single) {
+        if (b->o[0].status == BZ_EUNAVAIL)
+            b->resp->retry_after_s = 1;
+        http_reply_json(b->resp, bz_error_status(b->o[0].status),
+                        order__outcome_json(&b->t[0], &b->o[0]));
+    } else {
+        json_t *results = json_array();
+        for (size_t i = 0; i < b->n; i++)
+            json_array_append_new(results,
+                                  json_pack("{s:i,s:o}", "status", bz_error_status(b->o[i].status),
+                                            "reply", order__outcome_json(&b->t[i], &b->o[i])));
+        http_reply_data(b->resp, json_pack("{s:o}", "results", results));
+    }
+    order__batch_free(b);
+    http_request_resume(req);
+}
+
+/* The outcomes of a request's orders: on whatever thread finished them. */
 static void order__batch_done(void *arg, const struct trade_outcome *out, size_t n)
 {
-    struct order__batch *b = arg;
-    const struct http_request *req = b->req;
     (void)out; /* b->done */
     (void)n;
-    order__batch_reply(b);
-    http_request_resume(req);
+    order__batch_reply(arg);
 }
 
-/*
- * Event thread, where the mode takes orders without a waiting thread
- * (primary-backup): the orders go to the replica's loop and the reply is sent
- * when their outcomes are known, with no worker in between.
- */
-static bool order__submit_batch_async(void *svc, const struct http_request *req,
-                                      struct http_response *resp)
+/* Hands the valid orders to the replication mode, or answers at once when there are none. */
+static void order__batch_submit(struct order_service *s, struct order__batch *b)
 {
-    struct order_service *s = svc;
-    if (!ordersvc_takes_async(s->svc))
-        return false;
-    struct order__batch *b = order__batch_parse(req, resp);
-    if (b && b->nvalid) {
+    if (b->nvalid)
         ordersvc_submit_async(s->svc, b->valid, b->nvalid, b->done, order__batch_done, b);
+    else
+        order__batch_reply(b);
+}
+
+/* POST /orders: one order. */
+static bool order__submit(void *svc, const struct http_request *req, struct http_response *resp)
+{
+    json_t *body = http_request_json_object(req, resp);
+    if (!body) {
+        http_request_resume(req);
         return true;
     }
-    if (b)
-        order__batch_reply(b);
-    http_request_resume(req);
+    struct order__batch *b = order__batch_new(req, resp, 1);
+    b->single = true;
+    order__batch_take(b, 0, body);
+    json_decref(body);
+    if (b->o[0].status) {
+        http_reply_error(resp, b->o[0].status, b->o[0].message);
+        order__batch_free(b);
+        http_request_resume(req);
+        return true;
+    }
+    order__batch_submit(svc, b);
+    return true;
+}
+
+/* POST /orders/batch. */
+static bool order__submit_batch(void *svc, const struct http_request *req,
+                                struct http_response *resp)
+{
+    char msg[200];
+    json_t *body = http_request_json_object(req, resp);
+    if (!body) {
+        http_request_resume(req);
+        return true;
+    }
+    json_t *orders = json_object_get(body, "orders");
+    static const char *const keys[] = {"orders"};
+    if (trade_check_fields(body, keys, 1, msg, sizeof msg) != 0 || !json_is_array(orders) ||
+        json_array_size(orders) == 0 || json_array_size(orders) > MSG_ORDER_BATCH_MAX) {
+        json_decref(body);
+        snprintf(msg, sizeof msg, "body must be {\"orders\": [1..%d orders]}", MSG_ORDER_BATCH_MAX);
+        http_reply_error(resp, BZ_EINVAL, msg);
+        http_request_resume(req);
+        return true;
+    }
+    struct order__batch *b = order__batch_new(req, resp, json_array_size(orders));
+    for (size_t i = 0; i < b->n; i++)
+        order__batch_take(b, i, json_array_get(orders, i));
+    json_decref(body);
+    order__batch_submit(svc, b);
     return true;
 }
 
@@ -362,11 +369,10 @@ static struct http_route order__routes[] = {
     {.method = "GET", .pattern = "/state", .fast = order__state},
     {.method = "GET", .pattern = "/status", .fast = order__status},
     {.method = "POST", .pattern = "/leader", .handler = order__leader, .internal = true},
-    {.method = "POST", .pattern = "/orders", .handler = order__submit, .internal = true},
+    {.method = "POST", .pattern = "/orders", .async = order__submit, .internal = true},
     {.method = "POST",
      .pattern = "/orders/batch",
-     .async = order__submit_batch_async,
-     .handler = order__submit_batch,
+     .async = order__submit_batch,
      .internal = true,
      .body_max = MSG_ORDER_BATCH_BYTES_MAX},
     {.method = "GET", .pattern = "/orders/{}", .handler = order__query, .internal = true},

@@ -48,26 +48,13 @@ bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen)
     return s->raft ? raftrep_ready(s->raft, why, whylen) : replica_ready(s->pb, why, whylen);
 }
 
-void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n, struct trade_outcome *out)
-{
-    if (s->raft)
-        raftrep_submit(s->raft, t, n, out);
-    else
-        replica_submit(s->pb, t, n, out);
-}
-
-bool ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
+void ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
                            struct trade_outcome *out, trade_outcomes_fn done, void *arg)
 {
     if (s->raft)
-        return false;
-    replica_submit_async(s->pb, t, n, out, done, arg);
-    return true;
-}
-
-bool ordersvc_takes_async(const struct ordersvc *s)
-{
-    return !s->raft;
+        raftrep_submit_async(s->raft, t, n, out, done, arg);
+    else
+        replica_submit_async(s->pb, t, n, out, done, arg);
 }
 
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader)

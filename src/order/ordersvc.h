@@ -30,23 +30,16 @@ void ordersvc_stop(struct ordersvc *s);
 bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen);
 
 /*
- * Orders t[0..n-1] (as leader), handed to the sequencer together; waits for
- * every outcome. out[i].status 0 with out[i].number its transaction number;
- * BZ_ENOTLEADER with out[i].leader the leader's id when known (else 0): the
- * caller answers 421 naming it. Other errors as the catalog or the log gave
- * them, with out[i].message.
+ * Orders t[0..n-1] (as leader), handed to the sequencer together, without
+ * waiting: done(arg, out, n) reports every outcome once all are known, on
+ * whatever thread finished them (t and out are the caller's until then).
+ * out[i].status 0 with out[i].number its transaction number; BZ_ENOTLEADER
+ * with out[i].leader the leader's id when known (else 0): the caller answers
+ * 421 naming it. Other errors as the catalog or the log gave them, with
+ * out[i].message.
  */
-void ordersvc_submit(struct ordersvc *s, const struct trade *t, size_t n,
-                     struct trade_outcome *out);
-/*
- * ordersvc_submit without waiting, where the mode offers it (primary-backup:
- * ordersvc_takes_async): returns true at once and done(arg, out, n) reports
- * the outcomes later (t and out are the caller's until then); false, having
- * taken nothing, in a mode that only answers ordersvc_submit (raft).
- */
-bool ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
+void ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
                            struct trade_outcome *out, trade_outcomes_fn done, void *arg);
-bool ordersvc_takes_async(const struct ordersvc *s);
 /* A committed order by number: 0, BZ_ENOTFOUND, BZ_ENOTLEADER (+ *leader), BZ_EUNAVAIL. */
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader);
 

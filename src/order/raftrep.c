@@ -29,18 +29,23 @@
 #define RAFTREP__RETRY_MS     100
 #define RAFTREP__PROPOSALS    4 /* journal pages proposed and not yet applied, at most */
 
-/* Trades submitted together, waiting for all their answers; on the submitting thread's stack. */
+/* Trades handed in together (raftrep_submit_async), answered together once each has its outcome. */
 struct raftrep__group {
-    pthread_cond_t cond; /* signalled once, by the last answer (each group its own: no herd) */
-    size_t pending;      /* guarded by raftrep.lock */
+    size_t n, pending;         /* pending: guarded by raftrep.lock */
+    struct trade_outcome *out; /* the caller's, until done */
+    trade_outcomes_fn done;
+    void *arg;
+    struct raftrep__wait *waits;
+    struct raftrep__group *next; /* raftrep.answered */
 };
 
-/* A trade waiting for the sequencer; owned by the submitting thread. */
+/* A trade waiting for the sequencer; owned by its group. */
 struct raftrep__wait {
     struct raftrep__group *group;
     struct trade trade;
     struct trade_outcome *out; /* where its answer goes */
     int64_t number;            /* the catalog's number for it, once it executed */
+    int lookup;                /* raftrep__take_incoming: its request id in the table? */
     struct raftrep__wait *next;
 };
 
@@ -50,9 +55,11 @@ struct raftrep {
     struct orderlog *log;
     struct raftnode *node;
 
-    pthread_mutex_t lock; /* the queue, the waiters and the two fields below */
-    pthread_cond_t cond;  /* the sequencer's: a trade queued, a proposal done, stopping */
-    struct raftrep__wait *queue, **queue_tail;
+    pthread_mutex_t lock; /* the queues, the waiters and the fields below */
+    pthread_cond_t cond;  /* the sequencer's: a trade handed in, a proposal done, stopping */
+    struct raftrep__wait *incoming, **incoming_tail; /* handed in, not yet looked up */
+    struct raftrep__wait *queue, **queue_tail;       /* for the next exchange */
+    struct raftrep__group *answered;                 /* groups to finish (raftrep__unlock) */
     bool stopping;
     int proposals;                    /* in flight (raftrep__proposal) */
     struct raftrep__proposal *newest; /* the last one proposed, while in flight */
@@ -68,10 +75,51 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
     w->out->status = status;
     w->out->number = status ? -1 : number;
     snprintf(w->out->message, sizeof w->out->message, "%.180s", message ? message : "");
-    if (--w->group->pending == 0)
-        pthread_cond_signal(&w->group->cond);
+    struct raftrep__group *g = w->group;
+    if (--g->pending == 0) {
+        g->next = r->answered;
+        r->answered = g;
+    }
     if (status == 0)
         atomic_fetch_add(&r->acked, 1);
+}
+
+/* Not the leader: BZ_ENOTLEADER with the leader's id, if known. */
+static int raftrep__not_leader(struct raftrep *r, int *leader)
+{
+    struct raftnode_info info;
+    raftnode_info(r->node, &info);
+    *leader = info.leader_id != r->id ? info.leader_id : 0;
+    return info.role == RAFTNODE_LEADER ? BZ_EUNAVAIL /* taking over */ : BZ_ENOTLEADER;
+}
+
+/* Without the lock: reports a group's outcomes to its caller (a 421 names the leader). */
+static void raftrep__finish(struct raftrep *r, struct raftrep__group *g)
+{
+    int leader = -1;
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->out[i].status == BZ_ENOTLEADER) {
+            if (leader < 0)
+                raftrep__not_leader(r, &leader);
+            g->out[i].leader = leader;
+        }
+    }
+    g->done(g->arg, g->out, g->n);
+    free(g->waits);
+    free(g);
+}
+
+/* Lets go of the lock, then finishes the groups answered meanwhile. */
+static void raftrep__unlock(struct raftrep *r)
+{
+    struct raftrep__group *g = r->answered;
+    r->answered = NULL;
+    pthread_mutex_unlock(&r->lock);
+    while (g) {
+        struct raftrep__group *next = g->next;
+        raftrep__finish(r, g);
+        g = next;
+    }
 }
 
 /*
@@ -136,7 +184,7 @@ static void raftrep__proposed(void *arg, int status)
         r->newest = NULL;
     r->proposals--;
     pthread_cond_signal(&r->cond);
-    pthread_mutex_unlock(&r->lock);
+    raftrep__unlock(r);
     raftrep__proposal_free(p);
 }
 
@@ -166,7 +214,7 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
         pthread_mutex_lock(&r->lock);
         for (size_t i = 0; i < n; i++)
             raftrep__answer(r, batch[i], rv == BZ_ETIMEDOUT ? BZ_ETIMEDOUT : BZ_EUPSTREAM, -1, why);
-        pthread_mutex_unlock(&r->lock);
+        raftrep__unlock(r);
         return rv;
     }
     *next_cursor = cursor;
@@ -213,10 +261,49 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
             raftrep__proposal_free(p);
         }
     }
-    pthread_mutex_unlock(&r->lock);
+    raftrep__unlock(r);
     bool more = x.end > cursor + (int64_t)x.njournal;
     msg_exec_reply_free(&x);
     return rv ? rv : more ? 1 : 0;
+}
+
+/*
+ * Sequencer, with the lock held (let go of meanwhile): the trades handed in since the
+ * last look. The table holds only committed entries: a retry of one of them is answered
+ * from it; the others join the queue for the next exchange, in order. The lookups run
+ * without the lock (the node's thread may hold the log while it takes the lock).
+ */
+static void raftrep__take_incoming(struct raftrep *r)
+{
+    struct raftrep__wait *in = r->incoming;
+    r->incoming = NULL;
+    r->incoming_tail = &r->incoming;
+    pthread_mutex_unlock(&r->lock);
+    for (struct raftrep__wait *w = in; w; w = w->next) {
+        struct order o;
+        w->lookup = orderlog_find_request(r->log, w->trade.request_id, &o);
+        if (w->lookup == 0 && !trade_same(&o.trade, &w->trade))
+            w->lookup = BZ_EMISMATCH;
+        w->number = w->lookup == 0 ? o.number : -1;
+    }
+    pthread_mutex_lock(&r->lock);
+    for (struct raftrep__wait *w = in, *next; w; w = next) {
+        next = w->next;
+        if (w->lookup == BZ_EMISMATCH) {
+            raftrep__answer(r, w, BZ_EMISMATCH, -1,
+                            "Idempotency-Key reused with a different request");
+        } else if (w->lookup == 0) {
+            raftrep__answer(r, w, 0, w->number, NULL); /* a retry of a committed order */
+        } else if (w->lookup != BZ_ENOTFOUND) {
+            raftrep__answer(r, w, w->lookup, -1, "order log unreadable");
+        } else {
+            w->next = NULL;
+            *r->queue_tail = w;
+            r->queue_tail = &w->next;
+        }
+    }
+    raftrep__unlock(r);
+    pthread_mutex_lock(&r->lock);
 }
 
 static void *raftrep__sequencer_main(void *arg)
@@ -229,6 +316,10 @@ static void *raftrep__sequencer_main(void *arg)
 
     pthread_mutex_lock(&r->lock);
     while (!r->stopping) {
+        if (r->incoming) {
+            raftrep__take_incoming(r);
+            continue;
+        }
         struct raftnode_info info;
         raftnode_info(r->node, &info);
         bool leads = info.role == RAFTNODE_LEADER && info.leader_ready;
@@ -240,6 +331,10 @@ static void *raftrep__sequencer_main(void *arg)
             r->queue = NULL;
             r->queue_tail = &r->queue;
             cursor_valid = false;
+            raftrep__unlock(r);
+            pthread_mutex_lock(&r->lock);
+            if (r->stopping || r->incoming)
+                continue;
             struct timespec ts;
             clock_deadline(&ts, 50);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
@@ -297,7 +392,11 @@ static void *raftrep__sequencer_main(void *arg)
     }
     for (struct raftrep__wait *w = r->queue; w; w = w->next)
         raftrep__answer(r, w, BZ_EUNAVAIL, -1, "replica shutting down");
-    r->queue = NULL;
+    for (struct raftrep__wait *w = r->incoming; w; w = w->next)
+        raftrep__answer(r, w, BZ_EUNAVAIL, -1, "replica shutting down");
+    r->queue = r->incoming = NULL;
+    raftrep__unlock(r);
+    pthread_mutex_lock(&r->lock);
     /* Proposals in flight end with a verdict (applied, or failed when leadership goes), which
      * needs the node: it stops only after this thread. */
     while (r->proposals > 0)
@@ -317,6 +416,7 @@ int raftrep_start(struct raftrep **out, const struct bz_config *cfg, int id, str
     r->id = id;
     r->log = log;
     r->queue_tail = &r->queue;
+    r->incoming_tail = &r->incoming;
     pthread_mutex_init(&r->lock, NULL);
     clock_cond_init(&r->cond);
     int rv = raftnode_start(&r->node, cfg, id, log, NULL, errmsg, errlen);
@@ -365,80 +465,51 @@ bool raftrep_ready(struct raftrep *r, char *why, size_t whylen)
     return info.ready && !info.fsm_failed;
 }
 
-/* Not the leader: BZ_ENOTLEADER with the leader's id, if known. */
-static int raftrep__not_leader(struct raftrep *r, int *leader)
+void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
+                          struct trade_outcome *out, trade_outcomes_fn done, void *arg)
 {
-    struct raftnode_info info;
-    raftnode_info(r->node, &info);
-    *leader = info.leader_id != r->id ? info.leader_id : 0;
-    return info.role == RAFTNODE_LEADER ? BZ_EUNAVAIL /* taking over */ : BZ_ENOTLEADER;
-}
-
-void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct trade_outcome *out)
-{
+    int leader = 0, refusal = 0;
+    const char *why = NULL;
     if (!raftnode_is_leader(r->node)) {
-        int leader;
-        int rv = raftrep__not_leader(r, &leader);
+        refusal = raftrep__not_leader(r, &leader);
+        why = refusal == BZ_ENOTLEADER ? "is not the Raft leader" : "is still taking over";
+    } else if (n > 0) {
+        struct raftrep__group *g = xcalloc(1, sizeof *g);
+        *g = (struct raftrep__group){.n = n,
+                                     .pending = n,
+                                     .out = out,
+                                     .done = done,
+                                     .arg = arg,
+                                     .waits = xcalloc(n, sizeof *g->waits)};
         for (size_t i = 0; i < n; i++) {
-            out[i] = (struct trade_outcome){.status = rv, .number = -1, .leader = leader};
-            snprintf(out[i].message, sizeof out[i].message,
-                     rv == BZ_ENOTLEADER ? "replica %d is not the Raft leader"
-                                         : "replica %d is still taking over",
-                     r->id);
+            out[i] = (struct trade_outcome){.status = 0, .number = -1};
+            g->waits[i] = (struct raftrep__wait){.group = g, .trade = t[i], .out = &out[i]};
+            if (i > 0)
+                g->waits[i - 1].next = &g->waits[i];
         }
-        return;
-    }
-    struct raftrep__group g = {.pending = 0};
-    struct raftrep__wait *w = xcalloc(n ? n : 1, sizeof *w);
-    struct raftrep__wait *head = NULL, **tail = &head;
-    for (size_t i = 0; i < n; i++) {
-        out[i] = (struct trade_outcome){.status = 0, .number = -1};
-        w[i].out = &out[i];
-        /* The table holds only committed entries: a retry of one of them is answered here. */
-        struct order o;
-        int rv = orderlog_find_request(r->log, t[i].request_id, &o);
-        if (rv == 0 && !trade_same(&o.trade, &t[i])) {
-            out[i].status = BZ_EMISMATCH;
-            snprintf(out[i].message, sizeof out[i].message,
-                     "Idempotency-Key reused with a different request");
-        } else if (rv == 0) {
-            out[i].number = o.number;
-            atomic_fetch_add(&r->acked, 1);
-        } else if (rv != BZ_ENOTFOUND) {
-            out[i].status = rv;
-            snprintf(out[i].message, sizeof out[i].message, "order log unreadable");
-        } else {
-            w[i].group = &g;
-            w[i].trade = t[i];
-            *tail = &w[i];
-            tail = &w[i].next;
-            g.pending++;
-        }
-    }
-    if (g.pending) {
-        pthread_cond_init(&g.cond, NULL);
         pthread_mutex_lock(&r->lock);
-        *r->queue_tail = head;
-        r->queue_tail = tail;
-        pthread_cond_signal(&r->cond); /* the sequencer */
-        /* The sequencer answers every trade it takes within a catalog call and a proposal,
-         * each bounded by call_timeout_ms; a trade never taken is answered when leadership
-         * goes. */
-        while (g.pending)
-            pthread_cond_wait(&g.cond, &r->lock);
-        pthread_mutex_unlock(&r->lock);
-        pthread_cond_destroy(&g.cond);
-    }
-    /* The sequencer wrote each waiter's outcome; a 421 also names the leader. */
-    int leader = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (w[i].group && out[i].status == BZ_ENOTLEADER) {
-            if (leader < 0)
-                raftrep__not_leader(r, &leader);
-            out[i].leader = leader;
+        bool open = !r->stopping;
+        if (open) {
+            /* The sequencer looks each up and queues it (raftrep__take_incoming); it answers
+             * every trade it takes within a catalog call and a proposal, each bounded by
+             * call_timeout_ms, and a trade never taken when leadership goes. */
+            *r->incoming_tail = &g->waits[0];
+            r->incoming_tail = &g->waits[n - 1].next;
+            pthread_cond_signal(&r->cond);
         }
+        pthread_mutex_unlock(&r->lock);
+        if (open)
+            return;
+        free(g->waits);
+        free(g);
+        refusal = BZ_EUNAVAIL;
+        why = "is shutting down";
     }
-    free(w);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (struct trade_outcome){.status = refusal, .number = -1, .leader = leader};
+        snprintf(out[i].message, sizeof out[i].message, "replica %d %s", r->id, why);
+    }
+    done(arg, out, n);
 }
 
 int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader)

@@ -22,8 +22,9 @@ int raftrep_start(struct raftrep **out, const struct bz_config *cfg, int id, str
                   char *errmsg, size_t errlen);
 void raftrep_stop(struct raftrep *r);
 bool raftrep_ready(struct raftrep *r, char *why, size_t whylen);
-/* Orders t[0..n-1], sequenced together; waits for every outcome (see replica_submit). */
-void raftrep_submit(struct raftrep *r, const struct trade *t, size_t n, struct trade_outcome *out);
+/* Orders t[0..n-1], sequenced together, without waiting (see replica_submit_async). */
+void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
+                          struct trade_outcome *out, trade_outcomes_fn done, void *arg);
 int raftrep_query(struct raftrep *r, int64_t number, struct order *out, int *leader);
 json_t *raftrep_state_json(struct raftrep *r);
 void raftrep_metrics(struct raftrep *r, struct strbuf *out);

@@ -651,22 +651,6 @@ void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
     }
 }
 
-/* A blocking caller of replica_submit, woken by its outcomes. */
-static void replica__sync_done(void *arg, const struct trade_outcome *out, size_t n)
-{
-    (void)out;
-    (void)n;
-    latch_set(arg);
-}
-
-void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out)
-{
-    struct latch done;
-    latch_init(&done);
-    replica_submit_async(r, t, n, out, replica__sync_done, &done);
-    latch_wait(&done);
-}
-
 int replica_query(struct replica *r, int64_t number, struct order *out, int *leader)
 {
     *leader = 0;

@@ -40,18 +40,15 @@ bool replica_ready(struct replica *r, char *why, size_t whylen);
 int replica_notice(struct replica *r, const struct msg_notice *m);
 
 /*
- * The leader path for orders t[0..n-1], handed to the core together; waits
- * for every outcome. out[i].status is 0 (with its transaction number) or
- * BZ_ENOTLEADER, BZ_EUNAVAIL (promoting, or quorum not reached in time:
- * outcome unknown, retry with the same request id), BZ_EUPSTREAM /
- * BZ_ETIMEDOUT (catalog unreachable), BZ_ENOTFOUND, BZ_ECONFLICT, BZ_EMISMATCH
- * from the catalog or the dedupe check, with a message.
- */
-void replica_submit(struct replica *r, const struct trade *t, size_t n, struct trade_outcome *out);
-/*
- * replica_submit without waiting: queues the orders for the replica's loop
- * thread and returns at once; done(arg, out, n) reports the outcomes (in out)
- * once all are known. t and out are the caller's until then.
+ * The leader path for orders t[0..n-1], handed to the core together, without
+ * waiting: queues them for the replica's loop thread and returns at once.
+ * done(arg, out, n) reports every outcome once all are known (t and out are
+ * the caller's until then): out[i].status is 0 (with its transaction number)
+ * or BZ_ENOTLEADER, BZ_EUNAVAIL (promoting, quorum not reached in time, or
+ * too many orders waiting: outcome unknown, retry with the same request id),
+ * BZ_EUPSTREAM / BZ_ETIMEDOUT (catalog unreachable), BZ_ENOTFOUND,
+ * BZ_ECONFLICT, BZ_EMISMATCH from the catalog or the dedupe check, with a
+ * message.
  */
 void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
                           struct trade_outcome *out, trade_outcomes_fn done, void *arg);
