@@ -271,7 +271,8 @@ static int raftrep__exchange(struct raftrep *r, int64_t cursor, struct raftrep__
  * Sequencer, with the lock held (let go of meanwhile): the trades handed in since the
  * last look. The table holds only committed entries: a retry of one of them is answered
  * from it; the others join the queue for the next exchange, in order. The lookups run
- * without the lock (the node's thread may hold the log while it takes the lock).
+ * without the lock: one may wait for the log while the node's thread commits a page, and
+ * that thread takes the lock to answer the page's trades.
  */
 static void raftrep__take_incoming(struct raftrep *r)
 {
