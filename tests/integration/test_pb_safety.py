@@ -7,7 +7,9 @@ acknowledged order). Each case failed on the code before the fix:
   - a damaged order-<id>.db is refused at start (it came back ready and served 404s);
   - two front-ends agree on one leader instead of driving the epoch up (an epoch storm);
   - a leader whose followers stall refuses orders beyond its bound at once (503) instead of
-    holding ever more of them (the bound came with orders answered without a worker).
+    holding ever more of them (the bound came with orders answered without a worker);
+  - orders waiting for a stalled catalog hold no worker: the leader still answers queries
+    (both modes; before, each waiting batch held one of the workers).
 
     BAZAAR_BIN_DIR=build/bin python3 tests/integration/test_pb_safety.py [-v]
 """
@@ -300,6 +302,53 @@ class LeaderBackpressureTest(SafetyTestCase):
         for rid in c.replica_ids():
             self.assertFalse([o for o in bazaar.db_orders(c, rid)
                               if o["request_id"].startswith(tag)])
+
+
+class OrdersHoldNoWorkerTest(SafetyTestCase):
+    # One worker: before, a batch waiting for the catalog held it and the query below waited
+    # for the batch's deadline (call_timeout_ms). The front-end's health checks are slowed so
+    # that it leaves the leader alone while the catalog is paused.
+    overrides = {"cluster": {"call_timeout_ms": 10000},
+                 "replication": {"workers": 1},
+                 "frontend": {"health_interval_ms": 60000}}
+
+    def test_queries_are_answered_while_orders_wait(self):
+        c = self.cluster
+        first = self.trade(kind="buy")
+        self.assertEqual(first.status, 200, first.body[:300])
+        number = first.json["data"]["transaction_number"]
+        leader = find_leader(c)
+        batch = {}
+
+        def send():
+            body = json.dumps({"orders": [{"request_id": "held-1", "name": "GameStart",
+                                           "type": "sell", "quantity": 1}]}).encode()
+            try:
+                batch["reply"] = bazaar.post(c.order_url(leader, "/orders/batch"), body,
+                                             headers=c.secret_headers(),
+                                             timeout=bazaar.scaled(30))
+            except OSError as exc:
+                batch["error"] = exc
+
+        c.processes["catalog"].pause()
+        try:
+            sender = threading.Thread(target=send)
+            sender.start()
+            time.sleep(0.3)  # the batch is at the paused catalog now
+            start = time.monotonic()
+            query = bazaar.get(c.order_url(leader, f"/orders/{number}"),
+                               headers=c.secret_headers(), timeout=bazaar.scaled(5))
+            elapsed = time.monotonic() - start
+            self.assertFalse(batch, "the batch was answered while the catalog was paused")
+        finally:
+            c.processes["catalog"].resume()
+        bazaar.join_threads([sender], bazaar.scaled(30), "the batch")
+        print(f"query answered in {elapsed:.3f} s while a batch waited", file=sys.stderr)
+        self.assertEqual(query.status, 200, query.body[:300])
+        self.assertEqual(query.json["data"]["number"], number)
+        self.assertLess(elapsed, bazaar.scaled(1.0))
+        self.assertNotIn("error", batch)
+        self.assertEqual(batch["reply"].status, 200, batch["reply"].body[:300])
 
 
 if __name__ == "__main__":
