@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "http_client.h"
+#include "metrics.h"
 #include "raftrep.h"
 #include "replica.h"
 
@@ -55,6 +56,15 @@ void ordersvc_submit_async(struct ordersvc *s, const struct trade *t, size_t n,
         raftrep_submit_async(s->raft, t, n, out, done, arg);
     else
         replica_submit_async(s->pb, t, n, out, done, arg);
+}
+
+void ordersvc_render_waiting(struct strbuf *out, uint64_t waiting, uint64_t refused)
+{
+    metrics_render_simple(out, "bazaar_order_orders_waiting", "gauge",
+                          "Orders handed to the leader and not yet answered.", waiting);
+    metrics_render_simple(out, "bazaar_order_orders_refused_total", "counter",
+                          "Orders refused (503) because too many were waiting at the leader.",
+                          refused);
 }
 
 int ordersvc_query(struct ordersvc *s, int64_t number, struct order *out, int *leader)

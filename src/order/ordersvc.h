@@ -30,6 +30,18 @@ void ordersvc_stop(struct ordersvc *s);
 bool ordersvc_ready(struct ordersvc *s, char *why, size_t whylen);
 
 /*
+ * Orders a leader holds, handed in and not yet answered, at most (64 full
+ * batches, in either mode). No thread waits for an order, so nothing else
+ * bounds them: more are answered at once with BZ_EUNAVAIL (503, outcome
+ * known: not taken) and ORDERSVC_BUSY, and counted.
+ */
+#define ORDERSVC_WAITING_MAX (64 * MSG_ORDER_BATCH_MAX)
+#define ORDERSVC_BUSY        "too many orders are waiting at the leader"
+
+/* The metrics of that bound: orders waiting now, orders refused so far. */
+void ordersvc_render_waiting(struct strbuf *out, uint64_t waiting, uint64_t refused);
+
+/*
  * Orders t[0..n-1] (as leader), handed to the sequencer together, without
  * waiting: done(arg, out, n) reports every outcome once all are known, on
  * whatever thread finished them (t and out are the caller's until then).

@@ -60,6 +60,8 @@ struct raftrep {
     struct raftrep__wait *incoming, **incoming_tail; /* handed in, not yet looked up */
     struct raftrep__wait *queue, **queue_tail;       /* for the next exchange */
     struct raftrep__group *answered;                 /* groups to finish (raftrep__unlock) */
+    size_t waiting;                                  /* trades handed in, not yet answered */
+    uint64_t refused;                                /* for ORDERSVC_WAITING_MAX */
     bool stopping;
     int proposals;                    /* in flight (raftrep__proposal) */
     struct raftrep__proposal *newest; /* the last one proposed, while in flight */
@@ -76,6 +78,7 @@ static void raftrep__answer(struct raftrep *r, struct raftrep__wait *w, int stat
     w->out->number = status ? -1 : number;
     snprintf(w->out->message, sizeof w->out->message, "%.180s", message ? message : "");
     struct raftrep__group *g = w->group;
+    r->waiting--;
     if (--g->pending == 0) {
         g->next = r->answered;
         r->answered = g;
@@ -489,8 +492,14 @@ void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
                 g->waits[i - 1].next = &g->waits[i];
         }
         pthread_mutex_lock(&r->lock);
-        bool open = !r->stopping;
+        why = r->stopping                             ? "is shutting down"
+              : r->waiting + n > ORDERSVC_WAITING_MAX ? ORDERSVC_BUSY
+                                                      : NULL;
+        bool open = !why;
+        if (why && !r->stopping)
+            r->refused += n;
         if (open) {
+            r->waiting += n;
             /* The sequencer looks each up and queues it (raftrep__take_incoming); it answers
              * every trade it takes within a catalog call and a proposal, each bounded by
              * call_timeout_ms, and a trade never taken when leadership goes. */
@@ -504,11 +513,13 @@ void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
         free(g->waits);
         free(g);
         refusal = BZ_EUNAVAIL;
-        why = "is shutting down";
     }
     for (size_t i = 0; i < n; i++) {
         out[i] = (struct trade_outcome){.status = refusal, .number = -1, .leader = leader};
-        snprintf(out[i].message, sizeof out[i].message, "replica %d %s", r->id, why);
+        if (strcmp(why, ORDERSVC_BUSY) == 0)
+            snprintf(out[i].message, sizeof out[i].message, "%s", why);
+        else
+            snprintf(out[i].message, sizeof out[i].message, "replica %d %s", r->id, why);
     }
     done(arg, out, n);
 }
@@ -574,4 +585,8 @@ void raftrep_metrics(struct raftrep *r, struct strbuf *out)
     metrics_render_simple(out, "bazaar_order_failed_proposals_total", "counter",
                           "Raft proposals that failed (outcome unknown).",
                           atomic_load(&r->failed_proposals));
+    pthread_mutex_lock(&r->lock);
+    uint64_t waiting = r->waiting, refused = r->refused;
+    pthread_mutex_unlock(&r->lock);
+    ordersvc_render_waiting(out, waiting, refused);
 }

@@ -34,7 +34,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
-#include "metrics.h"
+#include "ordersvc.h"
 #include "pb.h"
 
 /*
@@ -44,8 +44,6 @@
  */
 #define REPLICA__REPLY_MAX   (1024 * 1024)
 #define REPLICA__WAIT_MAX_MS 1000 /* the loop looks at its inbox at least this often */
-/* Orders handed in and not yet answered, at most (64 full batches): more are refused 503. */
-#define REPLICA__ORDERS_MAX (64 * MSG_ORDER_BATCH_MAX)
 
 _Static_assert(HTTP_ASYNC_PEERS_MAX >= CONFIG_MAX_REPLICAS,
                "one client calls every peer and the catalog");
@@ -93,7 +91,7 @@ struct replica {
     bool woken;              /* a wake-up is on its way */
     bool closed;             /* the loop has stopped: submits are refused */
     size_t orders_waiting;   /* handed in by replica_submit_async, not yet answered */
-    uint64_t orders_refused; /* refused for REPLICA__ORDERS_MAX */
+    uint64_t orders_refused; /* refused for ORDERSVC_WAITING_MAX */
 
     /* Loop thread only (and replica_stop once it has ended). */
     pthread_t loop;
@@ -623,10 +621,9 @@ void replica_submit_async(struct replica *r, const struct trade *t, size_t n,
         g->tokens[i] = &g->waiters[i];
     }
     pthread_mutex_lock(&r->inbox_lock);
-    const char *refusal = r->closed ? "the replica is stopping"
-                          : r->orders_waiting + n > REPLICA__ORDERS_MAX
-                              ? "too many orders are waiting at the leader"
-                              : NULL;
+    const char *refusal = r->closed                                      ? "the replica is stopping"
+                          : r->orders_waiting + n > ORDERSVC_WAITING_MAX ? ORDERSVC_BUSY
+                                                                         : NULL;
     bool wake = false;
     if (refusal && !r->closed)
         r->orders_refused += n;
@@ -686,9 +683,5 @@ void replica_metrics(struct replica *r, struct strbuf *out)
     pthread_mutex_lock(&r->inbox_lock);
     uint64_t waiting = r->orders_waiting, refused = r->orders_refused;
     pthread_mutex_unlock(&r->inbox_lock);
-    metrics_render_simple(out, "bazaar_order_orders_waiting", "gauge",
-                          "Orders handed to the leader and not yet answered.", waiting);
-    metrics_render_simple(out, "bazaar_order_orders_refused_total", "counter",
-                          "Orders refused (503) because too many were waiting at the leader.",
-                          refused);
+    ordersvc_render_waiting(out, waiting, refused);
 }

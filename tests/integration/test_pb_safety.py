@@ -6,8 +6,9 @@ acknowledged order). Each case failed on the code before the fix:
     also after a restart (two leaders could share an epoch and swap acknowledged orders);
   - a damaged order-<id>.db is refused at start (it came back ready and served 404s);
   - two front-ends agree on one leader instead of driving the epoch up (an epoch storm);
-  - a leader whose followers stall refuses orders beyond its bound at once (503) instead of
-    holding ever more of them (the bound came with orders answered without a worker);
+  - a leader whose catalog stalls refuses orders beyond its bound at once (503) instead of
+    holding ever more of them (both modes; the bound came with orders answered without a
+    worker);
   - orders waiting for a stalled catalog hold no worker: the leader still answers queries
     (both modes; before, each waiting batch held one of the workers).
 
@@ -232,19 +233,17 @@ class TwoFrontendsTest(SafetyTestCase):
         self.assertEqual(errors, [], errors[:5])
 
 
-@bazaar.skip_unless_mode("primary-backup", "the bound is the primary-backup driver's")
 class LeaderBackpressureTest(SafetyTestCase):
-    # Orders wait for their quorum up to call_timeout_ms; the front-end's health checks are
-    # slowed so that it does not re-select while the followers are paused.
+    # Orders wait for the paused catalog up to call_timeout_ms; the front-end's health checks
+    # are slowed so that it leaves the leader alone meanwhile.
     overrides = {"cluster": {"call_timeout_ms": 10000},
                  "frontend": {"health_interval_ms": 60000}}
-    BATCHES = 65  # REPLICA__ORDERS_MAX (src/order/replica.c) is 64 full batches
+    BATCHES = 65  # ORDERSVC_WAITING_MAX (src/order/ordersvc.h) is 64 full batches
     PER_BATCH = 256
 
     def test_orders_beyond_the_bound_are_refused_at_once(self):
         c = self.cluster
         leader = find_leader(c)
-        followers = [r for r in c.replica_ids() if r != leader]
         url = c.order_url(leader, "/orders/batch")
         bodies = [json.dumps({"orders": [
             {"request_id": f"bp-{b}-{i}", "name": "GameStart", "type": "buy" if i % 2 else "sell",
@@ -261,19 +260,17 @@ class LeaderBackpressureTest(SafetyTestCase):
             except OSError as exc:
                 answers[b] = (time.monotonic() - start, None, repr(exc).encode())
 
-        for rid in followers:
-            c.processes[f"order{rid}"].pause()
+        c.processes["catalog"].pause()
         try:
             threads = [threading.Thread(target=send, args=(b,)) for b in range(self.BATCHES)]
             for t in threads:
                 t.start()
-            # Nothing can commit while the followers are paused: the first 64 batches wait,
+            # Nothing can execute while the catalog is paused: the first 64 batches wait,
             # and the one that comes last is refused without waiting.
             wait_for(lambda: any(a is not None for a in answers), timeout=8,
                      what="a refused batch")
         finally:
-            for rid in followers:
-                c.processes[f"order{rid}"].resume()
+            c.processes["catalog"].resume()
         bazaar.join_threads(threads, bazaar.scaled(60), "batch senders")
         refused, kept = [], []
         for b, (elapsed, status, body) in enumerate(answers):
@@ -286,7 +283,6 @@ class LeaderBackpressureTest(SafetyTestCase):
                 if msgs == {"too many orders are waiting at the leader"}:
                     refused.append((elapsed, b))
                     continue
-            self.assertLessEqual(codes, {200, 503}, results[:3])
             kept.append((elapsed, b))
         print(f"refused {refused}; kept answered after {min(k[0] for k in kept):.2f}-"
               f"{max(k[0] for k in kept):.2f} s", file=sys.stderr)
@@ -294,7 +290,7 @@ class LeaderBackpressureTest(SafetyTestCase):
         self.assertLess(refused[0][0], min(k[0] for k in kept), "the refusal waited")
         name = f"order{leader}"
         self.assertEqual(c.metric("bazaar_order_orders_refused_total", name), self.PER_BATCH)
-        wait_for(lambda: c.metric("bazaar_order_orders_waiting", name) == 0, timeout=10,
+        wait_for(lambda: c.metric("bazaar_order_orders_waiting", name) == 0, timeout=30,
                  what="no order waiting at the leader")
         # A refused order changed nothing: no replica logged any of its request ids.
         wait_replicas_idle(c)
