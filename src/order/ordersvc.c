@@ -118,7 +118,16 @@ int ordersvc_catalog_execute(const struct bz_config *cfg, const struct msg_exec 
     free(body);
     if (rv)
         return rv;
-    rv = msg_exec_reply_decode(reply.body.data, reply.body.len, m->n, m->from, out, errmsg, errlen);
+    rv = ordersvc_catalog_decode(m, &reply, out, errmsg, errlen);
     http_reply_free(&reply);
-    return rv ? BZ_EUPSTREAM : 0;
+    return rv;
+}
+
+int ordersvc_catalog_decode(const struct msg_exec *m, const struct http_reply *reply,
+                            struct msg_exec_reply *out, char *errmsg, size_t errlen)
+{
+    return msg_exec_reply_decode(reply->body.data, reply->body.len, m->n, m->from, out, errmsg,
+                                 errlen) != 0
+               ? BZ_EUPSTREAM
+               : 0;
 }

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "http_client.h"
 #include "msg.h"
 #include "orderlog.h"
 #include "trade.h"
@@ -69,5 +70,12 @@ int ordersvc_append(struct ordersvc *s, const struct msg_append *m, struct msg_a
  */
 int ordersvc_catalog_execute(const struct bz_config *cfg, const struct msg_exec *m,
                              struct msg_exec_reply *out, char *errmsg, size_t errlen);
+/*
+ * Its reply's half, for a driver that makes the call itself (the primary-backup
+ * loop): decodes the catalog's 200 reply to m strictly. 0 with *out filled, or
+ * BZ_EUPSTREAM with errmsg set. The reply stays the caller's.
+ */
+int ordersvc_catalog_decode(const struct msg_exec *m, const struct http_reply *reply,
+                            struct msg_exec_reply *out, char *errmsg, size_t errlen);
 
 #endif

@@ -473,10 +473,11 @@ void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
                           struct trade_outcome *out, trade_outcomes_fn done, void *arg)
 {
     int leader = 0, refusal = 0;
-    const char *why = NULL;
+    char why[sizeof out->message] = ""; /* the refusal's message for every trade */
     if (!raftnode_is_leader(r->node)) {
         refusal = raftrep__not_leader(r, &leader);
-        why = refusal == BZ_ENOTLEADER ? "is not the Raft leader" : "is still taking over";
+        snprintf(why, sizeof why, "replica %d %s", r->id,
+                 refusal == BZ_ENOTLEADER ? "is not the Raft leader" : "is still taking over");
     } else if (n > 0) {
         struct raftrep__group *g = xcalloc(1, sizeof *g);
         *g = (struct raftrep__group){.n = n,
@@ -492,13 +493,13 @@ void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
                 g->waits[i - 1].next = &g->waits[i];
         }
         pthread_mutex_lock(&r->lock);
-        why = r->stopping                             ? "is shutting down"
-              : r->waiting + n > ORDERSVC_WAITING_MAX ? ORDERSVC_BUSY
-                                                      : NULL;
-        bool open = !why;
-        if (why && !r->stopping)
+        bool open = !r->stopping && r->waiting + n <= ORDERSVC_WAITING_MAX;
+        if (r->stopping) {
+            snprintf(why, sizeof why, "replica %d is shutting down", r->id);
+        } else if (!open) {
+            snprintf(why, sizeof why, "%s", ORDERSVC_BUSY);
             r->refused += n;
-        if (open) {
+        } else {
             r->waiting += n;
             /* The sequencer looks each up and queues it (raftrep__take_incoming); it answers
              * every trade it takes within a catalog call and a proposal, each bounded by
@@ -516,10 +517,7 @@ void raftrep_submit_async(struct raftrep *r, const struct trade *t, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         out[i] = (struct trade_outcome){.status = refusal, .number = -1, .leader = leader};
-        if (strcmp(why, ORDERSVC_BUSY) == 0)
-            snprintf(out[i].message, sizeof out[i].message, "%s", why);
-        else
-            snprintf(out[i].message, sizeof out[i].message, "replica %d %s", r->id, why);
+        memcpy(out[i].message, why, sizeof why);
     }
     done(arg, out, n);
 }

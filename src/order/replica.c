@@ -291,8 +291,7 @@ static void replica__decode(struct replica__call *q, int rv, struct http_reply *
             err = msg_log_page_decode(h->body.data, h->body.len, &reply->entries, &reply->n, msg,
                                       sizeof msg);
         } else {
-            err = msg_exec_reply_decode(h->body.data, h->body.len, c->exec.n, c->exec.from,
-                                        &reply->exec, msg, sizeof msg);
+            err = ordersvc_catalog_decode(&c->exec, h, &reply->exec, msg, sizeof msg);
         }
         http_reply_free(h);
         if (err) {
@@ -344,8 +343,13 @@ static void replica__dispatch(struct replica *r, struct replica__call *q)
         json_t *body = msg_notice_to_json(&c->notice);
         owned = json_dumps(body, JSON_COMPACT);
         json_decref(body);
+        if (!owned) {
+            q->reply.err = BZ_EINTERNAL;
+            replica__push_reply(r, q);
+            return;
+        }
         req.body = owned;
-        req.body_len = owned ? strlen(owned) : 0;
+        req.body_len = strlen(owned);
         req.content_type = NULL;
         break;
     }
@@ -377,11 +381,6 @@ static void replica__dispatch(struct replica *r, struct replica__call *q)
         req.method = "GET";
         req.secret = NULL;
         break;
-    }
-    if (c->kind == PB_CALL_NOTICE && !owned) {
-        q->reply.err = BZ_EINTERNAL;
-        replica__push_reply(r, q);
-        return;
     }
     int rv = http_async_request(r->async, &req, replica__call_done, q);
     free(owned);
